@@ -1,0 +1,416 @@
+//! Types shared by the XDP program (`lb-ebpf`) and user space (`lbctl`).
+//!
+//! Every type here is `#[repr(C)]`, has no implicit padding, and is the exact
+//! byte layout of a BPF map key or value. Addresses and ports are stored in
+//! network byte order, as they appear on the wire, so the data plane can
+//! compare them without swapping.
+#![no_std]
+
+/// Maximum number of VIPs (size of the VIP and per-VIP stats maps).
+pub const MAX_VIPS: u32 = 256;
+/// Maximum number of backends (size of the backend and per-backend stats maps).
+pub const MAX_BACKENDS: u32 = 4096;
+/// Default Maglev lookup table size (a prime, as the paper requires).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Default capacity of the connection table.
+pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+/// Backend id that means "no backend" in a Maglev ring.
+pub const NO_BACKEND: u32 = 0;
+
+/// Address family of a [`VipKey`] or [`Backend`] (same values as `AF_INET`/`AF_INET6`).
+pub const FAMILY_V4: u8 = 2;
+/// IPv6 address family.
+pub const FAMILY_V6: u8 = 10;
+
+/// IANA protocol numbers used in keys.
+pub const PROTO_TCP: u8 = 6;
+/// UDP protocol number.
+pub const PROTO_UDP: u8 = 17;
+
+/// Key of the VIP map: (address, port, protocol). A port of 0 is the
+/// port-less VIP that catches every port of its address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    /// IPv4 in the first 4 bytes (rest zero) or IPv6, network order.
+    pub addr: [u8; 16],
+    /// Destination port, network byte order; 0 for a port-less VIP.
+    pub port: u16,
+    /// IP protocol (6 or 17).
+    pub proto: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+}
+
+/// VIP flags ([`VipInfo::flags`]).
+pub mod vip_flags {
+    /// This node is active (VRRP master) for the VIP; otherwise its traffic passes to the kernel.
+    pub const ACTIVE: u32 = 1 << 0;
+    /// Forward by IPIP/IP6IP6 encapsulation instead of DR MAC rewrite.
+    pub const FWD_IPIP: u32 = 1 << 1;
+    /// Leave the source port out of the flow hash.
+    pub const HASH_NO_SRC_PORT: u32 = 1 << 2;
+    /// Leave the destination port out of the flow hash.
+    pub const HASH_NO_DST_PORT: u32 = 1 << 3;
+    /// Leave the source address out of the flow hash.
+    pub const HASH_NO_SRC_ADDR: u32 = 1 << 4;
+    /// Do not use the connection table for this VIP (every packet is hashed).
+    pub const NO_CONN_TABLE: u32 = 1 << 5;
+    /// Log debug events for this VIP through aya-log (off on the fast path by default).
+    pub const DEBUG: u32 = 1 << 6;
+}
+
+/// Value of the VIP map.
+///
+/// The whole value is replaced in one map update, which is how a table switch
+/// becomes atomic: user space fills the idle ring slot, then writes a new
+/// `VipInfo` with `slot` pointing at it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipInfo {
+    /// Dense index of the VIP (rings, stats), `< MAX_VIPS`.
+    pub vip_id: u32,
+    /// [`vip_flags`] bits.
+    pub flags: u32,
+    /// Maglev table size for this VIP (a prime, at most the ring stride).
+    pub ring_size: u32,
+    /// Which of the VIP's two ring slots is live (0 or 1).
+    pub slot: u32,
+}
+
+/// Value of the backend map, indexed by backend id (`1..MAX_BACKENDS`; 0 is [`NO_BACKEND`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Backend address (IPIP outer destination), network order.
+    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`]; 0 for an unused slot.
+    pub family: u8,
+    /// [`backend_flags`] bits.
+    pub flags: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 2],
+    /// Generation of this slot: connection-table entries of an older generation are stale.
+    pub generation: u32,
+    /// Destination MAC for frames to this backend (the backend's own for DR, the next hop for IPIP).
+    pub mac: [u8; 6],
+    /// Padding, zero.
+    pub _pad2: [u8; 2],
+}
+
+/// Backend flags ([`Backend::flags`]).
+pub mod backend_flags {
+    /// The backend is alive: established flows keep going to it (it may still be draining).
+    pub const ALIVE: u8 = 1 << 0;
+}
+
+/// Key of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ConnKey {
+    /// Client address, network order.
+    pub src: [u8; 16],
+    /// VIP address, network order.
+    pub dst: [u8; 16],
+    /// Client port, network order (0 when the VIP hashes without it).
+    pub sport: u16,
+    /// VIP port, network order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 2],
+}
+
+/// Value of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnValue {
+    /// Backend id chosen for the flow.
+    pub backend_id: u32,
+    /// [`Backend::generation`] at the time of the choice.
+    pub generation: u32,
+}
+
+/// Node-wide settings, the single entry of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LbConfig {
+    /// MAC address of the interface the program runs on (source of forwarded frames).
+    pub iface_mac: [u8; 6],
+    /// Padding, zero.
+    pub _pad: [u8; 2],
+    /// Largest IP packet (L3 bytes) the egress link takes; 0 means 1500.
+    pub mtu: u32,
+    /// Outer IPv4 source for IPIP, network order.
+    pub ipip_src_v4: [u8; 4],
+    /// Outer IPv6 source for IP6IP6, network order.
+    pub ipip_src_v6: [u8; 16],
+    /// How many low bits of the outer source are taken from the flow hash (0: fixed source).
+    pub ipip_src_flow_bits_v4: u8,
+    /// Same for IPv6 (at most 32).
+    pub ipip_src_flow_bits_v6: u8,
+    /// [`config_flags`] bits.
+    pub flags: u16,
+    /// Ring stride: the space reserved per ring slot in the ring map.
+    pub ring_stride: u32,
+}
+
+/// Node-wide flags ([`LbConfig::flags`]).
+pub mod config_flags {
+    /// Emit aya-log debug events for every VIP.
+    pub const DEBUG: u16 = 1 << 0;
+}
+
+/// Per-CPU packet and byte counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (whole frame as received).
+    pub bytes: u64,
+}
+
+/// Why the program returned what it returned; index of the `REASONS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4/IPv6 (ARP and the like): passed.
+    PassNotIp = 0,
+    /// IP, but not to a VIP of this node: passed.
+    PassNotVip = 1,
+    /// To a VIP for which this node is not active: passed.
+    PassInactive = 2,
+    /// Malformed or truncated header: dropped.
+    DropMalformed = 3,
+    /// VIP has no backend in its table: dropped.
+    DropNoBackend = 4,
+    /// A fragment that cannot be hashed consistently: dropped.
+    DropFragment = 5,
+    /// A fragment forwarded on an address-only hash.
+    FragmentForwarded = 6,
+    /// Forwarded by DR (MAC rewrite).
+    FwdDr = 7,
+    /// Forwarded by IPIP/IP6IP6.
+    FwdIpip = 8,
+    /// Connection table hit.
+    ConnHit = 9,
+    /// Connection table miss (new flow, hashed).
+    ConnMiss = 10,
+    /// ICMP error for a VIP flow sent to the owning backend.
+    IcmpToBackend = 11,
+    /// Encapsulation would exceed the MTU: sent the client a too-big error.
+    TooBigSent = 12,
+    /// An ICMP/ICMPv6 message to a VIP that is not an error we route (echo etc.): passed.
+    PassIcmp = 13,
+    /// Head adjustment failed (no headroom): dropped.
+    DropAdjust = 14,
+    /// Decap program: IPIP/IP6IP6 stripped and passed.
+    Decapsulated = 15,
+    /// Connection-table entry pointed to a dead or recycled backend and was rehashed.
+    ConnStale = 16,
+    /// IP with options or extension headers we do not walk, to a VIP: passed.
+    PassUnsupported = 17,
+}
+
+/// Number of [`Reason`] slots.
+pub const NUM_REASONS: u32 = 18;
+
+impl Reason {
+    /// All reasons, in index order.
+    pub const ALL: [Reason; NUM_REASONS as usize] = [
+        Reason::PassNotIp,
+        Reason::PassNotVip,
+        Reason::PassInactive,
+        Reason::DropMalformed,
+        Reason::DropNoBackend,
+        Reason::DropFragment,
+        Reason::FragmentForwarded,
+        Reason::FwdDr,
+        Reason::FwdIpip,
+        Reason::ConnHit,
+        Reason::ConnMiss,
+        Reason::IcmpToBackend,
+        Reason::TooBigSent,
+        Reason::PassIcmp,
+        Reason::DropAdjust,
+        Reason::Decapsulated,
+        Reason::ConnStale,
+        Reason::PassUnsupported,
+    ];
+
+    /// Stable snake_case name for output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotIp => "pass_not_ip",
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::PassInactive => "pass_inactive",
+            Reason::DropMalformed => "drop_malformed",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropFragment => "drop_fragment",
+            Reason::FragmentForwarded => "fragment_forwarded",
+            Reason::FwdDr => "fwd_dr",
+            Reason::FwdIpip => "fwd_ipip",
+            Reason::ConnHit => "conn_hit",
+            Reason::ConnMiss => "conn_miss",
+            Reason::IcmpToBackend => "icmp_to_backend",
+            Reason::TooBigSent => "too_big_sent",
+            Reason::PassIcmp => "pass_icmp",
+            Reason::DropAdjust => "drop_adjust",
+            Reason::Decapsulated => "decapsulated",
+            Reason::ConnStale => "conn_stale",
+            Reason::PassUnsupported => "pass_unsupported",
+        }
+    }
+}
+
+/// Key of the decap program's address map: addresses this host accepts tunnels for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapKey {
+    /// Outer destination, network order.
+    pub addr: [u8; 16],
+    /// Address family.
+    pub family: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 3],
+}
+
+/// Inputs of the flow hash, already masked by the VIP's hash fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowTuple {
+    /// Client address.
+    pub src: [u8; 16],
+    /// VIP address.
+    pub dst: [u8; 16],
+    /// Client port (network order as read from the packet).
+    pub sport: u16,
+    /// VIP port (network order as read from the packet).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+}
+
+const HASH_SEED: u32 = 0x9e37_79b9;
+
+#[inline(always)]
+const fn mix(mut h: u32, k: u32) -> u32 {
+    // murmur3 32-bit block step
+    let mut k = k.wrapping_mul(0xcc9e_2d51);
+    k = k.rotate_left(15);
+    k = k.wrapping_mul(0x1b87_3593);
+    h ^= k;
+    h = h.rotate_left(13);
+    h.wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+#[inline(always)]
+const fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[inline(always)]
+const fn word(a: &[u8; 16], i: usize) -> u32 {
+    u32::from_ne_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]])
+}
+
+/// The flow hash used to index a VIP's Maglev table (murmur3-style, 32 bit).
+///
+/// The data plane and user space both call this, so tests and tools can
+/// predict which backend a flow gets.
+#[inline(always)]
+pub const fn flow_hash(t: &FlowTuple) -> u32 {
+    let mut h = HASH_SEED;
+    h = mix(h, word(&t.src, 0));
+    h = mix(h, word(&t.src, 1));
+    h = mix(h, word(&t.src, 2));
+    h = mix(h, word(&t.src, 3));
+    h = mix(h, word(&t.dst, 0));
+    h = mix(h, word(&t.dst, 1));
+    h = mix(h, word(&t.dst, 2));
+    h = mix(h, word(&t.dst, 3));
+    h = mix(h, (t.sport as u32) << 16 | t.dport as u32);
+    h = mix(h, t.proto as u32);
+    fmix(h ^ 37)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is #[repr(C)], made only of integers and byte arrays,
+    // with explicit padding fields, so every bit pattern is valid and there are
+    // no implicit padding bytes.
+    unsafe impl aya::Pod for super::VipKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VipInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DecapKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<VipInfo>(), 16);
+        assert_eq!(size_of::<Backend>(), 32);
+        assert_eq!(size_of::<ConnKey>(), 40);
+        assert_eq!(size_of::<ConnValue>(), 8);
+        assert_eq!(size_of::<LbConfig>(), 40);
+        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<DecapKey>(), 20);
+    }
+
+    #[test]
+    fn reason_table_is_dense_and_named_uniquely() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        let mut names: std::vec::Vec<_> = Reason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), NUM_REASONS as usize);
+    }
+
+    #[test]
+    fn flow_hash_depends_on_every_field() {
+        let base = FlowTuple {
+            src: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst: [10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            sport: 40000,
+            dport: 80,
+            proto: 6,
+        };
+        let h = flow_hash(&base);
+        let variants = [
+            FlowTuple { sport: 40001, ..base },
+            FlowTuple { dport: 81, ..base },
+            FlowTuple { proto: 17, ..base },
+            FlowTuple { src: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..base },
+            FlowTuple { dst: [10, 0, 0, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..base },
+        ];
+        for v in variants {
+            assert_ne!(flow_hash(&v), h, "{v:?}");
+        }
+    }
+}
