@@ -1,0 +1,5 @@
+//! lbctl: an XDP Layer-4 load balancer with VRRP failover and backend health checks.
+//!
+//! One module per concern: `config` (lb.toml), `maglev` (consistent hashing),
+//! `health` (checks and rise/fall), `vrrp` (RFC 5798/3768), `dataplane`
+//! (XDP maps, IPVS fallback) and `api` (the control socket).
