@@ -54,7 +54,9 @@ fn main() -> anyhow::Result<()> {
 
     let toolchain_name = match env::var("LBCTL_EBPF_TOOLCHAIN") {
         Ok(t) if !t.is_empty() => t,
-        _ if linked_toolchain_exists(DEFAULT_LINKED_TOOLCHAIN) => DEFAULT_LINKED_TOOLCHAIN.to_owned(),
+        _ if linked_toolchain_exists(DEFAULT_LINKED_TOOLCHAIN) => {
+            DEFAULT_LINKED_TOOLCHAIN.to_owned()
+        }
         _ => "nightly".to_owned(),
     };
     // Debian's rustc-web is a stable compiler: RUSTC_BOOTSTRAP=1 lets it build

@@ -104,7 +104,8 @@ pub mod backend_flags {
     pub const ALIVE: u8 = 1 << 0;
 }
 
-/// Key of the connection table.
+/// Key of the connection table, and the input of [`flow_hash`]: the flow's
+/// 5-tuple with the fields its VIP does not hash on set to zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ConnKey {
@@ -212,12 +213,16 @@ pub enum Reason {
     Decapsulated = 15,
     /// Connection-table entry pointed to a dead or recycled backend and was rehashed.
     ConnStale = 16,
-    /// IP with options or extension headers we do not walk, to a VIP: passed.
+    /// IPv6 with more extension headers than the program walks, to a VIP address: passed.
     PassUnsupported = 17,
+    /// Too short or inconsistent to tell whether it is for a VIP: passed for the kernel to judge.
+    PassMalformed = 18,
+    /// Encapsulation would exceed the MTU but no too-big error could be built (IPv4 options): dropped.
+    DropTooBig = 19,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 18;
+pub const NUM_REASONS: u32 = 20;
 
 impl Reason {
     /// All reasons, in index order.
@@ -240,6 +245,8 @@ impl Reason {
         Reason::Decapsulated,
         Reason::ConnStale,
         Reason::PassUnsupported,
+        Reason::PassMalformed,
+        Reason::DropTooBig,
     ];
 
     /// Stable snake_case name for output.
@@ -263,35 +270,22 @@ impl Reason {
             Reason::Decapsulated => "decapsulated",
             Reason::ConnStale => "conn_stale",
             Reason::PassUnsupported => "pass_unsupported",
+            Reason::PassMalformed => "pass_malformed",
+            Reason::DropTooBig => "drop_too_big",
         }
     }
 }
 
-/// Key of the decap program's address map: addresses this host accepts tunnels for.
+/// Key of the address maps: VIP addresses (fast "is this for us" test) and decap addresses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct DecapKey {
+pub struct AddrKey {
     /// Outer destination, network order.
     pub addr: [u8; 16],
     /// Address family.
     pub family: u8,
     /// Padding, zero.
     pub _pad: [u8; 3],
-}
-
-/// Inputs of the flow hash, already masked by the VIP's hash fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowTuple {
-    /// Client address.
-    pub src: [u8; 16],
-    /// VIP address.
-    pub dst: [u8; 16],
-    /// Client port (network order as read from the packet).
-    pub sport: u16,
-    /// VIP port (network order as read from the packet).
-    pub dport: u16,
-    /// IP protocol.
-    pub proto: u8,
 }
 
 const HASH_SEED: u32 = 0x9e37_79b9;
@@ -321,12 +315,13 @@ const fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]])
 }
 
-/// The flow hash used to index a VIP's Maglev table (murmur3-style, 32 bit).
+/// The flow hash used to index a VIP's Maglev table (murmur3-style, 32 bit),
+/// over a connection key whose fields the VIP leaves out of its hash are zero.
 ///
 /// The data plane and user space both call this, so tests and tools can
-/// predict which backend a flow gets.
+/// predict which backend a flow gets. `family` and padding do not enter it.
 #[inline(always)]
-pub const fn flow_hash(t: &FlowTuple) -> u32 {
+pub const fn flow_hash(t: &ConnKey) -> u32 {
     let mut h = HASH_SEED;
     h = mix(h, word(&t.src, 0));
     h = mix(h, word(&t.src, 1));
@@ -360,7 +355,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::DecapKey {}
+    unsafe impl aya::Pod for super::AddrKey {}
 }
 
 #[cfg(test)]
@@ -378,7 +373,7 @@ mod tests {
         assert_eq!(size_of::<ConnValue>(), 8);
         assert_eq!(size_of::<LbConfig>(), 40);
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(size_of::<DecapKey>(), 20);
+        assert_eq!(size_of::<AddrKey>(), 20);
     }
 
     #[test]
@@ -394,20 +389,31 @@ mod tests {
 
     #[test]
     fn flow_hash_depends_on_every_field() {
-        let base = FlowTuple {
+        let base = ConnKey {
             src: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             dst: [10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             sport: 40000,
             dport: 80,
             proto: 6,
+            family: FAMILY_V4,
+            _pad: [0; 2],
         };
         let h = flow_hash(&base);
         let variants = [
-            FlowTuple { sport: 40001, ..base },
-            FlowTuple { dport: 81, ..base },
-            FlowTuple { proto: 17, ..base },
-            FlowTuple { src: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..base },
-            FlowTuple { dst: [10, 0, 0, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..base },
+            ConnKey {
+                sport: 40001,
+                ..base
+            },
+            ConnKey { dport: 81, ..base },
+            ConnKey { proto: 17, ..base },
+            ConnKey {
+                src: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ..base
+            },
+            ConnKey {
+                dst: [10, 0, 0, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ..base
+            },
         ];
         for v in variants {
             assert_ne!(flow_hash(&v), h, "{v:?}");

@@ -1,2 +1,645 @@
+//! lbctl's XDP data plane.
+//!
+//! Programs in this object:
+//! - `lb`: the load balancer. Packets to a VIP of this node are sent to a
+//!   backend chosen by the connection table or the VIP's Maglev ring, by DR
+//!   (MAC rewrite) or IPIP/IP6IP6 encapsulation, out of the same interface
+//!   (XDP_TX). Everything else passes to the kernel byte for byte unchanged.
+//! - `decap`: for real servers: strips IPIP/IP6IP6 addressed to the host and
+//!   passes the inner packet to the kernel.
+//! - `pass`: returns XDP_PASS (veth peers need an XDP program for XDP_TX
+//!   frames to arrive; see shared/docs/netns-testing.md).
+//! - `reflect`: a bare MAC-swap XDP_TX program, the benchmark's baseline.
+//!
+//! Packet access: every read or write is preceded by a bounds check against
+//! `data_end` that the verifier can see; offsets are kept in small, known
+//! ranges (VLAN: 14 or 18, IPv4 header: 20..=60).
 #![no_std]
 #![no_main]
+
+mod csum;
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use lb_common::{
+    AddrKey, Backend, ConnKey, ConnValue, Counter, FAMILY_V4, FAMILY_V6, LbConfig, MAX_BACKENDS,
+    MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipInfo, VipKey, backend_flags, config_flags,
+    flow_hash, vip_flags,
+};
+use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed, load, store};
+
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+const OUTER_TTL: u8 = 64;
+
+/// VIPs by (address, port, protocol).
+#[map]
+static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+/// Addresses that carry at least one VIP: one lookup rejects most non-VIP traffic.
+#[map]
+static VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+/// Maglev rings: VIP `v`, slot `s` occupies `[(2v+s)*stride, (2v+s)*stride + ring_size)`.
+/// Sized by user space at load time; mmapable so a table is written with memcpy.
+#[map]
+static RINGS: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// Backends by id.
+#[map]
+static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+/// Connection table: per-CPU LRU lists over one shared table.
+#[map]
+static CONNS: LruHashMap<ConnKey, ConnValue> =
+    LruHashMap::with_max_entries(lb_common::DEFAULT_CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+/// Node settings (one entry).
+#[map]
+static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+/// Per-VIP packets and bytes.
+#[map]
+static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+/// Per-backend packets and bytes.
+#[map]
+static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+/// One counter per [`Reason`].
+#[map]
+static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_REASONS, 0);
+/// Tunnel endpoints the decap program accepts.
+#[map]
+static DECAP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(64, 0);
+
+#[inline(always)]
+fn count(reason: Reason) {
+    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU value owned by this CPU for the program's run.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(idx) {
+        // SAFETY: per-CPU value owned by this CPU for the program's run.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[xdp]
+pub fn lb(ctx: XdpContext) -> u32 {
+    let (action, reason) = balance(&ctx);
+    count(reason);
+    action
+}
+
+#[xdp]
+pub fn pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[xdp]
+pub fn reflect(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    if data + 12 > ctx.data_end() {
+        return XDP_DROP;
+    }
+    // SAFETY: 12 bytes checked above.
+    unsafe {
+        let dst: [u8; 6] = load(data);
+        let src: [u8; 6] = load(data + 6);
+        store(data, src);
+        store(data + 6, dst);
+    }
+    XDP_TX
+}
+
+#[inline(always)]
+fn balance(ctx: &XdpContext) -> (u32, Reason) {
+    let p = match parse::parse(ctx) {
+        Ok(p) => p,
+        Err(r) => return (r.action(), r.reason()),
+    };
+    let Some(vip) = p.vip else {
+        return (XDP_PASS, Reason::PassNotVip);
+    };
+    if vip.flags & vip_flags::ACTIVE == 0 {
+        return (XDP_PASS, Reason::PassInactive);
+    }
+    let Some(cfg) = CONFIG.get(0) else {
+        return (XDP_PASS, Reason::PassInactive);
+    };
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    add(&VIP_STATS, vip.vip_id, frame_len);
+
+    let mut p = p;
+    mask_key(&mut p.key, vip.flags);
+    let hash = flow_hash(&p.key);
+    let (backend_id, backend) = match choose_backend(&p.key, hash, &vip, cfg) {
+        Some(b) => b,
+        None => return (XDP_DROP, Reason::DropNoBackend),
+    };
+    if (vip.flags | cfg.flags as u32) & (vip_flags::DEBUG | config_flags::DEBUG as u32) != 0 {
+        debug!(ctx, "vip {} -> backend {}", vip.vip_id, backend_id);
+    }
+
+    let (action, reason) = if vip.flags & vip_flags::FWD_IPIP != 0 {
+        encap(ctx, &p, &backend, cfg, hash)
+    } else {
+        dr(ctx, &p, &backend, cfg)
+    };
+    if action == XDP_TX {
+        add(&BACKEND_STATS, backend_id, frame_len);
+        if p.icmp_error {
+            return (action, Reason::IcmpToBackend);
+        }
+        if p.fragment {
+            return (action, Reason::FragmentForwarded);
+        }
+    }
+    (action, reason)
+}
+
+/// Zeroes the fields the VIP leaves out of its hash.
+#[inline(always)]
+fn mask_key(k: &mut ConnKey, flags: u32) {
+    if flags & vip_flags::HASH_NO_SRC_ADDR != 0 {
+        k.src = [0; 16];
+    }
+    if flags & vip_flags::HASH_NO_SRC_PORT != 0 {
+        k.sport = 0;
+    }
+    if flags & vip_flags::HASH_NO_DST_PORT != 0 {
+        k.dport = 0;
+    }
+}
+
+#[inline(always)]
+fn live_backend(id: u32) -> Option<Backend> {
+    let b = BACKENDS.get(id)?;
+    if b.flags & backend_flags::ALIVE == 0 {
+        return None;
+    }
+    Some(*b)
+}
+
+/// Connection table first, then the VIP's live Maglev ring.
+#[inline(always)]
+fn choose_backend(
+    key: &ConnKey,
+    hash: u32,
+    vip: &VipInfo,
+    cfg: &LbConfig,
+) -> Option<(u32, Backend)> {
+    let use_conns = vip.flags & vip_flags::NO_CONN_TABLE == 0;
+    if use_conns {
+        // SAFETY: the value is copied out before any other map operation.
+        if let Some(v) = unsafe { CONNS.get(key) } {
+            let v = *v;
+            if let Some(b) = live_backend(v.backend_id) {
+                if b.generation == v.generation {
+                    count(Reason::ConnHit);
+                    return Some((v.backend_id, b));
+                }
+            }
+            count(Reason::ConnStale);
+        } else {
+            count(Reason::ConnMiss);
+        }
+    }
+    let ring_size = vip.ring_size;
+    if ring_size == 0 {
+        return None;
+    }
+    let idx = (vip.vip_id * 2 + (vip.slot & 1)) * cfg.ring_stride + hash % ring_size;
+    let id = *RINGS.get(idx)?;
+    if id == NO_BACKEND {
+        return None;
+    }
+    let b = live_backend(id)?;
+    if use_conns {
+        let v = ConnValue {
+            backend_id: id,
+            generation: b.generation,
+        };
+        let _ = CONNS.insert(key, &v, 0);
+    }
+    Some((id, b))
+}
+
+/// DR: the frame goes to the backend's MAC unchanged above L2.
+#[inline(always)]
+fn dr(ctx: &XdpContext, _p: &Parsed, b: &Backend, cfg: &LbConfig) -> (u32, Reason) {
+    let data = ctx.data();
+    if data + 12 > ctx.data_end() {
+        return (XDP_DROP, Reason::DropMalformed);
+    }
+    // SAFETY: 12 bytes checked above.
+    unsafe {
+        store(data, b.mac);
+        store(data + 6, cfg.iface_mac);
+    }
+    (XDP_TX, Reason::FwdDr)
+}
+
+#[inline(always)]
+fn outer_src_v4(cfg: &LbConfig, hash: u32) -> [u8; 4] {
+    let base = u32::from_be_bytes(cfg.ipip_src_v4);
+    let bits = cfg.ipip_src_flow_bits_v4 as u32;
+    if bits == 0 || bits > 16 {
+        return cfg.ipip_src_v4;
+    }
+    let mask = (1u32 << bits) - 1;
+    ((base & !mask) | (hash & mask)).to_be_bytes()
+}
+
+#[inline(always)]
+fn outer_src_v6(cfg: &LbConfig, hash: u32) -> [u8; 16] {
+    let mut a = cfg.ipip_src_v6;
+    let bits = cfg.ipip_src_flow_bits_v6 as u32;
+    if bits == 0 || bits > 32 {
+        return a;
+    }
+    let mask = if bits == 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    };
+    let low = u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
+    let v = ((low & !mask) | (hash & mask)).to_be_bytes();
+    a[12] = v[0];
+    a[13] = v[1];
+    a[14] = v[2];
+    a[15] = v[3];
+    a
+}
+
+/// IPIP / IP6IP6 (and 4-in-6, 6-in-4): grow the head, write L2 and the outer header.
+#[inline(always)]
+fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -> (u32, Reason) {
+    let outer_v4 = b.family == FAMILY_V4;
+    let overhead: u32 = if outer_v4 { 20 } else { 40 };
+    let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
+    let inner_len = p.ip_len;
+    if inner_len + overhead > mtu {
+        if p.icmp_error {
+            // Never answer an error with an error (RFC 1122 3.2.2, RFC 4443 2.4).
+            return (XDP_DROP, Reason::DropTooBig);
+        }
+        return too_big(ctx, p, cfg, mtu - overhead);
+    }
+    let l3_off = p.l3_off;
+    let vlan_tci = p.vlan_tci;
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let inner_proto = if p.key.family == FAMILY_V4 {
+        IPPROTO_IPIP
+    } else {
+        IPPROTO_IPV6
+    };
+    if outer_v4 {
+        if data + 18 + 20 > end {
+            return (XDP_DROP, Reason::DropAdjust);
+        }
+        let ip = data + l3_off;
+        if ip + 20 > end {
+            return (XDP_DROP, Reason::DropAdjust);
+        }
+        write_l2(data, b.mac, cfg.iface_mac, vlan_tci, l3_off, ETH_P_IPV4);
+        let src = outer_src_v4(cfg, hash);
+        let tot = ((inner_len + 20) as u16).to_be_bytes();
+        let mut h: [u8; 20] = [
+            0x45,
+            p.tos,
+            tot[0],
+            tot[1],
+            0,
+            0,
+            0x40,
+            0,
+            OUTER_TTL,
+            inner_proto,
+            0,
+            0,
+            src[0],
+            src[1],
+            src[2],
+            src[3],
+            b.addr[0],
+            b.addr[1],
+            b.addr[2],
+            b.addr[3],
+        ];
+        let c = csum::ipv4_header(&h).to_be_bytes();
+        h[10] = c[0];
+        h[11] = c[1];
+        // SAFETY: 20 bytes at `ip` checked above.
+        unsafe { store(ip, h) };
+    } else {
+        if data + 18 + 40 > end {
+            return (XDP_DROP, Reason::DropAdjust);
+        }
+        let ip = data + l3_off;
+        if ip + 40 > end {
+            return (XDP_DROP, Reason::DropAdjust);
+        }
+        write_l2(data, b.mac, cfg.iface_mac, vlan_tci, l3_off, ETH_P_IPV6);
+        let pl = (inner_len as u16).to_be_bytes();
+        let fl = hash & 0x000f_ffff;
+        let vcf = (6u32 << 28) | ((p.tos as u32) << 20) | fl;
+        let mut h = [0u8; 8];
+        let v = vcf.to_be_bytes();
+        h[0] = v[0];
+        h[1] = v[1];
+        h[2] = v[2];
+        h[3] = v[3];
+        h[4] = pl[0];
+        h[5] = pl[1];
+        h[6] = inner_proto;
+        h[7] = OUTER_TTL;
+        // SAFETY: 40 bytes at `ip` checked above.
+        unsafe {
+            store(ip, h);
+            store(ip + 8, outer_src_v6(cfg, hash));
+            store(ip + 24, b.addr);
+        }
+    }
+    (XDP_TX, Reason::FwdIpip)
+}
+
+/// Writes Ethernet (and the VLAN tag, when the frame had one) at `data`.
+#[inline(always)]
+fn write_l2(data: usize, dst: [u8; 6], src: [u8; 6], vlan_tci: u16, l3_off: usize, ethertype: u16) {
+    // SAFETY: callers checked 18 bytes at `data`.
+    unsafe {
+        store(data, dst);
+        store(data + 6, src);
+        if l3_off == 18 {
+            store(data + 12, ETH_P_VLAN.to_be_bytes());
+            store(data + 14, vlan_tci.to_be_bytes());
+            store(data + 16, ethertype.to_be_bytes());
+        } else {
+            store(data + 12, ethertype.to_be_bytes());
+        }
+    }
+}
+
+/// Answers the client with ICMP fragmentation-needed (IPv4) or packet-too-big
+/// (IPv6) carrying `mtu`, from the VIP, out of the interface it came in on.
+/// The error quotes the client's IP header and the first 8 bytes after it;
+/// addresses are read back from that quote (the flow key may be masked).
+#[inline(always)]
+fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
+    let l3_off = p.l3_off;
+    let v4 = p.key.family == FAMILY_V4;
+    if v4 && p.ip_hdr_len != 20 {
+        return (XDP_DROP, Reason::DropTooBig);
+    }
+    // v4: [l2][ip 20][icmp 8][orig ip 20][orig 8]; v6: [l2][ip6 40][icmp6 8][orig ip6 40][orig 8].
+    // Growing the head by `grow` leaves the original IP header exactly where the quote goes.
+    let grow: usize = if v4 { 28 } else { 48 };
+    let total: usize = if v4 { 56 } else { 96 };
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
+    let cur_len = (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (l3_off + total) as i32 - cur_len) } != 0 {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let ip = data + l3_off;
+    let short = if v4 {
+        data + 18 + 56 > end || ip + 56 > end
+    } else {
+        data + 18 + 96 > end || ip + 96 > end
+    };
+    if short {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
+    // SAFETY: `data + 70` and `ip + total` are inside the packet (checked above);
+    // the old L2 header at `data + grow` lies within that range.
+    unsafe {
+        let old_src: [u8; 6] = load(data + grow + 6);
+        let ethertype = if v4 { ETH_P_IPV4 } else { ETH_P_IPV6 };
+        if l3_off == 18 {
+            let tag: [u8; 4] = load(data + grow + 12);
+            store(data + 12, tag);
+            store(data + 16, ethertype.to_be_bytes());
+        } else {
+            store(data + 12, ethertype.to_be_bytes());
+        }
+        store(data, old_src);
+        store(data + 6, cfg.iface_mac);
+        let quote = ip + grow;
+        if v4 {
+            let client: [u8; 4] = load(quote + 12);
+            let vip: [u8; 4] = load(quote + 16);
+            store(
+                ip,
+                [0x45u8, 0, 0, 56, 0, 0, 0, 0, OUTER_TTL, IPPROTO_ICMP, 0, 0],
+            );
+            store(ip + 12, vip);
+            store(ip + 16, client);
+            let c = csum::fold(csum::sum_packet::<10>(ip, 0));
+            store(ip + 10, c.to_be_bytes());
+            let m = (mtu as u16).to_be_bytes();
+            let icmp = ip + 20;
+            store(icmp, [3u8, 4, 0, 0, 0, 0, m[0], m[1]]);
+            let c = csum::fold(csum::sum_packet::<18>(icmp, 0));
+            store(icmp + 2, c.to_be_bytes());
+        } else {
+            let client: [u8; 16] = load(quote + 8);
+            let vip: [u8; 16] = load(quote + 24);
+            store(ip, [0x60u8, 0, 0, 0, 0, 56, IPPROTO_ICMPV6, 255]);
+            store(ip + 8, vip);
+            store(ip + 24, client);
+            let icmp = ip + 40;
+            let m = mtu.to_be_bytes();
+            store(icmp, [2u8, 0, 0, 0, m[0], m[1], m[2], m[3]]);
+            // pseudo-header: both addresses (ip+8..ip+40), length 56, next header 58
+            let s = csum::sum_packet::<16>(ip + 8, 56 + IPPROTO_ICMPV6 as u32);
+            let c = csum::fold(csum::sum_packet::<28>(icmp, s));
+            store(icmp + 2, c.to_be_bytes());
+        }
+    }
+    (XDP_TX, Reason::TooBigSent)
+}
+
+/// Real-server side: strip IPIP/IP6IP6 addressed to this host, pass the inner packet.
+#[xdp]
+pub fn decap(ctx: XdpContext) -> u32 {
+    let (action, reason) = decapsulate(&ctx);
+    if let Some(r) = reason {
+        count(r);
+    }
+    action
+}
+
+#[inline(always)]
+fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + 14 > end {
+        return (XDP_PASS, None);
+    }
+    // SAFETY: bounds checked before each load.
+    let mut ethertype = u16::from_be_bytes(unsafe { load(data + 12) });
+    let mut l3_off = 14usize;
+    if ethertype == ETH_P_VLAN {
+        if data + 18 > end {
+            return (XDP_PASS, None);
+        }
+        // SAFETY: 18 bytes checked.
+        ethertype = u16::from_be_bytes(unsafe { load(data + 16) });
+        l3_off = 18;
+    }
+    let ip = data + l3_off;
+    let (outer_len, inner_proto, key) = if ethertype == ETH_P_IPV4 {
+        if ip + 20 > end {
+            return (XDP_PASS, None);
+        }
+        // SAFETY: 20 bytes checked.
+        let h: [u8; 20] = unsafe { load(ip) };
+        let ihl = ((h[0] & 0x0f) as usize) << 2;
+        if h[0] >> 4 != 4 || ihl < 20 || (h[9] != IPPROTO_IPIP && h[9] != IPPROTO_IPV6) {
+            return (XDP_PASS, None);
+        }
+        if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+            // An outer fragment: the kernel reassembles (it has no tunnel to give it to, so it drops).
+            return (XDP_PASS, None);
+        }
+        let mut key = AddrKey {
+            family: FAMILY_V4,
+            ..Default::default()
+        };
+        key.addr[0] = h[16];
+        key.addr[1] = h[17];
+        key.addr[2] = h[18];
+        key.addr[3] = h[19];
+        (ihl, h[9], key)
+    } else if ethertype == ETH_P_IPV6 {
+        if ip + 40 > end {
+            return (XDP_PASS, None);
+        }
+        // SAFETY: 40 bytes checked.
+        let nh: u8 = unsafe { load(ip + 6) };
+        if nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 {
+            return (XDP_PASS, None);
+        }
+        // SAFETY: 40 bytes checked.
+        let dst: [u8; 16] = unsafe { load(ip + 24) };
+        (
+            40usize,
+            nh,
+            AddrKey {
+                addr: dst,
+                family: FAMILY_V6,
+                _pad: [0; 3],
+            },
+        )
+    } else {
+        return (XDP_PASS, None);
+    };
+    // SAFETY: the value is only tested for presence.
+    if unsafe { DECAP_ADDRS.get(&key) }.is_none() {
+        return (XDP_PASS, None);
+    }
+    let inner_type = if inner_proto == IPPROTO_IPIP {
+        ETH_P_IPV4
+    } else {
+        ETH_P_IPV6
+    };
+    let inner = ip + outer_len;
+    if inner + 1 > end {
+        return (XDP_DROP, Some(Reason::DropMalformed));
+    }
+    // SAFETY: 1 byte checked.
+    let ver: u8 = unsafe { load(inner) };
+    if (inner_type == ETH_P_IPV4 && ver >> 4 != 4) || (inner_type == ETH_P_IPV6 && ver >> 4 != 6) {
+        return (XDP_DROP, Some(Reason::DropMalformed));
+    }
+    // Move L2 forward over the outer header, then drop the bytes in front.
+    if outer_len > 60 {
+        return (XDP_DROP, Some(Reason::DropMalformed));
+    }
+    let new_l2 = data + outer_len;
+    if new_l2 + 18 > end || data + 18 > end {
+        return (XDP_DROP, Some(Reason::DropMalformed));
+    }
+    // SAFETY: both 18-byte ranges checked above.
+    unsafe {
+        let macs: [u8; 12] = load(data);
+        store(new_l2, macs);
+        if l3_off == 18 {
+            let tci: [u8; 2] = load(data + 14);
+            store(new_l2 + 12, ETH_P_VLAN.to_be_bytes());
+            store(new_l2 + 14, tci);
+            store(new_l2 + 16, inner_type.to_be_bytes());
+        } else {
+            store(new_l2 + 12, inner_type.to_be_bytes());
+        }
+    }
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
+        return (XDP_DROP, Some(Reason::DropAdjust));
+    }
+    (XDP_PASS, Some(Reason::Decapsulated))
+}
+
+/// VIP lookup: the exact (address, port, protocol) first, then the port-less VIP.
+#[inline(always)]
+pub(crate) fn lookup_vip(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> Option<VipInfo> {
+    let mut key = VipKey {
+        addr: *addr,
+        port,
+        proto,
+        family,
+    };
+    if port != 0 {
+        // SAFETY: the value is copied out at once.
+        if let Some(v) = unsafe { VIPS.get(&key) } {
+            return Some(*v);
+        }
+    }
+    key.port = 0;
+    // SAFETY: the value is copied out at once.
+    unsafe { VIPS.get(&key) }.copied()
+}
+
+/// Whether any VIP lives on this address.
+#[inline(always)]
+pub(crate) fn is_vip_addr(addr: &[u8; 16], family: u8) -> bool {
+    let key = AddrKey {
+        addr: *addr,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: the value is only tested for presence.
+    unsafe { VIP_ADDRS.get(&key) }.is_some()
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

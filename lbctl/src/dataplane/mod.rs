@@ -1,0 +1,9 @@
+//! Data planes: the XDP program's maps (`xdp`) and, as a fallback, kernel
+//! IPVS. Both take a whole [`DesiredState`] and write only what changed.
+
+pub mod state;
+pub mod xdp;
+
+pub use state::{
+    BackendSpec, DesiredState, Forwarding, HashFields, NodeSettings, Protocol, VipSpec, VipState,
+};

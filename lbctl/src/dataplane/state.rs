@@ -1,0 +1,291 @@
+//! The desired state of the data plane: what should be forwarded where.
+//!
+//! Plain data, built by the reconciler from the config, health and VRRP, and
+//! handed whole to a data plane's `apply`, which writes only what changed.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_common::{AddrKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, VipKey, vip_flags};
+
+/// Transport protocol of a VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// IANA protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// How packets reach a VIP's backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Direct routing: rewrite the destination MAC; backends hold the VIP on loopback.
+    Dr,
+    /// IPIP / IP6IP6 encapsulation to the backend's address.
+    Ipip,
+}
+
+/// Which flow fields the Maglev hash uses. The VIP address and the protocol
+/// always take part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct HashFields {
+    /// Client address.
+    pub src_addr: bool,
+    /// Client port.
+    pub src_port: bool,
+    /// VIP port.
+    pub dst_port: bool,
+}
+
+impl Default for HashFields {
+    fn default() -> Self {
+        Self {
+            src_addr: true,
+            src_port: true,
+            dst_port: true,
+        }
+    }
+}
+
+/// Identity of a VIP: (address, port, protocol); `port == None` is port-less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct VipSpec {
+    /// VIP address.
+    pub addr: IpAddr,
+    /// Port, or `None` for every port of the address.
+    pub port: Option<u16>,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+impl std::fmt::Display for VipSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let port = self.port.map_or_else(|| "*".to_owned(), |p| p.to_string());
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{a}:{port}/{}", self.protocol),
+            IpAddr::V6(a) => write!(f, "[{a}]:{port}/{}", self.protocol),
+        }
+    }
+}
+
+impl VipSpec {
+    /// The VIP map key.
+    pub fn key(&self) -> VipKey {
+        let (addr, family) = addr_bytes(self.addr);
+        VipKey {
+            addr,
+            port: self.port.unwrap_or(0).to_be(),
+            proto: self.protocol.number(),
+            family,
+        }
+    }
+}
+
+/// A backend of one VIP, as the data plane needs it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BackendSpec {
+    /// Real server address.
+    pub addr: IpAddr,
+    /// Maglev weight; 0 drains (no new flows, existing flows stay).
+    pub weight: u32,
+    /// Passing its health check. An unhealthy backend leaves the table and
+    /// its established flows are rehashed.
+    pub healthy: bool,
+    /// MAC of the L2 next hop towards it, once resolved.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl BackendSpec {
+    /// Takes part in new-flow hashing.
+    pub fn in_ring(&self) -> bool {
+        self.healthy && self.weight > 0 && self.mac.is_some()
+    }
+
+    /// Keeps its established flows.
+    pub fn alive(&self) -> bool {
+        self.healthy && self.mac.is_some()
+    }
+}
+
+/// One VIP and its backends.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VipState {
+    /// Identity.
+    pub spec: VipSpec,
+    /// Forwarding method.
+    pub forwarding: Forwarding,
+    /// Hash fields.
+    pub hash: HashFields,
+    /// Maglev table size (prime).
+    pub ring_size: u32,
+    /// This node forwards the VIP (VRRP master, or no VRRP).
+    pub active: bool,
+    /// Log a debug event per forwarded packet.
+    pub debug: bool,
+    /// Backends in config order.
+    pub backends: Vec<BackendSpec>,
+}
+
+impl VipState {
+    /// `VipInfo::flags` for this VIP.
+    pub fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.active {
+            f |= vip_flags::ACTIVE;
+        }
+        if self.forwarding == Forwarding::Ipip {
+            f |= vip_flags::FWD_IPIP;
+        }
+        if !self.hash.src_addr {
+            f |= vip_flags::HASH_NO_SRC_ADDR;
+        }
+        if !self.hash.src_port {
+            f |= vip_flags::HASH_NO_SRC_PORT;
+        }
+        if !self.hash.dst_port {
+            f |= vip_flags::HASH_NO_DST_PORT;
+        }
+        if self.debug {
+            f |= vip_flags::DEBUG;
+        }
+        f
+    }
+}
+
+/// Node-wide data-plane settings.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub struct NodeSettings {
+    /// MAC of the interface the program runs on.
+    pub iface_mac: [u8; 6],
+    /// Egress L3 MTU.
+    pub mtu: u32,
+    /// Outer IPv4 source for IPIP.
+    pub ipip_src_v4: Option<Ipv4Addr>,
+    /// Outer IPv6 source for IP6IP6.
+    pub ipip_src_v6: Option<Ipv6Addr>,
+    /// Low bits of the outer IPv4 source taken from the flow hash.
+    pub ipip_src_flow_bits_v4: u8,
+    /// Low bits of the outer IPv6 source taken from the flow hash.
+    pub ipip_src_flow_bits_v6: u8,
+    /// Debug events for every VIP.
+    pub debug: bool,
+}
+
+/// Everything the data plane should do.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub struct DesiredState {
+    /// Node settings.
+    pub node: NodeSettings,
+    /// VIPs.
+    pub vips: Vec<VipState>,
+}
+
+/// Address in map layout (IPv4 in the first 4 bytes) and its family.
+pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
+    let mut out = [0u8; 16];
+    match addr {
+        IpAddr::V4(a) => {
+            out[..4].copy_from_slice(&a.octets());
+            (out, FAMILY_V4)
+        }
+        IpAddr::V6(a) => (a.octets(), FAMILY_V6),
+    }
+}
+
+/// The address-map key of an address.
+pub fn addr_key(addr: IpAddr) -> AddrKey {
+    let (addr, family) = addr_bytes(addr);
+    AddrKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_key_is_network_order() {
+        let spec = VipSpec {
+            addr: "10.0.0.100".parse().unwrap(),
+            port: Some(80),
+            protocol: Protocol::Tcp,
+        };
+        let k = spec.key();
+        assert_eq!(&k.addr[..4], &[10, 0, 0, 100]);
+        assert_eq!(k.port.to_ne_bytes(), [0, 80]);
+        assert_eq!(k.proto, 6);
+        assert_eq!(k.family, FAMILY_V4);
+        assert_eq!(spec.to_string(), "10.0.0.100:80/tcp");
+    }
+
+    #[test]
+    fn drain_keeps_flows_but_leaves_the_ring() {
+        let b = BackendSpec {
+            addr: "10.0.1.1".parse().unwrap(),
+            weight: 0,
+            healthy: true,
+            mac: Some([2, 0, 0, 0, 0, 1]),
+        };
+        assert!(b.alive());
+        assert!(!b.in_ring());
+        let dead = BackendSpec {
+            healthy: false,
+            weight: 5,
+            ..b.clone()
+        };
+        assert!(!dead.alive());
+        assert!(!dead.in_ring());
+    }
+
+    #[test]
+    fn flags_follow_the_vip() {
+        let v = VipState {
+            spec: VipSpec {
+                addr: "2001:db8::1".parse().unwrap(),
+                port: None,
+                protocol: Protocol::Udp,
+            },
+            forwarding: Forwarding::Ipip,
+            hash: HashFields {
+                src_addr: true,
+                src_port: false,
+                dst_port: false,
+            },
+            ring_size: 13,
+            active: true,
+            debug: false,
+            backends: vec![],
+        };
+        assert_eq!(
+            v.flags(),
+            vip_flags::ACTIVE
+                | vip_flags::FWD_IPIP
+                | vip_flags::HASH_NO_SRC_PORT
+                | vip_flags::HASH_NO_DST_PORT
+        );
+    }
+}

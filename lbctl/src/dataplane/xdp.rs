@@ -1,0 +1,768 @@
+//! The XDP data plane: loads `lb-ebpf`, attaches it, and keeps its maps equal
+//! to a [`DesiredState`].
+//!
+//! Table switch: each VIP owns two ring slots in the mmapable `RINGS` array.
+//! [`XdpDataplane::apply`] writes a changed Maglev table into the idle slot
+//! with a plain memory copy, then replaces the VIP's `VipInfo` (which names
+//! the live slot) in one map update. A packet reads `VipInfo` once, so it
+//! sees the old table or the new one, never a mix. A slot is not rewritten
+//! until [`SLOT_REUSE_GRACE`] after it stopped being live, so packets still
+//! running on the old slot finish first (an XDP run takes microseconds).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    os::fd::AsRawFd as _,
+    ptr::NonNull,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use lb_common::{
+    AddrKey, Backend, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason,
+    VipInfo, VipKey, backend_flags, config_flags,
+};
+use tracing::{debug, info, warn};
+
+use super::state::{DesiredState, NodeSettings, VipSpec, addr_bytes, addr_key};
+use crate::maglev::{self, MaglevBackend, MaglevError};
+
+/// The compiled `lb-ebpf` object (empty when built with `AYA_BUILD_SKIP=1`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// Minimum time between a slot going idle and its next rewrite.
+pub const SLOT_REUSE_GRACE: Duration = Duration::from_millis(10);
+
+/// Programs in the object.
+pub mod programs {
+    /// The load balancer.
+    pub const LB: &str = "lb";
+    /// The real-server decapsulator.
+    pub const DECAP: &str = "decap";
+    /// XDP_PASS, for veth peers.
+    pub const PASS: &str = "pass";
+    /// Bare MAC-swap XDP_TX, the benchmark baseline.
+    pub const REFLECT: &str = "reflect";
+}
+
+/// Errors of the XDP data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The binary was built with `AYA_BUILD_SKIP=1`.
+    #[error("lbctl was built without its eBPF object (AYA_BUILD_SKIP=1); rebuild without it")]
+    NotBuilt,
+    /// The object failed to load (verifier, map creation).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program operation failed.
+    #[error("eBPF program: {0}")]
+    Program(#[from] ProgramError),
+    /// A map operation failed.
+    #[error("eBPF map: {0}")]
+    Map(#[from] MapError),
+    /// The object lacks a map or program this code expects.
+    #[error("the eBPF object has no {0}")]
+    Missing(String),
+    /// Mapping the ring array into memory failed.
+    #[error("mmap of the ring map: {0}")]
+    Mmap(std::io::Error),
+    /// More VIPs or backends than the maps hold, or a table larger than the stride.
+    #[error("capacity exceeded: {0}")]
+    Capacity(String),
+    /// Building a Maglev table failed.
+    #[error("Maglev table for {vip}: {source}")]
+    Maglev {
+        /// The VIP.
+        vip: VipSpec,
+        /// Why.
+        source: MaglevError,
+    },
+    /// Attaching to an interface failed in every allowed mode.
+    #[error("attaching XDP to {iface}: {source}")]
+    Attach {
+        /// Interface name.
+        iface: String,
+        /// Last error.
+        source: ProgramError,
+    },
+}
+
+/// How to attach the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) mode only.
+    Driver,
+    /// Generic (skb) mode only.
+    Skb,
+    /// Driver mode, falling back to generic mode with a warning.
+    Auto,
+}
+
+/// Sizes fixed at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Space per ring slot: the largest table size any VIP may use.
+    pub ring_stride: u32,
+    /// VIPs the rings have room for (at most `MAX_VIPS`).
+    pub max_vips: u32,
+    /// Connection table capacity.
+    pub conn_table_size: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            ring_stride: lb_common::DEFAULT_RING_SIZE,
+            max_vips: 16,
+            conn_table_size: lb_common::DEFAULT_CONN_TABLE_SIZE,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Tiny maps, for a node that only runs `decap`.
+    pub fn minimal() -> Self {
+        Self {
+            ring_stride: 1,
+            max_vips: 1,
+            conn_table_size: 16,
+        }
+    }
+}
+
+/// The `RINGS` array mapped into this process.
+struct RingMemory {
+    ptr: NonNull<u32>,
+    len: usize,
+    map_len: usize,
+    _map: MapData,
+}
+
+impl RingMemory {
+    fn new(map: MapData, entries: usize) -> Result<Self, XdpError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let bytes = entries * 4;
+        let map_len = bytes.div_ceil(page) * page;
+        let fd = map.fd().as_fd_raw();
+        // SAFETY: FFI call; `fd` is a BPF array created with BPF_F_MMAPABLE whose
+        // value area is at least `map_len` bytes (the kernel rounds it to pages);
+        // the mapping is owned by this struct and unmapped in Drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(XdpError::Mmap(std::io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p.cast::<u32>())
+            .ok_or_else(|| XdpError::Mmap(std::io::Error::other("mmap returned a null pointer")))?;
+        Ok(Self {
+            ptr,
+            len: entries,
+            map_len,
+            _map: map,
+        })
+    }
+
+    fn slice_mut(&mut self) -> &mut [u32] {
+        // SAFETY: `ptr` maps `len` u32 values for the life of `self`, and the
+        // `&mut self` borrow makes this the only Rust reference to them (the
+        // kernel reads them concurrently, which is what the slot protocol is for).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RingMemory {
+    fn drop(&mut self) {
+        // SAFETY: FFI call unmapping exactly the region mapped in `new`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+    }
+}
+
+trait AsFdRaw {
+    fn as_fd_raw(&self) -> i32;
+}
+
+impl AsFdRaw for aya::maps::MapFd {
+    fn as_fd_raw(&self) -> i32 {
+        use std::os::fd::AsFd as _;
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// What the data plane knows about one VIP it programmed.
+struct VipSlot {
+    id: u32,
+    info: VipInfo,
+    /// The table in the live slot.
+    live_ring: Vec<u32>,
+    /// When the other slot stopped being live.
+    last_flip: Option<Instant>,
+    /// Backend ids by address.
+    backends: BTreeMap<IpAddr, u32>,
+}
+
+/// Counts of what one `apply` wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyReport {
+    /// VIPs created.
+    pub vips_added: usize,
+    /// VIPs removed.
+    pub vips_removed: usize,
+    /// `VipInfo` entries rewritten (flags or slot).
+    pub vip_updates: usize,
+    /// Tables switched.
+    pub rings_switched: usize,
+    /// Backend entries written.
+    pub backends_written: usize,
+    /// Whether the node settings were written.
+    pub node_written: bool,
+}
+
+impl ApplyReport {
+    /// Nothing was written.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Packet and byte counters summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Per VIP.
+    pub vips: BTreeMap<VipSpec, CounterSum>,
+    /// Per (VIP, backend address).
+    pub backends: BTreeMap<VipSpec, BTreeMap<IpAddr, CounterSum>>,
+    /// Every pass/drop/forward reason by name.
+    pub reasons: BTreeMap<&'static str, u64>,
+}
+
+/// A counter summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CounterSum {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// A loaded `lb-ebpf` object and the state it was last given.
+pub struct XdpDataplane {
+    ebpf: Ebpf,
+    rings: Option<RingMemory>,
+    opts: LoadOptions,
+    vips: HashMap<VipSpec, VipSlot>,
+    free_vip_ids: Vec<u32>,
+    free_backend_ids: Vec<u32>,
+    generations: Vec<u32>,
+    addr_refs: HashMap<AddrKey, u32>,
+    node: Option<LbConfig>,
+    links: Vec<(String, &'static str, XdpLinkId)>,
+}
+
+impl XdpDataplane {
+    /// Loads the object and its programs (not yet attached).
+    ///
+    /// # Errors
+    /// [`XdpError::NotBuilt`] without an object; load, verifier or map errors.
+    pub fn load(opts: LoadOptions) -> Result<Self, XdpError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(XdpError::NotBuilt);
+        }
+        if opts.max_vips == 0 || opts.max_vips > MAX_VIPS {
+            return Err(XdpError::Capacity(format!(
+                "max_vips must be 1..={MAX_VIPS}, got {}",
+                opts.max_vips
+            )));
+        }
+        let ring_entries = u64::from(opts.ring_stride) * 2 * u64::from(opts.max_vips);
+        let ring_entries = u32::try_from(ring_entries)
+            .map_err(|_| XdpError::Capacity(format!("{ring_entries} ring entries")))?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("RINGS", ring_entries.max(1))
+            .map_max_entries("CONNS", opts.conn_table_size.max(16))
+            .load(EBPF_OBJECT)?;
+        for name in [
+            programs::LB,
+            programs::DECAP,
+            programs::PASS,
+            programs::REFLECT,
+        ] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
+                .try_into()?;
+            prog.load()?;
+        }
+        let rings_map = match ebpf.take_map("RINGS") {
+            Some(Map::Array(m)) => m,
+            _ => return Err(XdpError::Missing("array map RINGS".into())),
+        };
+        let rings = RingMemory::new(rings_map, ring_entries as usize)?;
+        let mut dp = Self {
+            ebpf,
+            rings: Some(rings),
+            opts,
+            vips: HashMap::new(),
+            free_vip_ids: (0..opts.max_vips).rev().collect(),
+            free_backend_ids: (1..MAX_BACKENDS).rev().collect(),
+            generations: vec![0; MAX_BACKENDS as usize],
+            addr_refs: HashMap::new(),
+            node: None,
+            links: Vec::new(),
+        };
+        dp.write_node(&NodeSettings::default())?;
+        Ok(dp)
+    }
+
+    /// The options the object was loaded with.
+    pub fn options(&self) -> LoadOptions {
+        self.opts
+    }
+
+    /// A loaded program, for attaching elsewhere or BPF_PROG_TEST_RUN.
+    ///
+    /// # Errors
+    /// [`XdpError::Missing`] for an unknown name.
+    pub fn program(&self, name: &str) -> Result<&Xdp, XdpError> {
+        Ok(self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
+            .try_into()?)
+    }
+
+    /// Attaches program `name` to `iface`.
+    ///
+    /// # Errors
+    /// [`XdpError::Attach`] when every allowed mode fails.
+    pub fn attach(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<XdpMode, XdpError> {
+        let modes: &[XdpMode] = match mode {
+            AttachMode::Driver => &[XdpMode::Driver],
+            AttachMode::Skb => &[XdpMode::Skb],
+            AttachMode::Auto => &[XdpMode::Driver, XdpMode::Skb],
+        };
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
+            .try_into()?;
+        let mut last = None;
+        for &m in modes {
+            match prog.attach(iface, m) {
+                Ok(link) => {
+                    if last.is_some() {
+                        warn!(iface, error = ?last, "driver mode refused; attached in generic (skb) mode");
+                    }
+                    info!(iface, program = name, mode = ?m, "XDP program attached");
+                    self.links.push((iface.to_owned(), name, link));
+                    return Ok(m);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(XdpError::Attach {
+            iface: iface.to_owned(),
+            source: last.unwrap_or(ProgramError::NotAttached),
+        })
+    }
+
+    /// Detaches every program this instance attached.
+    pub fn detach_all(&mut self) {
+        for (iface, name, link) in self.links.drain(..) {
+            let detached = self
+                .ebpf
+                .program_mut(name)
+                .and_then(|p| <&mut Xdp>::try_from(p).ok())
+                .map(|p| p.detach(link));
+            match detached {
+                Some(Ok(())) => info!(iface, program = name, "XDP program detached"),
+                Some(Err(e)) => warn!(iface, program = name, error = %e, "detach failed"),
+                None => warn!(iface, program = name, "program vanished before detach"),
+            }
+        }
+    }
+
+    fn array<T: aya::Pod>(&mut self, name: &str) -> Result<Array<&mut MapData, T>, XdpError> {
+        Ok(Array::try_from(self.ebpf.map_mut(name).ok_or_else(
+            || XdpError::Missing(format!("map {name}")),
+        )?)?)
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<BpfHashMap<&mut MapData, K, V>, XdpError> {
+        Ok(BpfHashMap::try_from(self.ebpf.map_mut(name).ok_or_else(
+            || XdpError::Missing(format!("map {name}")),
+        )?)?)
+    }
+
+    fn per_cpu<T: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<&MapData, T>, XdpError> {
+        Ok(PerCpuArray::try_from(self.ebpf.map(name).ok_or_else(
+            || XdpError::Missing(format!("map {name}")),
+        )?)?)
+    }
+
+    fn zero_counter(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Mmap(e))?;
+        let mut m: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(map)
+                .ok_or_else(|| XdpError::Missing(format!("map {map}")))?,
+        )?;
+        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
+            .map_err(|e| XdpError::Mmap(e))?;
+        m.set(idx, zeros, 0)?;
+        Ok(())
+    }
+
+    fn write_node(&mut self, node: &NodeSettings) -> Result<bool, XdpError> {
+        let cfg = LbConfig {
+            iface_mac: node.iface_mac,
+            _pad: [0; 2],
+            mtu: node.mtu,
+            ipip_src_v4: node.ipip_src_v4.map_or([0; 4], |a| a.octets()),
+            ipip_src_v6: node.ipip_src_v6.map_or([0; 16], |a| a.octets()),
+            ipip_src_flow_bits_v4: node.ipip_src_flow_bits_v4,
+            ipip_src_flow_bits_v6: node.ipip_src_flow_bits_v6,
+            flags: if node.debug { config_flags::DEBUG } else { 0 },
+            ring_stride: self.opts.ring_stride,
+        };
+        if self.node == Some(cfg) {
+            return Ok(false);
+        }
+        self.array::<LbConfig>("CONFIG")?.set(0, cfg, 0)?;
+        self.node = Some(cfg);
+        Ok(true)
+    }
+
+    fn alloc_backend_id(&mut self) -> Result<u32, XdpError> {
+        let id = self.free_backend_ids.pop().ok_or_else(|| {
+            XdpError::Capacity(format!("more than {} backends", MAX_BACKENDS - 1))
+        })?;
+        self.generations[id as usize] = self.generations[id as usize].wrapping_add(1).max(1);
+        self.zero_counter("BACKEND_STATS", id)?;
+        Ok(id)
+    }
+
+    fn write_backend(&mut self, id: u32, entry: Backend) -> Result<(), XdpError> {
+        self.array::<Backend>("BACKENDS")?.set(id, entry, 0)?;
+        Ok(())
+    }
+
+    fn release_backend(&mut self, id: u32) -> Result<(), XdpError> {
+        self.write_backend(id, Backend::default())?;
+        self.free_backend_ids.push(id);
+        Ok(())
+    }
+
+    fn addr_ref(&mut self, key: AddrKey, delta: i32) -> Result<(), XdpError> {
+        let n = self.addr_refs.get(&key).copied().unwrap_or(0);
+        let n = if delta > 0 {
+            n + 1
+        } else {
+            n.saturating_sub(1)
+        };
+        let mut m = self.hash::<AddrKey, u32>("VIP_ADDRS")?;
+        if n == 0 {
+            m.remove(&key).or_else(ignore_missing)?;
+            self.addr_refs.remove(&key);
+        } else {
+            m.insert(key, n, 0)?;
+            self.addr_refs.insert(key, n);
+        }
+        Ok(())
+    }
+
+    /// Makes the maps equal to `desired`, writing only what changed.
+    ///
+    /// # Errors
+    /// Capacity, Maglev or map errors; the maps then hold a consistent mix:
+    /// every VIP entry points at a complete table.
+    pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, XdpError> {
+        let mut report = ApplyReport {
+            node_written: self.write_node(&desired.node)?,
+            ..Default::default()
+        };
+        let wanted: HashMap<VipSpec, usize> = desired
+            .vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.spec, i))
+            .collect();
+
+        // Removed VIPs first: their traffic passes to the kernel from now on.
+        let gone: Vec<VipSpec> = self
+            .vips
+            .keys()
+            .filter(|s| !wanted.contains_key(s))
+            .copied()
+            .collect();
+        for spec in gone {
+            self.remove_vip(spec)?;
+            report.vips_removed += 1;
+        }
+
+        for vip in &desired.vips {
+            if vip.ring_size == 0 || vip.ring_size > self.opts.ring_stride {
+                return Err(XdpError::Capacity(format!(
+                    "{}: table size {} exceeds the loaded stride {}",
+                    vip.spec, vip.ring_size, self.opts.ring_stride
+                )));
+            }
+            if !self.vips.contains_key(&vip.spec) {
+                let id = self.free_vip_ids.pop().ok_or_else(|| {
+                    XdpError::Capacity(format!("more than {} VIPs", self.opts.max_vips))
+                })?;
+                self.zero_counter("VIP_STATS", id)?;
+                self.vips.insert(
+                    vip.spec,
+                    VipSlot {
+                        id,
+                        info: VipInfo {
+                            vip_id: id,
+                            flags: 0,
+                            ring_size: 0,
+                            slot: 1,
+                        },
+                        live_ring: Vec::new(),
+                        last_flip: None,
+                        backends: BTreeMap::new(),
+                    },
+                );
+                // The address pre-filter first: it only lets packets reach the VIP lookup.
+                self.addr_ref(addr_key(vip.spec.addr), 1)?;
+                report.vips_added += 1;
+            }
+
+            // Backends: ids per (VIP, address); entries written when changed.
+            let mut ids = BTreeMap::new();
+            let old_ids = self
+                .vips
+                .get(&vip.spec)
+                .map(|s| s.backends.clone())
+                .unwrap_or_default();
+            for b in &vip.backends {
+                let id = match old_ids.get(&b.addr) {
+                    Some(&id) => id,
+                    None => self.alloc_backend_id()?,
+                };
+                ids.insert(b.addr, id);
+                let (addr, family) = addr_bytes(b.addr);
+                let entry = Backend {
+                    addr,
+                    family,
+                    flags: if b.alive() { backend_flags::ALIVE } else { 0 },
+                    _pad: [0; 2],
+                    generation: self.generations[id as usize],
+                    mac: b.mac.unwrap_or_default(),
+                    _pad2: [0; 2],
+                };
+                let current = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
+                if current != entry {
+                    self.write_backend(id, entry)?;
+                    report.backends_written += 1;
+                }
+            }
+
+            // The table, from the backends that take new flows.
+            let members: Vec<MaglevBackend> = vip
+                .backends
+                .iter()
+                .filter(|b| b.in_ring())
+                .filter_map(|b| {
+                    ids.get(&b.addr)
+                        .map(|&id| MaglevBackend::new(id, b.addr.to_string(), b.weight))
+                })
+                .collect();
+            let ring = maglev::build_table(&members, vip.ring_size).map_err(|source| {
+                XdpError::Maglev {
+                    vip: vip.spec,
+                    source,
+                }
+            })?;
+            let flags = vip.flags();
+            let (needs_ring, mut info, last_flip) = {
+                let slot = self
+                    .vips
+                    .get(&vip.spec)
+                    .ok_or_else(|| XdpError::Missing(format!("slot of {}", vip.spec)))?;
+                (
+                    slot.live_ring != ring || slot.info.ring_size != vip.ring_size,
+                    slot.info,
+                    slot.last_flip,
+                )
+            };
+            if needs_ring {
+                if let Some(t) = last_flip {
+                    let since = t.elapsed();
+                    if since < SLOT_REUSE_GRACE {
+                        std::thread::sleep(SLOT_REUSE_GRACE - since);
+                    }
+                }
+                let idle = info.slot ^ 1;
+                let stride = self.opts.ring_stride as usize;
+                let base = (info.vip_id as usize * 2 + idle as usize) * stride;
+                let rings = self
+                    .rings
+                    .as_mut()
+                    .ok_or_else(|| XdpError::Missing("ring memory".into()))?;
+                rings.slice_mut()[base..base + ring.len()].copy_from_slice(&ring);
+                info.slot = idle;
+                info.ring_size = vip.ring_size;
+                report.rings_switched += 1;
+            }
+            info.flags = flags;
+            let old_info = self.vips.get(&vip.spec).map(|s| s.info);
+            if old_info != Some(info) || needs_ring {
+                // The switch: one update of the whole VipInfo.
+                self.hash::<VipKey, VipInfo>("VIPS")?
+                    .insert(vip.spec.key(), info, 0)?;
+                report.vip_updates += 1;
+            }
+            // Backends that left this VIP: no longer alive, ids recycled.
+            let left: Vec<u32> = old_ids
+                .iter()
+                .filter(|(a, _)| !ids.contains_key(a))
+                .map(|(_, &id)| id)
+                .collect();
+            for id in left {
+                self.release_backend(id)?;
+                report.backends_written += 1;
+            }
+
+            if let Some(slot) = self.vips.get_mut(&vip.spec) {
+                if needs_ring {
+                    slot.live_ring = ring;
+                    slot.last_flip = Some(Instant::now());
+                }
+                slot.info = info;
+                slot.backends = ids;
+            }
+            debug!(vip = %vip.spec, ?info, "VIP programmed");
+        }
+        Ok(report)
+    }
+
+    fn remove_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
+        let Some(slot) = self.vips.remove(&spec) else {
+            return Ok(());
+        };
+        self.hash::<VipKey, VipInfo>("VIPS")?
+            .remove(&spec.key())
+            .or_else(ignore_missing)?;
+        self.addr_ref(addr_key(spec.addr), -1)?;
+        for (_, id) in slot.backends {
+            self.release_backend(id)?;
+        }
+        self.free_vip_ids.push(slot.id);
+        info!(vip = %spec, "VIP removed");
+        Ok(())
+    }
+
+    /// Counters summed over CPUs.
+    ///
+    /// # Errors
+    /// Map read errors.
+    pub fn stats(&self) -> Result<Stats, XdpError> {
+        let mut out = Stats::default();
+        let vip_stats = self.per_cpu::<Counter>("VIP_STATS")?;
+        let backend_stats = self.per_cpu::<Counter>("BACKEND_STATS")?;
+        for (spec, slot) in &self.vips {
+            out.vips.insert(*spec, sum(&vip_stats.get(&slot.id, 0)?));
+            let per = out.backends.entry(*spec).or_default();
+            for (addr, id) in &slot.backends {
+                per.insert(*addr, sum(&backend_stats.get(id, 0)?));
+            }
+        }
+        let reasons = self.per_cpu::<u64>("REASONS")?;
+        for r in Reason::ALL {
+            let v = reasons.get(&(r as u32), 0)?;
+            out.reasons.insert(r.name(), v.iter().sum());
+        }
+        debug_assert_eq!(out.reasons.len(), NUM_REASONS as usize);
+        Ok(out)
+    }
+
+    /// Backend id of `addr` under `vip`, if programmed (for tests and tools).
+    pub fn backend_id(&self, vip: &VipSpec, addr: IpAddr) -> Option<u32> {
+        self.vips.get(vip)?.backends.get(&addr).copied()
+    }
+
+    /// The live Maglev table of a VIP.
+    pub fn live_ring(&self, vip: &VipSpec) -> Option<&[u32]> {
+        self.vips.get(vip).map(|s| s.live_ring.as_slice())
+    }
+
+    /// Sets the tunnel endpoints the `decap` program accepts.
+    ///
+    /// # Errors
+    /// Map errors.
+    pub fn set_decap_addrs(&mut self, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        let mut m = self.hash::<AddrKey, u32>("DECAP_ADDRS")?;
+        let old: Vec<AddrKey> = m.keys().collect::<Result<_, _>>()?;
+        for k in old {
+            m.remove(&k).or_else(ignore_missing)?;
+        }
+        for a in addrs {
+            m.insert(addr_key(*a), 1, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Number of entries in the connection table (walks it; for tests and status).
+    ///
+    /// # Errors
+    /// Map errors.
+    pub fn conn_count(&self) -> Result<usize, XdpError> {
+        let m: BpfHashMap<&MapData, lb_common::ConnKey, lb_common::ConnValue> =
+            BpfHashMap::try_from(
+                self.ebpf
+                    .map("CONNS")
+                    .ok_or_else(|| XdpError::Missing("map CONNS".into()))?,
+            )?;
+        Ok(m.keys().filter(Result::is_ok).count())
+    }
+}
+
+impl Drop for XdpDataplane {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+fn sum(v: &PerCpuValues<Counter>) -> CounterSum {
+    v.iter().fold(CounterSum::default(), |a, c| CounterSum {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
+}
+
+fn ignore_missing(e: MapError) -> Result<(), MapError> {
+    match e {
+        MapError::KeyNotFound => Ok(()),
+        MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Unused-slot marker, re-exported for tests that read rings.
+pub const EMPTY_SLOT: u32 = NO_BACKEND;
