@@ -25,6 +25,7 @@
 //! ```
 
 pub mod codec;
+pub mod machine;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use std::time::Duration;
 pub use codec::{
     Advertisement, Decoded, EncodeError, RxError, RxMeta, RxOptions, check, decode, encode,
 };
+pub use machine::{Action, Input, Machine, ReceivedAdvert, State, Timer};
 
 /// IP protocol number of VRRP (RFC 5798 §5.1.1.4, RFC 3768 §5.2.4).
 pub const IPPROTO_VRRP: u8 = 112;
