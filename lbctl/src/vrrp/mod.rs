@@ -25,6 +25,7 @@
 //! ```
 
 pub mod codec;
+pub mod counters;
 pub mod machine;
 
 use std::net::IpAddr;
@@ -33,6 +34,7 @@ use std::time::Duration;
 pub use codec::{
     Advertisement, Decoded, EncodeError, RxError, RxMeta, RxOptions, check, decode, encode,
 };
+pub use counters::Counters;
 pub use machine::{Action, Input, Machine, ReceivedAdvert, State, Timer};
 
 /// IP protocol number of VRRP (RFC 5798 §5.1.1.4, RFC 3768 §5.2.4).
@@ -179,7 +181,7 @@ pub enum ChecksumMode {
 /// Everything one virtual router needs, independent of the config format.
 ///
 /// The config glue fills this from `lb.toml`; the I/O shell and
-/// the state machine consume it. Call [`InstanceParams::validate`] once.
+/// [`Machine`] consume it. Call [`InstanceParams::validate`] once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceParams {
     /// Virtual router identifier, 1..=255.
@@ -284,7 +286,7 @@ impl InstanceParams {
     }
 
     /// The advertisement this instance sends with `priority`
-    /// (as given by the state machine's send action).
+    /// (as given by [`Action::SendAdvertisement`]).
     pub fn advertisement(&self, priority: u8) -> Advertisement {
         Advertisement {
             version: self.version,
