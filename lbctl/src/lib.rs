@@ -6,3 +6,4 @@
 
 pub mod dataplane;
 pub mod maglev;
+pub mod vrrp;
