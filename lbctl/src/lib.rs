@@ -4,4 +4,5 @@
 //! `health` (checks and rise/fall), `vrrp` (RFC 5798/3768), `dataplane`
 //! (XDP maps, IPVS fallback) and `api` (the control socket).
 
+pub mod health;
 pub mod maglev;

@@ -1,0 +1,3 @@
+//! Backend health checks.
+
+pub mod state;
