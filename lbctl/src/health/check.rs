@@ -396,6 +396,12 @@ pub async fn check_http(check: &HttpCheck, timeout: Duration) -> Result<(), Chec
 
 async fn http_exchange(check: &HttpCheck) -> Result<(), CheckError> {
     let addr = check.addr;
+    if !check.path.starts_with('/') {
+        return Err(CheckError::InvalidRequest(format!(
+            "path {:?} does not start with '/'",
+            check.path
+        )));
+    }
     let host = check.host.clone().unwrap_or_else(|| addr.to_string());
     let request = http::Request::get(check.path.as_str())
         .header(HOST, host)
@@ -497,6 +503,30 @@ async fn udp_exchange(check: &UdpCheck) -> Result<(), CheckError> {
     }
 }
 
+/// Kills a script's process group when dropped, unless disarmed.
+struct GroupGuard {
+    /// Group to kill; `None` once the leader is reaped or the group killed.
+    pgid: Option<i32>,
+    program: String,
+}
+
+impl GroupGuard {
+    /// Sends SIGKILL to the whole group (once).
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take()
+            && let Err(errno) = killpg(Pid::from_raw(pgid), Signal::SIGKILL)
+        {
+            tracing::warn!(program = %self.program, pgid, %errno, "could not kill script process group");
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Runs the script in a process group of its own, without a shell, with
 /// stdin/stdout/stderr on `/dev/null`. Exit code 0 passes. Past `timeout`
 /// the whole process group is killed (SIGKILL) and reaped.
@@ -519,8 +549,20 @@ pub async fn check_script(check: &ScriptCheck, timeout: Duration) -> Result<(), 
         })?;
     // With process_group(0) the group id is the child's pid.
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    // If this future is dropped mid-run (the runner was cancelled), the
+    // guard kills the group; `kill_on_drop` alone would spare grandchildren.
+    let mut guard = GroupGuard {
+        pgid,
+        program: program.clone(),
+    };
 
-    match tokio::time::timeout(timeout, child.wait()).await {
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    if let Ok(Ok(_)) = waited {
+        // The leader has been reaped: its pid may be recycled, so the group
+        // id must no longer be signalled.
+        guard.pgid = None;
+    }
+    match waited {
         Ok(Ok(status)) => match (status.code(), status.signal()) {
             (Some(0), _) => Ok(()),
             (Some(code), _) => Err(CheckError::ScriptExit { program, code }),
@@ -532,11 +574,7 @@ pub async fn check_script(check: &ScriptCheck, timeout: Duration) -> Result<(), 
             // The leader has not been reaped (we stopped waiting on it), so
             // its pid still names this group: no risk of hitting a recycled
             // group id.
-            if let Some(pgid) = pgid
-                && let Err(errno) = killpg(Pid::from_raw(pgid), Signal::SIGKILL)
-            {
-                tracing::warn!(%program, pgid, %errno, "could not kill script process group");
-            }
+            guard.kill();
             if let Err(error) = child.start_kill() {
                 tracing::debug!(%program, %error, "script leader already gone");
             }
@@ -887,26 +925,32 @@ mod tests {
         found
     }
 
-    #[tokio::test]
-    async fn timeout_kills_the_whole_process_group() {
-        let dir = std::env::temp_dir().join(format!("lbctl-health-{}", std::process::id()));
+    /// Starts `sh` that records its pid (= pgid), backgrounds a grandchild in
+    /// its group and waits. The check future is dropped after `cut` if it has
+    /// not finished by then. Returns its result (if any) and the pgid.
+    async fn run_group_script(
+        name: &str,
+        check_timeout: Duration,
+        cut: Duration,
+    ) -> (Option<Result<(), CheckError>>, i32) {
+        let dir = std::env::temp_dir().join(format!("lbctl-health-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let pidfile = dir.join("pgid");
-        // The shell backgrounds a grandchild in the same group, then waits.
         let cmd = format!("echo $$ > {}; sleep 10 & sleep 10; wait", pidfile.display());
-        let err = check_script(
-            &script("/bin/sh", &["-c", &cmd]),
-            Duration::from_millis(300),
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(err, CheckError::ScriptTimeout { .. }), "{err}");
+        let check = script("/bin/sh", &["-c", &cmd]);
+        let result = tokio::time::timeout(cut, check_script(&check, check_timeout))
+            .await
+            .ok();
         let pgid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+        (result, pgid)
+    }
+
+    async fn assert_group_gone(pgid: i32) {
         // SIGKILL is delivered at once, but give the kernel a moment.
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
@@ -917,5 +961,34 @@ mod tests {
             assert!(Instant::now() < deadline, "still running: {live:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let (result, pgid) = run_group_script(
+            "timeout",
+            Duration::from_millis(300),
+            Duration::from_secs(5),
+        )
+        .await;
+        let err = result.expect("check returned").unwrap_err();
+        assert!(matches!(err, CheckError::ScriptTimeout { .. }), "{err}");
+        assert_group_gone(pgid).await;
+    }
+
+    #[tokio::test]
+    async fn cancelled_check_kills_the_whole_process_group() {
+        let (result, pgid) =
+            run_group_script("cancel", Duration::from_secs(5), Duration::from_millis(300)).await;
+        assert!(result.is_none(), "check finished unexpectedly: {result:?}");
+        assert_group_gone(pgid).await;
+    }
+
+    #[tokio::test]
+    async fn http_path_must_be_absolute() {
+        let err = check_http(&HttpCheck::new(localhost(1), "health"), T)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CheckError::InvalidRequest(_)), "{err}");
     }
 }
