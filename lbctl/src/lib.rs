@@ -7,3 +7,4 @@
 pub mod dataplane;
 pub mod maglev;
 pub mod vrrp;
+pub mod health;

@@ -540,9 +540,14 @@ mod tests {
     #[test]
     fn builds_large_table() {
         let b = backends(100);
-        let start = std::time::Instant::now();
-        let t = build_table(&b, DEFAULT_RING_SIZE).unwrap();
-        println!("65537 entries, 100 backends: {:?}", start.elapsed());
+        let mut best = std::time::Duration::MAX;
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            t = build_table(&b, DEFAULT_RING_SIZE).unwrap();
+            best = best.min(start.elapsed());
+        }
+        println!("65537 entries, 100 backends: best of 5 {best:?}");
         let c = counts(&t);
         assert_eq!(c.len(), 100);
         // Each backend holds 655 or 656 slots (65537 / 100).
