@@ -5,6 +5,6 @@
 //! (XDP maps, IPVS fallback) and `api` (the control socket).
 
 pub mod dataplane;
+pub mod health;
 pub mod maglev;
 pub mod vrrp;
-pub mod health;
