@@ -3,3 +3,5 @@
 //! One module per concern: `config` (lb.toml), `maglev` (consistent hashing),
 //! `health` (checks and rise/fall), `vrrp` (RFC 5798/3768), `dataplane`
 //! (XDP maps, IPVS fallback) and `api` (the control socket).
+
+pub mod config;
