@@ -312,6 +312,47 @@ fn bad_cases() -> Vec<(String, &'static str, usize, usize)> {
             7,
             55,
         ),
+        // 26. sorry_server and on_no_backend together
+        (
+            with_node(&VIP.replace(
+                "port = 80",
+                "port = 80\non_no_backend = \"drop\"\nsorry_server = \"10.0.0.50\"",
+            )),
+            "on_no_backend and sorry_server are exclusive",
+            7,
+            17,
+        ),
+        // 27. backend is the VIP itself
+        (
+            with_node(&VIP.replace("10.0.1.1", "10.0.0.100")),
+            "backend 10.0.0.100 is the VIP address itself",
+            8,
+            11,
+        ),
+        // 28. negative weight
+        (
+            with_node(&format!("{VIP}weight = -1\n")),
+            "weight -1 is out of range: expected 0 to 65535",
+            9,
+            10,
+        ),
+        // 29. unknown key in an inline health check
+        (
+            with_node(&VIP.replace(
+                "port = 80",
+                "port = 80\nhealth_check = { intervall = \"2s\" }",
+            )),
+            "unknown field `intervall`, expected one of",
+            7,
+            18,
+        ),
+        // 30. mtu out of range
+        (
+            with_node("mtu = 100\n"),
+            "mtu 100 is out of range: expected 576 to 9216",
+            3,
+            7,
+        ),
     ]
 }
 
@@ -502,6 +543,34 @@ fn too_many_vips_for_max_vips() {
     let err = parse(&text, "lb.toml").expect_err("too many");
     assert!(
         err.to_string().contains("lb.toml:10:1: too many VIPs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn load_reads_the_example_file() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lb.toml");
+    let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.vrrp_instances.len(), 3);
+}
+
+#[test]
+fn invalid_vip_port_does_not_cascade_into_check_errors() {
+    let text = with_node(&VIP.replace("port = 80", "port = 0\nhealth_check = { type = \"tcp\" }"));
+    let err = parse(&text, "lb.toml").expect_err("invalid");
+    assert_eq!(err.diagnostics().len(), 1, "{err}");
+}
+
+#[test]
+fn table_size_must_exceed_backend_count() {
+    let mut text = with_node(&VIP.replace("port = 80", "port = 80\ntable_size = 13"));
+    for i in 2..=13 {
+        text.push_str(&format!("[[vip.backend]]\naddress = \"10.0.1.{i}\"\n"));
+    }
+    let err = parse(&text, "lb.toml").expect_err("too small");
+    assert!(
+        err.to_string()
+            .contains("lb.toml:7:14: table_size 13 is too small for 13 backends"),
         "{err}"
     );
 }

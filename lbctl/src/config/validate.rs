@@ -804,6 +804,7 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
         }
         let label = r.name.get_ref();
         let address = cx.ip(&r.address);
+        let vip_address = address;
         let port = match &r.port {
             None => Some(None),
             Some(p) => cx.int::<u16>(p, "port", 1..=65535).map(Some),
@@ -869,13 +870,12 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
         if let (Some(t), Some(ts)) = (table_size, &r.table_size)
             && r.backend.len() >= t as usize
         {
-            cx.err(
-                    ts.span(),
-                    format!(
-                        "table_size {t} is too small for {} backends: expected a prime larger than the backend count (ideally 100 times larger)",
-                        r.backend.len()
-                    ),
-                );
+            let n = r.backend.len();
+            let msg = format!(
+                "table_size {t} is too small for {n} backends: \
+                 expected a prime larger than the backend count (ideally 100 times larger)"
+            );
+            cx.err(ts.span(), msg);
         }
 
         // Where forwarded packets go: family rules and the outer source for ipip.
@@ -949,7 +949,7 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
         // The VIP-wide check: `Ok(None)` means "not given", `Err(())` means invalid.
         let vip_check = match &r.health_check {
             None => Ok(None),
-            Some(h) => health_check(cx, h, port.flatten()).map(Some).ok_or(()),
+            Some(h) => health_check(cx, h, port).map(Some).ok_or(()),
         };
         let mut missing_default_reported = false;
 
@@ -966,6 +966,12 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
             let br = b.get_ref();
             let address = cx.ip(&br.address);
             if let Some(a) = address {
+                if Some(a) == vip_address {
+                    cx.err(
+                        br.address.span(),
+                        format!("backend {a} is the VIP address itself: expected a real server's address"),
+                    );
+                }
                 if let Some(first) = seen.insert(a, br.address.span()) {
                     let line = cx.line_of(&first);
                     cx.err(
@@ -984,7 +990,7 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
             }
             let weight = cx.opt_int(&br.weight, "weight", 0..=65535, DEFAULT_BACKEND_WEIGHT);
             let check = match (&br.health_check, &vip_check) {
-                (Some(h), _) => health_check(cx, h, port.flatten()),
+                (Some(h), _) => health_check(cx, h, port),
                 (None, Ok(Some(c))) => Some(c.clone()),
                 (None, Err(())) => None,
                 (None, Ok(None)) => match port.flatten() {
@@ -1071,10 +1077,11 @@ fn hash_fields(cx: &mut Ctx<'_>, raw: &S<Vec<S<RawHashField>>>) -> Option<HashFi
 /// A health check field: name, span if written, check types it belongs to.
 type FieldUse<'a> = (&'a str, Option<Range<usize>>, &'a [RawCheckType]);
 
+/// `vip_port`: `Some(None)` for a port-less VIP, `None` when the VIP's port was invalid.
 fn health_check(
     cx: &mut Ctx<'_>,
     raw: &S<RawHealthCheck>,
-    vip_port: Option<u16>,
+    vip_port: Option<Option<u16>>,
 ) -> Option<HealthCheck> {
     let r = raw.get_ref();
     let kind = r.kind.as_ref().map_or(RawCheckType::Tcp, |k| *k.get_ref());
@@ -1127,13 +1134,13 @@ fn health_check(
 
     let port = match &r.port {
         Some(p) => cx.int::<u16>(p, "port", 1..=65535),
-        None => vip_port,
+        None => vip_port.flatten(),
     };
     let needs_port = matches!(
         kind,
         RawCheckType::Tcp | RawCheckType::Http | RawCheckType::Udp
     );
-    if needs_port && r.port.is_none() && vip_port.is_none() {
+    if needs_port && r.port.is_none() && vip_port == Some(None) {
         cx.err(
             raw.span(),
             format!(
