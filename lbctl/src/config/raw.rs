@@ -103,6 +103,18 @@ pub(crate) enum RawHashField {
     Protocol,
 }
 
+impl RawHashField {
+    pub fn name(self) -> &'static str {
+        match self {
+            RawHashField::SrcAddr => "src_addr",
+            RawHashField::SrcPort => "src_port",
+            RawHashField::DstAddr => "dst_addr",
+            RawHashField::DstPort => "dst_port",
+            RawHashField::Protocol => "protocol",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RawOnNoBackend {

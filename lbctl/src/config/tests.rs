@@ -346,7 +346,17 @@ fn bad_cases() -> Vec<(String, &'static str, usize, usize)> {
             7,
             18,
         ),
-        // 30. mtu out of range
+        // 30. duplicate hash field, named
+        (
+            with_node(&VIP.replace(
+                "port = 80",
+                "port = 80\nhash = [\"dst_addr\", \"protocol\", \"dst_addr\"]",
+            )),
+            "duplicate hash field \"dst_addr\"",
+            7,
+            33,
+        ),
+        // 31. mtu out of range
         (
             with_node("mtu = 100\n"),
             "mtu 100 is out of range: expected 576 to 9216",

@@ -1050,7 +1050,10 @@ fn hash_fields(cx: &mut Ctx<'_>, raw: &S<Vec<S<RawHashField>>>) -> Option<HashFi
     let mut ok = true;
     for f in raw.get_ref() {
         if seen.insert(*f.get_ref(), f.span()).is_some() {
-            cx.err(f.span(), "duplicate hash field");
+            cx.err(
+                f.span(),
+                format!("duplicate hash field \"{}\"", f.get_ref().name()),
+            );
             ok = false;
         }
     }
