@@ -4,6 +4,7 @@
 //! `health` (checks and rise/fall), `vrrp` (RFC 5798/3768), `dataplane`
 //! (XDP maps, IPVS fallback) and `api` (the control socket).
 
+pub mod config;
 pub mod dataplane;
 pub mod health;
 pub mod maglev;
