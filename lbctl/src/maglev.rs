@@ -274,7 +274,7 @@ pub fn remap_fraction(old: &[u32], new: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_common::{DEFAULT_RING_SIZE, FlowTuple, flow_hash};
+    use lb_common::{ConnKey, DEFAULT_RING_SIZE, FAMILY_V4, flow_hash};
     use std::collections::HashMap;
 
     const FLOWS: u32 = 1_000_000;
@@ -289,17 +289,19 @@ mod tests {
     }
 
     /// Synthetic flows: distinct clients and source ports to one TCP VIP.
-    fn flow(i: u32) -> FlowTuple {
+    fn flow(i: u32) -> ConnKey {
         let mut src = [0u8; 16];
         src[..4].copy_from_slice(&[172, 16, (i >> 16) as u8, (i >> 8) as u8]);
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&[192, 0, 2, 10]);
-        FlowTuple {
+        ConnKey {
             src,
             dst,
             sport: (1024 + (i & 0xff) * 211) as u16,
             dport: 443u16.to_be(),
             proto: lb_common::PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
         }
     }
 
