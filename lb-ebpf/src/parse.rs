@@ -36,8 +36,9 @@ pub unsafe fn store<T>(addr: usize, v: T) {
 
 /// What the parser learned about a packet to a VIP.
 pub struct Parsed {
-    /// Offset of the IP header (14, or 18 with a VLAN tag).
-    pub l3_off: usize,
+    /// Offset of the IP header (14, or 18 with a VLAN tag). A `u8` on purpose:
+    /// refilled from the stack with a byte load, the verifier knows it is < 256.
+    pub l3_off: u8,
     /// The VLAN TCI (host order) when `l3_off == 18`.
     pub vlan_tci: u16,
     /// The flow: client address and port, VIP address and port, protocol
@@ -118,7 +119,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         l3_off = 18;
     }
     let mut p = Parsed {
-        l3_off,
+        l3_off: l3_off as u8,
         vlan_tci,
         key: ConnKey::default(),
         tos: 0,
