@@ -1,0 +1,510 @@
+//! The local control socket: `{state_dir}/lbctl.sock`, mode 0600.
+//!
+//! Protocol: line-delimited JSON. Each request is one line
+//! (`{"cmd":"status"}`, `{"cmd":"stats"}`, `{"cmd":"reload"}`), answered by
+//! one line holding a [`Response`]. A connection may carry several
+//! requests. The server hands requests to the daemon's owner task over a
+//! channel ([`ApiCall`]), which answers on a oneshot channel.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// File name of the socket inside `state_dir`.
+pub const SOCKET_NAME: &str = "lbctl.sock";
+/// Longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+/// How long the client waits for an answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of the control socket for `state_dir`.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
+/// Errors of the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Socket I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Another daemon answers on the socket.
+    #[error("{0}: another lbctl daemon is running (its control socket answers)")]
+    InUse(PathBuf),
+    /// The answer was not valid JSON.
+    #[error("bad answer from the daemon: {0}")]
+    Decode(#[from] serde_json::Error),
+    /// The daemon closed the connection without answering.
+    #[error("the daemon closed the connection without answering")]
+    NoAnswer,
+    /// No answer in time.
+    #[error("no answer from the daemon within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// VIPs, backends, health, VRRP.
+    Status,
+    /// Counters.
+    Stats,
+    /// Re-read the config file.
+    Reload,
+}
+
+/// An answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(StatusReport),
+    /// Answer to [`Request::Stats`].
+    Stats(StatsReport),
+    /// The new config is running.
+    Reloaded(ReloadReport),
+    /// The request failed (a refused reload: the diagnostics, one per line).
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The daemon's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Config file in use.
+    pub config: String,
+    /// Interface the program runs on.
+    pub interface: String,
+    /// Attach mode actually used ("driver" / "skb"; "adopted" when taken over).
+    pub xdp_mode: String,
+    /// Configs loaded so far (1 + successful reloads).
+    pub config_generation: u64,
+    /// VIPs in config order.
+    pub vips: Vec<VipStatus>,
+    /// VRRP instances.
+    pub vrrp: Vec<VrrpStatus>,
+}
+
+/// One VIP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VipStatus {
+    /// Name.
+    pub name: String,
+    /// `addr:port/proto`.
+    pub vip: String,
+    /// "dr" / "ipip".
+    pub forwarding: String,
+    /// Forwarded by this node.
+    pub active: bool,
+    /// VRRP instance gating it.
+    pub vrrp_instance: Option<String>,
+    /// Packets to the VIP.
+    pub packets: u64,
+    /// Bytes to the VIP.
+    pub bytes: u64,
+    /// Backends (a sorry server in use is listed last).
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend of a VIP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// Address.
+    pub address: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// "up", "down" or "up (no check)".
+    pub health: String,
+    /// Takes new flows.
+    pub in_ring: bool,
+    /// MAC of the next hop, when resolved.
+    pub mac: Option<String>,
+    /// Neighbour resolution detail when not resolved.
+    pub neighbour: Option<String>,
+    /// This is the VIP's sorry server.
+    pub sorry_server: bool,
+    /// Health checks run.
+    pub checks: u64,
+    /// Health checks failed.
+    pub check_failures: u64,
+    /// Packets sent to it.
+    pub packets: u64,
+    /// Bytes sent to it.
+    pub bytes: u64,
+}
+
+/// One VRRP instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    /// Name.
+    pub name: String,
+    /// "MASTER", "BACKUP", "FAULT", or "UNKNOWN" before the first report.
+    pub state: String,
+    /// Whether its VIPs have healthy backends (`track_backends` input).
+    pub backends_healthy: bool,
+}
+
+/// Counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Per VIP.
+    pub vips: Vec<VipStats>,
+    /// Every pass/drop/forward reason.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// Counters of one VIP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipStats {
+    /// Name.
+    pub name: String,
+    /// `addr:port/proto`.
+    pub vip: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Per backend address: (packets, bytes).
+    pub backends: Vec<BackendStats>,
+}
+
+/// Counters of one backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStats {
+    /// Address.
+    pub address: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Config generation now running.
+    pub config_generation: u64,
+    /// Health checks started.
+    pub checks_started: usize,
+    /// Health checks stopped.
+    pub checks_stopped: usize,
+    /// Health checks kept with their state.
+    pub checks_kept: usize,
+}
+
+/// A request handed to the owner task, with the way back.
+#[derive(Debug)]
+pub struct ApiCall {
+    /// The request.
+    pub request: Request,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Binds the control socket at `path` with mode 0600. A stale socket file is
+/// replaced; a live one (another daemon) is an error.
+///
+/// # Errors
+/// [`ApiError::InUse`] or I/O errors.
+pub async fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    let io = |source| ApiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ApiError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Serves connections on `listener` until `cancel`, forwarding requests to `calls`.
+pub async fn serve(
+    listener: UnixListener,
+    calls: mpsc::Sender<ApiCall>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let conn = tokio::select! {
+            () = cancel.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                let calls = calls.clone();
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        r = handle(stream, calls) => if let Err(e) = r {
+                            debug!(error = %e, "control connection ended");
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "accept on the control socket failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, calls: mpsc::Sender<ApiCall>) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = (&mut lines)
+            .take(MAX_LINE as u64 + 1)
+            .read_line(&mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let response = if line.len() > MAX_LINE {
+            Response::Error {
+                message: format!("request longer than {MAX_LINE} bytes"),
+            }
+        } else {
+            match serde_json::from_str::<Request>(line.trim()) {
+                Err(e) => Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+                Ok(request) => {
+                    let (tx, rx) = oneshot::channel();
+                    if calls.send(ApiCall { request, reply: tx }).await.is_err() {
+                        return Ok(());
+                    }
+                    rx.await.unwrap_or(Response::Error {
+                        message: "the daemon is shutting down".into(),
+                    })
+                }
+            }
+        };
+        let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+        w.write_all(&out).await?;
+        if line.len() > MAX_LINE {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one request to the daemon at `path` and returns its answer.
+///
+/// # Errors
+/// Connection, timeout or decoding errors.
+pub async fn call(path: &Path, request: Request) -> Result<Response, ApiError> {
+    let io = |source| ApiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let fut = async {
+        let stream = UnixStream::connect(path).await.map_err(io)?;
+        let (r, mut w) = stream.into_split();
+        let mut req = serde_json::to_vec(&request)?;
+        req.push(b'\n');
+        w.write_all(&req).await.map_err(io)?;
+        let mut line = String::new();
+        let n = BufReader::new(r).read_line(&mut line).await.map_err(io)?;
+        if n == 0 {
+            return Err(ApiError::NoAnswer);
+        }
+        Ok(serde_json::from_str(line.trim())?)
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, fut)
+        .await
+        .map_err(|_| ApiError::Timeout(CLIENT_TIMEOUT))?
+}
+
+/// Renders a status report as a human table.
+pub fn render_status(s: &StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "config {} (generation {}), interface {} ({})",
+        s.config, s.config_generation, s.interface, s.xdp_mode
+    );
+    for v in &s.vips {
+        let gate = v
+            .vrrp_instance
+            .as_ref()
+            .map_or_else(String::new, |i| format!(" vrrp {i}"));
+        let _ = writeln!(
+            o,
+            "\nVIP {} {} {} {}{}  packets {} bytes {}",
+            v.name,
+            v.vip,
+            v.forwarding,
+            if v.active { "active" } else { "inactive" },
+            gate,
+            v.packets,
+            v.bytes
+        );
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>6} {:<14} {:<5} {:<17} {:>10} {:>12}",
+            "BACKEND", "WEIGHT", "HEALTH", "RING", "MAC", "PACKETS", "BYTES"
+        );
+        for b in &v.backends {
+            let addr = if b.sorry_server {
+                format!("{} (sorry)", b.address)
+            } else {
+                b.address.clone()
+            };
+            let mac = b
+                .mac
+                .clone()
+                .or_else(|| b.neighbour.clone())
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "  {:<40} {:>6} {:<14} {:<5} {:<17} {:>10} {:>12}",
+                addr,
+                b.weight,
+                b.health,
+                if b.in_ring { "yes" } else { "no" },
+                mac,
+                b.packets,
+                b.bytes
+            );
+        }
+    }
+    if !s.vrrp.is_empty() {
+        let _ = writeln!(o, "\nVRRP");
+        for i in &s.vrrp {
+            let _ = writeln!(
+                o,
+                "  {:<20} {:<8} backends {}",
+                i.name,
+                i.state,
+                if i.backends_healthy {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                }
+            );
+        }
+    }
+    o
+}
+
+/// Renders counters as text.
+pub fn render_stats(s: &StatsReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    for v in &s.vips {
+        let _ = writeln!(
+            o,
+            "VIP {} {}  packets {} bytes {}",
+            v.name, v.vip, v.packets, v.bytes
+        );
+        for b in &v.backends {
+            let _ = writeln!(
+                o,
+                "  {:<40} packets {:>10} bytes {:>12}",
+                b.address, b.packets, b.bytes
+            );
+        }
+    }
+    let _ = writeln!(o, "reasons");
+    for (k, v) in &s.reasons {
+        let _ = writeln!(o, "  {k:<24} {v}");
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json() {
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"reload"}"#).unwrap(),
+            Request::Reload
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"format_disk"}"#).is_err());
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = Response::Error {
+            message: "lb.toml:3:1: bad".into(),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"type":"error","message":"lb.toml:3:1: bad"}"#);
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn socket_is_private_and_answers() {
+        let dir = std::env::temp_dir().join(format!("lbctl-api-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = socket_path(&dir);
+        let listener = bind(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(bind(&path).await, Err(ApiError::InUse(_))));
+        let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, tx, cancel.clone()));
+        let owner = tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                let _ = c.reply.send(match c.request {
+                    Request::Stats => Response::Stats(StatsReport::default()),
+                    _ => Response::Error {
+                        message: "nope".into(),
+                    },
+                });
+            }
+        });
+        assert_eq!(
+            call(&path, Request::Stats).await.unwrap(),
+            Response::Stats(StatsReport::default())
+        );
+        assert_eq!(
+            call(&path, Request::Reload).await.unwrap(),
+            Response::Error {
+                message: "nope".into()
+            }
+        );
+        cancel.cancel();
+        server.await.unwrap();
+        owner.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,672 @@
+//! `lbctl run`: the daemon.
+//!
+//! One owner task holds the config, the inputs of the reconciler (health,
+//! VRRP roles, neighbour MACs) and the data plane. Health checks, the
+//! neighbour resolver, the control socket, signals and the VRRP shell send it
+//! events; after each it recomputes the [`DesiredState`]
+//! ([`reconcile::desired_state`], pure) and hands it to the data plane, which
+//! writes only what changed. Nothing else writes maps.
+//!
+//! VRRP hook: [`vrrp_channel`] gives a [`VrrpPort`] for the VRRP I/O shell
+//! (report role changes per instance with [`VrrpPort::state_changed`], read
+//! per-instance backend health for `track_backends` from
+//! [`VrrpPort::backends_healthy`]) and a [`VrrpHook`] to pass to [`run`].
+
+pub mod neigh;
+pub mod pin;
+pub mod reconcile;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiCall, Request, Response};
+use crate::config::{self, Config, DataplaneKind, OnNoBackend, XdpMode};
+use crate::dataplane::DesiredState;
+use crate::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, XdpError, programs};
+use crate::health::{CheckHandle, CheckSpec, HealthEvent, spawn_check};
+use neigh::{Resolution, Resolver};
+use reconcile::{BackendKey, Inputs, NeighTarget, VrrpRole};
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config file is invalid (nothing was applied).
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// The config asks for something this daemon does not do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Netlink / interface lookup.
+    #[error("{0}")]
+    Neigh(#[from] neigh::NeighError),
+    /// The XDP data plane.
+    #[error("{0}")]
+    Xdp(#[from] XdpError),
+    /// Pinning / adoption.
+    #[error("{0}")]
+    Pin(#[from] pin::PinError),
+    /// The control socket.
+    #[error("control socket: {0}")]
+    Api(#[from] api::ApiError),
+    /// Installing signal handlers.
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A VRRP role change reported by the VRRP shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpUpdate {
+    /// Instance name.
+    pub instance: String,
+    /// New role.
+    pub role: VrrpRole,
+}
+
+/// The VRRP shell's side of the hook.
+#[derive(Clone, Debug)]
+pub struct VrrpPort {
+    updates: mpsc::UnboundedSender<VrrpUpdate>,
+    backends: watch::Receiver<BTreeMap<String, bool>>,
+}
+
+impl VrrpPort {
+    /// Reports a role change of `instance`. Never blocks (usable from a
+    /// synchronous state hook); ignored once the daemon is gone.
+    pub fn state_changed(&self, instance: &str, role: VrrpRole) {
+        let _ = self.updates.send(VrrpUpdate {
+            instance: instance.to_owned(),
+            role,
+        });
+    }
+
+    /// Per instance: `false` while a VIP gated by it has no backend that
+    /// takes new flows (feed to the instance's `track_backends`).
+    pub fn backends_healthy(&self) -> watch::Receiver<BTreeMap<String, bool>> {
+        self.backends.clone()
+    }
+}
+
+/// The daemon's side of the hook (pass to [`run`]).
+#[derive(Debug)]
+pub struct VrrpHook {
+    updates: mpsc::UnboundedReceiver<VrrpUpdate>,
+    backends: watch::Sender<BTreeMap<String, bool>>,
+}
+
+/// A connected pair of VRRP hook ends.
+pub fn vrrp_channel() -> (VrrpPort, VrrpHook) {
+    let (utx, urx) = mpsc::unbounded_channel();
+    let (btx, brx) = watch::channel(BTreeMap::new());
+    (
+        VrrpPort {
+            updates: utx,
+            backends: brx,
+        },
+        VrrpHook {
+            updates: urx,
+            backends: btx,
+        },
+    )
+}
+
+/// The attach mode for a config's `xdp_mode`.
+pub fn attach_mode(m: XdpMode) -> AttachMode {
+    match m {
+        XdpMode::Driver => AttachMode::Driver,
+        XdpMode::Skb => AttachMode::Skb,
+        XdpMode::Auto => AttachMode::Auto,
+    }
+}
+
+/// Load-time map sizes for a config.
+pub fn load_options(cfg: &Config) -> LoadOptions {
+    LoadOptions {
+        ring_stride: cfg.vips.iter().map(|v| v.table_size).max().unwrap_or(13),
+        max_vips: cfg.node.max_vips,
+        conn_table_size: cfg.node.conn_table_size,
+    }
+}
+
+/// Why a new config cannot be applied to a running data plane (sizes fixed
+/// at load time, or the interface), `None` when it can.
+pub fn reload_blocker(running: &Config, opts: LoadOptions, new: &Config) -> Option<String> {
+    if new.node.interface != running.node.interface {
+        return Some(format!(
+            "node.interface changed ({} -> {}); restart lbctl to move the data plane",
+            running.node.interface, new.node.interface
+        ));
+    }
+    if let Some(v) = new.vips.iter().find(|v| v.table_size > opts.ring_stride) {
+        return Some(format!(
+            "VIP {}: table_size {} exceeds the loaded maximum {}; restart lbctl",
+            v.name, v.table_size, opts.ring_stride
+        ));
+    }
+    if new.node.max_vips != opts.max_vips || new.node.conn_table_size != opts.conn_table_size {
+        return Some("node.max_vips / node.conn_table_size changed; restart lbctl".into());
+    }
+    if new.node.keep_dataplane_on_exit != running.node.keep_dataplane_on_exit
+        || new.node.state_dir != running.node.state_dir
+    {
+        return Some("node.keep_dataplane_on_exit / node.state_dir changed; restart lbctl".into());
+    }
+    None
+}
+
+/// Runs the daemon until `shutdown` is cancelled or SIGINT/SIGTERM arrives.
+/// SIGHUP reloads the config.
+///
+/// # Errors
+/// A bad config (nothing is applied), data plane, netlink or socket errors
+/// during start-up.
+pub async fn run(
+    config_path: PathBuf,
+    shutdown: CancellationToken,
+    vrrp: Option<VrrpHook>,
+) -> Result<(), DaemonError> {
+    let cfg = config::load(&config_path)?;
+    match cfg.node.dataplane {
+        DataplaneKind::Xdp => {}
+        DataplaneKind::Auto => info!("dataplane = \"auto\": using XDP"),
+        DataplaneKind::Ipvs => {
+            return Err(DaemonError::Unsupported(
+                "node.dataplane = \"ipvs\" is not supported by this daemon yet; use \"xdp\"".into(),
+            ));
+        }
+    }
+    let resolver = Resolver::new()?;
+    let link = resolver.link(&cfg.node.interface).await?;
+
+    let opts = load_options(&cfg);
+    let pins = pin::PinDir::for_interface(&cfg.node.interface);
+    let (mut dp, xdp_mode) = if cfg.node.keep_dataplane_on_exit {
+        pin::load_pinned(
+            &pins,
+            opts,
+            &cfg.node.interface,
+            attach_mode(cfg.node.xdp_mode),
+        )?
+    } else {
+        pin::remove_stale(&pins);
+        let mut dp = XdpDataplane::load(opts)?;
+        let m = dp.attach(
+            programs::LB,
+            &cfg.node.interface,
+            attach_mode(cfg.node.xdp_mode),
+        )?;
+        (dp, format!("{m:?}").to_lowercase())
+    };
+
+    let listener = match api::bind(&api::socket_path(&cfg.node.state_dir)).await {
+        Ok(l) => l,
+        Err(e) => {
+            if !cfg.node.keep_dataplane_on_exit {
+                dp.detach_all();
+            }
+            return Err(e.into());
+        }
+    };
+    let socket = api::socket_path(&cfg.node.state_dir);
+    let cancel = shutdown.child_token();
+    let (api_tx, api_rx) = mpsc::channel(16);
+    tokio::spawn(api::serve(listener, api_tx, cancel.clone()));
+
+    let (targets_tx, targets_rx) = watch::channel(reconcile::neigh_targets(&cfg));
+    let (neigh_tx, neigh_rx) = watch::channel(BTreeMap::new());
+    tokio::spawn(neigh::run(
+        resolver,
+        link.index,
+        targets_rx,
+        neigh_tx,
+        cancel.clone(),
+    ));
+
+    let (health_tx, health_rx) = mpsc::channel(256);
+    let (vrrp_rx, vrrp_backends) = match vrrp {
+        Some(h) => (Some(h.updates), Some(h.backends)),
+        None => (None, None),
+    };
+    let mut owner = Owner {
+        config_path,
+        generation: 1,
+        cfg,
+        opts,
+        xdp_mode,
+        inputs: Inputs {
+            iface_mac: link.mac,
+            ..Default::default()
+        },
+        checks: BTreeMap::new(),
+        check_gen: 0,
+        resolutions: BTreeMap::new(),
+        dp,
+        last: None,
+        targets_tx,
+        health_tx,
+        cancel: cancel.clone(),
+        vrrp_backends,
+    };
+    if vrrp_rx.is_none() {
+        for i in &owner.cfg.vrrp_instances {
+            warn!(instance = %i.name, "VRRP is not wired into this daemon yet: VIPs gated by this instance stay inactive");
+        }
+    }
+    owner.start_checks();
+    owner.reconcile();
+    info!(
+        config = %owner.config_path.display(),
+        interface = %owner.cfg.node.interface,
+        vips = owner.cfg.vips.len(),
+        "lbctl running"
+    );
+    let result = owner
+        .event_loop(shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
+        .await;
+    cancel.cancel();
+    owner.checks.clear();
+    let _ = std::fs::remove_file(&socket);
+    if owner.cfg.node.keep_dataplane_on_exit {
+        match pin::keep(&pins, &mut owner.dp) {
+            Ok(()) => {
+                info!(dir = %pins.dir().display(), "data plane left running and pinned for the next lbctl run")
+            }
+            Err(e) => {
+                error!(error = %e, "pinning the data plane failed; detaching");
+                owner.dp.detach_all();
+            }
+        }
+    } else {
+        owner.dp.detach_all();
+    }
+    result
+}
+
+struct RunningCheck {
+    spec: CheckSpec,
+    generation: u64,
+    handle: CheckHandle,
+}
+
+type HealthTarget = (BackendKey, u64);
+
+struct Owner {
+    config_path: PathBuf,
+    generation: u64,
+    cfg: Config,
+    opts: LoadOptions,
+    xdp_mode: String,
+    inputs: Inputs,
+    checks: BTreeMap<BackendKey, RunningCheck>,
+    check_gen: u64,
+    resolutions: BTreeMap<IpAddr, Resolution>,
+    dp: XdpDataplane,
+    last: Option<DesiredState>,
+    targets_tx: watch::Sender<BTreeSet<NeighTarget>>,
+    health_tx: mpsc::Sender<HealthEvent<HealthTarget>>,
+    cancel: CancellationToken,
+    vrrp_backends: Option<watch::Sender<BTreeMap<String, bool>>>,
+}
+
+impl Owner {
+    async fn event_loop(
+        &mut self,
+        shutdown: CancellationToken,
+        mut health_rx: mpsc::Receiver<HealthEvent<HealthTarget>>,
+        mut neigh_rx: watch::Receiver<BTreeMap<IpAddr, Resolution>>,
+        mut vrrp_rx: Option<mpsc::UnboundedReceiver<VrrpUpdate>>,
+        mut api_rx: mpsc::Receiver<ApiCall>,
+    ) -> Result<(), DaemonError> {
+        let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+        let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => { info!("shutting down"); return Ok(()) }
+                _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
+                _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
+                _ = sighup.recv() => {
+                    info!("SIGHUP: reloading");
+                    // Errors are logged inside.
+                    let _ = self.reload();
+                }
+                Some(ev) = health_rx.recv() => {
+                    let (key, generation) = ev.target;
+                    if self.checks.get(&key).is_some_and(|c| c.generation == generation) {
+                        info!(backend = %key, up = ev.up, reason = %ev.reason, "health changed");
+                        self.inputs.health.insert(key, ev.up);
+                        self.reconcile();
+                    }
+                }
+                Ok(()) = neigh_rx.changed() => {
+                    self.resolutions = neigh_rx.borrow_and_update().clone();
+                    self.inputs.macs = self
+                        .resolutions
+                        .iter()
+                        .filter_map(|(a, r)| r.mac().map(|m| (*a, m)))
+                        .collect();
+                    self.reconcile();
+                }
+                Some(up) = async {
+                    match vrrp_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    info!(instance = %up.instance, role = ?up.role, "VRRP role changed");
+                    self.inputs.vrrp.insert(up.instance, up.role);
+                    self.reconcile();
+                }
+                Some(call) = api_rx.recv() => {
+                    let resp = match call.request {
+                        Request::Status => Response::Status(self.status()),
+                        Request::Stats => self.stats(),
+                        Request::Reload => match self.reload() {
+                            Ok(r) => Response::Reloaded(r),
+                            Err(message) => Response::Error { message },
+                        },
+                    };
+                    let _ = call.reply.send(resp);
+                }
+            }
+        }
+    }
+
+    /// Recomputes the desired state and applies it when it changed.
+    fn reconcile(&mut self) {
+        let desired = reconcile::desired_state(&self.cfg, &self.inputs);
+        if self.last.as_ref() == Some(&desired) {
+            return;
+        }
+        match self.dp.apply(&desired) {
+            Ok(report) => {
+                if !report.is_empty() {
+                    info!(?report, "data plane updated");
+                }
+                for v in &desired.vips {
+                    if v.active && !v.backends.iter().any(|b| b.in_ring()) {
+                        warn!(vip = %v.spec, "no backend can take new flows");
+                    }
+                }
+                if let Some(tx) = &self.vrrp_backends {
+                    let h = reconcile::instance_backends_healthy(&self.cfg, &desired);
+                    tx.send_if_modified(|cur| {
+                        let changed = *cur != h;
+                        *cur = h;
+                        changed
+                    });
+                }
+                self.last = Some(desired);
+            }
+            Err(e) => {
+                // `last` stays, so the next event retries.
+                error!(error = %e, "applying the desired state failed");
+            }
+        }
+    }
+
+    fn start_checks(&mut self) {
+        for (key, spec) in reconcile::checks(&self.cfg) {
+            self.start_check(key, spec);
+        }
+    }
+
+    fn start_check(&mut self, key: BackendKey, spec: CheckSpec) {
+        self.check_gen += 1;
+        let handle = spawn_check(
+            (key, self.check_gen),
+            spec.clone(),
+            self.health_tx.clone(),
+            &self.cancel,
+        );
+        self.checks.insert(
+            key,
+            RunningCheck {
+                spec,
+                generation: self.check_gen,
+                handle,
+            },
+        );
+    }
+
+    /// Re-reads the config. A bad or unappliable config is refused and the
+    /// running one stays.
+    fn reload(&mut self) -> Result<api::ReloadReport, String> {
+        let new = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "reload refused: the running config stays");
+                return Err(e.to_string());
+            }
+        };
+        if let Some(why) = reload_blocker(&self.cfg, self.opts, &new) {
+            error!(reason = %why, "reload refused: the running config stays");
+            return Err(why);
+        }
+        let running: BTreeMap<BackendKey, CheckSpec> = self
+            .checks
+            .iter()
+            .map(|(k, c)| (*k, c.spec.clone()))
+            .collect();
+        let wanted = reconcile::checks(&new);
+        let plan = reconcile::plan_checks(&running, &wanted);
+        for key in &plan.stop {
+            self.checks.remove(key);
+            self.inputs.health.remove(key);
+        }
+        for key in &plan.start {
+            if let Some(spec) = wanted.get(key) {
+                self.start_check(*key, spec.clone());
+            }
+        }
+        self.cfg = new;
+        self.generation += 1;
+        self.targets_tx
+            .send_replace(reconcile::neigh_targets(&self.cfg));
+        self.reconcile();
+        info!(
+            generation = self.generation,
+            started = plan.start.len(),
+            stopped = plan.stop.len(),
+            kept = plan.keep.len(),
+            "config reloaded"
+        );
+        Ok(api::ReloadReport {
+            config_generation: self.generation,
+            checks_started: plan.start.len(),
+            checks_stopped: plan.stop.len(),
+            checks_kept: plan.keep.len(),
+        })
+    }
+
+    fn status(&self) -> api::StatusReport {
+        let stats = self.dp.stats().ok();
+        let vips = self
+            .cfg
+            .vips
+            .iter()
+            .map(|vip| {
+                let spec = reconcile::vip_spec(&vip.identity());
+                let desired = self
+                    .last
+                    .as_ref()
+                    .and_then(|d| d.vips.iter().find(|v| v.spec == spec));
+                let vc = stats.as_ref().and_then(|s| s.vips.get(&spec)).copied();
+                let bstats = stats.as_ref().and_then(|s| s.backends.get(&spec));
+                let sorry = match vip.on_no_backend {
+                    OnNoBackend::SorryServer(a) => Some(a),
+                    OnNoBackend::Drop => None,
+                };
+                let backends = desired
+                    .map(|d| d.backends.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|b| {
+                        let key = BackendKey {
+                            vip: vip.identity(),
+                            addr: b.addr,
+                        };
+                        let check = self.checks.get(&key).map(|c| c.handle.stats());
+                        let configured = vip.backends.iter().find(|cb| cb.address == b.addr);
+                        let health = match (configured, check) {
+                            (None, _) => "up (sorry)".to_owned(),
+                            (Some(_), None) => "up (no check)".to_owned(),
+                            (Some(_), Some(_)) if b.healthy => "up".to_owned(),
+                            (Some(_), Some(_)) => "down".to_owned(),
+                        };
+                        let c = bstats
+                            .and_then(|m| m.get(&b.addr))
+                            .copied()
+                            .unwrap_or_default();
+                        api::BackendStatus {
+                            address: b.addr.to_string(),
+                            weight: b.weight,
+                            health,
+                            in_ring: b.in_ring(),
+                            mac: b.mac.as_ref().map(neigh::format_mac),
+                            neighbour: match self.resolutions.get(&b.addr) {
+                                Some(Resolution::Pending { next_hop }) => {
+                                    Some(format!("resolving {next_hop}"))
+                                }
+                                Some(Resolution::Unusable { reason }) => Some(reason.clone()),
+                                None if b.mac.is_none() => Some("not resolved".into()),
+                                _ => None,
+                            },
+                            sorry_server: configured.is_none() && sorry == Some(b.addr),
+                            checks: check.map_or(0, |c| c.checks),
+                            check_failures: check.map_or(0, |c| c.failures),
+                            packets: c.packets,
+                            bytes: c.bytes,
+                        }
+                    })
+                    .collect();
+                api::VipStatus {
+                    name: vip.name.clone(),
+                    vip: spec.to_string(),
+                    forwarding: match vip.forwarding {
+                        config::Forwarding::Dr => "dr".into(),
+                        config::Forwarding::Ipip => "ipip".into(),
+                    },
+                    active: desired.is_some_and(|d| d.active),
+                    vrrp_instance: vip.vrrp_instance.clone(),
+                    packets: vc.map_or(0, |c| c.packets),
+                    bytes: vc.map_or(0, |c| c.bytes),
+                    backends,
+                }
+            })
+            .collect();
+        let healthy = self
+            .last
+            .as_ref()
+            .map(|d| reconcile::instance_backends_healthy(&self.cfg, d))
+            .unwrap_or_default();
+        let vrrp = self
+            .cfg
+            .vrrp_instances
+            .iter()
+            .map(|i| api::VrrpStatus {
+                name: i.name.clone(),
+                state: self
+                    .inputs
+                    .vrrp
+                    .get(&i.name)
+                    .map_or_else(|| "UNKNOWN".to_owned(), |r| format!("{r:?}").to_uppercase()),
+                backends_healthy: healthy.get(&i.name).copied().unwrap_or(true),
+            })
+            .collect();
+        api::StatusReport {
+            config: self.config_path.display().to_string(),
+            interface: self.cfg.node.interface.clone(),
+            xdp_mode: self.xdp_mode.clone(),
+            config_generation: self.generation,
+            vips,
+            vrrp,
+        }
+    }
+
+    fn stats(&self) -> Response {
+        let stats = match self.dp.stats() {
+            Ok(s) => s,
+            Err(e) => {
+                return Response::Error {
+                    message: format!("reading counters: {e}"),
+                };
+            }
+        };
+        let vips = self
+            .cfg
+            .vips
+            .iter()
+            .map(|vip| {
+                let spec = reconcile::vip_spec(&vip.identity());
+                let c = stats.vips.get(&spec).copied().unwrap_or_default();
+                api::VipStats {
+                    name: vip.name.clone(),
+                    vip: spec.to_string(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    backends: stats
+                        .backends
+                        .get(&spec)
+                        .map(|m| {
+                            m.iter()
+                                .map(|(a, c)| api::BackendStats {
+                                    address: a.to_string(),
+                                    packets: c.packets,
+                                    bytes: c.bytes,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        Response::Stats(api::StatsReport {
+            vips,
+            reasons: stats
+                .reasons
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+        })
+    }
+}
+
+/// `lbctl decap`: attaches the `decap` program to `iface`, accepts tunnels to
+/// `addrs`, runs until SIGINT/SIGTERM or `shutdown`, then detaches.
+///
+/// # Errors
+/// Load, attach or map errors.
+pub async fn run_decap(
+    iface: &str,
+    addrs: &[IpAddr],
+    mode: AttachMode,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut dp = XdpDataplane::load(LoadOptions::minimal())?;
+    dp.set_decap_addrs(addrs)?;
+    let m = dp.attach(programs::DECAP, iface, mode)?;
+    info!(iface, mode = ?m, addrs = ?addrs, "decap running");
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    dp.detach_all();
+    Ok(())
+}
+
+/// The control socket path of the config at `path` (for the CLI).
+///
+/// # Errors
+/// The config does not load.
+pub fn socket_of_config(path: &Path) -> Result<PathBuf, config::ConfigError> {
+    Ok(api::socket_path(&config::load(path)?.node.state_dir))
+}
