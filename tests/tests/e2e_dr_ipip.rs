@@ -174,6 +174,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        daemon::pin::remove_pins(&daemon::pin::PinDir::for_interface(&self.lb_if));
         for n in &self.names {
             run_quiet(&format!("ip netns del {n}"));
         }
@@ -704,4 +705,87 @@ fn dr_spread_kill_rejoin_reload() {
 #[test]
 fn ipip_spread_kill_rejoin_reload() {
     scenario("ipip", "ipip");
+}
+
+#[test]
+fn restart_keeps_flows_and_transfers() {
+    let t = Topology::new("restart");
+    let _pass = XdpHolder::pass(&t.ns("br"), "plb");
+    let _servers: Vec<HttpServer> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|s| HttpServer::start(&t.ns(s), s))
+        .collect();
+    let cfg = write_config(&t, "dr", [100, 100, 100], true);
+    let d = Daemon::start(&t, &cfg);
+    d.wait_in_ring(&SERVER_IPS, Duration::from_secs(10));
+    let got = spread(&t, 60);
+    assert!(!got.keys().any(|k| k.starts_with("error")), "{got:?}");
+    let packets_before = d.status().vips[0].packets;
+
+    // Keep-alive connections and a ~2 s download through the VIP.
+    let mut open: Vec<(String, TcpStream)> = in_ns(&t.ns("client"), || {
+        (0..30)
+            .map(|_| {
+                let mut c = connect().expect("connect");
+                let who = request(&mut c, "/").expect("request");
+                (String::from_utf8_lossy(&who).into_owned(), c)
+            })
+            .collect()
+    });
+    let client_ns = t.ns("client");
+    let transfer = std::thread::spawn(move || {
+        enter(&client_ns);
+        let mut c = connect().map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        request(&mut c, "/big")
+            .map(|b| b.len())
+            .map_err(|e| e.to_string())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The daemon exits; the program keeps forwarding on its own.
+    d.stop().expect("daemon exit");
+    let pins = daemon::pin::PinDir::for_interface(&t.lb_if);
+    assert!(pins.link().exists(), "link not pinned");
+    let got = spread(&t, 30);
+    assert!(
+        !got.keys().any(|k| k.starts_with("error")),
+        "no forwarding without a daemon: {got:?}"
+    );
+
+    // A new daemon adopts it: the table is complete at once.
+    let d = Daemon::start(&t, &cfg);
+    let st = d.status();
+    assert_eq!(st.xdp_mode, "adopted");
+    let in_ring: Vec<&str> = st.vips[0]
+        .backends
+        .iter()
+        .filter(|b| b.in_ring)
+        .map(|b| b.address.as_str())
+        .collect();
+    assert_eq!(in_ring, SERVER_IPS, "adopted table incomplete: {st:#?}");
+    assert!(st.vips[0].packets > packets_before, "counters restarted");
+    assert!(
+        !pins.link().exists(),
+        "the adopting daemon owns the link now"
+    );
+
+    let len = transfer
+        .join()
+        .expect("transfer thread")
+        .unwrap_or_else(|e| panic!("transfer broke over the restart: {e}"));
+    assert_eq!(len, 4 << 20);
+    for (who, c) in &mut open {
+        let again =
+            request(c, "/").unwrap_or_else(|e| panic!("open connection to {who} broke: {e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            *who,
+            "flow moved over the restart"
+        );
+    }
+    let got = spread(&t, 60);
+    assert!(!got.keys().any(|k| k.starts_with("error")), "{got:?}");
+    d.stop().expect("daemon exit");
 }

@@ -185,30 +185,31 @@ pub async fn run(
 
     let opts = load_options(&cfg);
     let pins = pin::PinDir::for_interface(&cfg.node.interface);
-    let (mut dp, xdp_mode) = if cfg.node.keep_dataplane_on_exit {
-        pin::load_pinned(
-            &pins,
-            opts,
-            &cfg.node.interface,
-            attach_mode(cfg.node.xdp_mode),
-        )?
+    let mode = attach_mode(cfg.node.xdp_mode);
+    let started = if cfg.node.keep_dataplane_on_exit {
+        pin::start_pinned(&pins, opts, mode, &cfg.node.state_dir)?
     } else {
-        pin::remove_stale(&pins);
+        // A data plane kept by an earlier run is replaced (keeping is off now).
+        pin::remove_pins(&pins);
         let mut dp = XdpDataplane::load(opts)?;
-        let m = dp.attach(
-            programs::LB,
-            &cfg.node.interface,
-            attach_mode(cfg.node.xdp_mode),
-        )?;
-        (dp, format!("{m:?}").to_lowercase())
+        let m = dp.attach(programs::LB, &cfg.node.interface, mode)?;
+        pin::Started {
+            dp,
+            mode: format!("{m:?}").to_lowercase(),
+            adopted: BTreeMap::new(),
+        }
     };
+    let pin::Started {
+        mut dp,
+        mode: xdp_mode,
+        adopted,
+    } = started;
 
     let listener = match api::bind(&api::socket_path(&cfg.node.state_dir)).await {
         Ok(l) => l,
         Err(e) => {
-            if !cfg.node.keep_dataplane_on_exit {
-                dp.detach_all();
-            }
+            dp.detach_all();
+            pin::remove_pins(&pins);
             return Err(e.into());
         }
     };
@@ -245,6 +246,7 @@ pub async fn run(
         checks: BTreeMap::new(),
         check_gen: 0,
         resolutions: BTreeMap::new(),
+        seeded_macs: BTreeMap::new(),
         dp,
         last: None,
         targets_tx,
@@ -257,6 +259,7 @@ pub async fn run(
             warn!(instance = %i.name, "VRRP is not wired into this daemon yet: VIPs gated by this instance stay inactive");
         }
     }
+    owner.seed(&adopted);
     owner.start_checks();
     owner.reconcile();
     info!(
@@ -272,13 +275,14 @@ pub async fn run(
     owner.checks.clear();
     let _ = std::fs::remove_file(&socket);
     if owner.cfg.node.keep_dataplane_on_exit {
-        match pin::keep(&pins, &mut owner.dp) {
+        match pin::keep(&pins, &mut owner.dp, &owner.cfg.node.state_dir) {
             Ok(()) => {
                 info!(dir = %pins.dir().display(), "data plane left running and pinned for the next lbctl run")
             }
             Err(e) => {
                 error!(error = %e, "pinning the data plane failed; detaching");
                 owner.dp.detach_all();
+                pin::remove_pins(&pins);
             }
         }
     } else {
@@ -305,6 +309,8 @@ struct Owner {
     checks: BTreeMap<BackendKey, RunningCheck>,
     check_gen: u64,
     resolutions: BTreeMap<IpAddr, Resolution>,
+    /// MACs of an adopted data plane, used until the resolver has an answer.
+    seeded_macs: BTreeMap<IpAddr, [u8; 6]>,
     dp: XdpDataplane,
     last: Option<DesiredState>,
     targets_tx: watch::Sender<BTreeSet<NeighTarget>>,
@@ -345,11 +351,17 @@ impl Owner {
                 }
                 Ok(()) = neigh_rx.changed() => {
                     self.resolutions = neigh_rx.borrow_and_update().clone();
-                    self.inputs.macs = self
-                        .resolutions
-                        .iter()
-                        .filter_map(|(a, r)| r.mac().map(|m| (*a, m)))
-                        .collect();
+                    let resolutions = &self.resolutions;
+                    self.seeded_macs.retain(|a, _| {
+                        matches!(resolutions.get(a), None | Some(Resolution::Pending { .. }))
+                    });
+                    let mut macs = self.seeded_macs.clone();
+                    macs.extend(
+                        self.resolutions
+                            .iter()
+                            .filter_map(|(a, r)| r.mac().map(|m| (*a, m))),
+                    );
+                    self.inputs.macs = macs;
                     self.reconcile();
                 }
                 Some(up) = async {
@@ -410,13 +422,47 @@ impl Owner {
         }
     }
 
+    /// Takes health and MACs from an adopted data plane, so the first
+    /// reconcile changes nothing that was forwarding.
+    fn seed(
+        &mut self,
+        adopted: &BTreeMap<
+            (crate::dataplane::VipSpec, IpAddr),
+            crate::dataplane::xdp::AdoptedBackend,
+        >,
+    ) {
+        for vip in &self.cfg.vips {
+            let spec = reconcile::vip_spec(&vip.identity());
+            for b in &vip.backends {
+                if let Some(a) = adopted.get(&(spec, b.address)) {
+                    self.inputs.health.insert(
+                        BackendKey {
+                            vip: vip.identity(),
+                            addr: b.address,
+                        },
+                        a.alive,
+                    );
+                    if a.mac != [0; 6] {
+                        self.seeded_macs.insert(b.address, a.mac);
+                    }
+                }
+            }
+        }
+        self.inputs.macs = self.seeded_macs.clone();
+    }
+
     fn start_checks(&mut self) {
         for (key, spec) in reconcile::checks(&self.cfg) {
             self.start_check(key, spec);
         }
     }
 
-    fn start_check(&mut self, key: BackendKey, spec: CheckSpec) {
+    fn start_check(&mut self, key: BackendKey, mut spec: CheckSpec) {
+        // A backend seeded as up (adopted data plane) starts up: it is not
+        // taken out of the table until its check fails `fall` times.
+        if self.inputs.health.get(&key) == Some(&true) {
+            spec.initial = crate::health::Status::Up;
+        }
         self.check_gen += 1;
         let handle = spawn_check(
             (key, self.check_gen),

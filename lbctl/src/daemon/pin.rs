@@ -1,10 +1,32 @@
-//! Restart without loss: pinning the data plane on exit and adopting it on
-//! start (`node.keep_dataplane_on_exit`).
+//! Restart without loss (`node.keep_dataplane_on_exit = true`).
+//!
+//! While running, every map of the data plane is pinned under
+//! `/sys/fs/bpf/lbctl/<iface>/` (bpffs is mounted when it is not). On exit
+//! the XDP link is pinned there too (`link`), so the program keeps
+//! forwarding with the same maps, and the user-space bookkeeping (which
+//! backend id belongs to which VIP) is saved to
+//! `{state_dir}/dataplane-<iface>.json`.
+//!
+//! The next `lbctl run` loads the object reusing the pinned maps, restores
+//! the bookkeeping (checked against the maps), and replaces the program in
+//! the pinned link with its own in one `BPF_LINK_UPDATE`: there is no moment
+//! without a program, and the connection table, counters and tables stay.
+//! If anything does not match, the pins are removed and the data plane
+//! starts fresh (a short gap, logged).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, XdpError, programs};
+use tracing::{info, warn};
 
+use crate::dataplane::VipSpec;
+use crate::dataplane::xdp::{
+    AdoptedBackend, AttachMode, LoadOptions, Snapshot, XdpDataplane, XdpError, programs,
+};
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
 /// Root of lbctl's pins on bpffs.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf/lbctl";
 
@@ -14,22 +36,32 @@ pub enum PinError {
     /// The data plane.
     #[error("{0}")]
     Xdp(#[from] XdpError),
-    /// Not implemented yet.
-    #[error("keeping the data plane on exit is not implemented yet")]
-    NotImplemented,
+    /// bpffs is not mounted and mounting it failed.
+    #[error("mounting bpffs at {BPFFS}: {0}")]
+    Mount(nix::Error),
+    /// Saving or reading the bookkeeping file.
+    #[error("{path}: {reason}")]
+    State {
+        /// File.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
-/// The pin directory of one interface: `/sys/fs/bpf/lbctl/<iface>/`.
+/// The pins of one interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinDir {
     dir: PathBuf,
+    iface: String,
 }
 
 impl PinDir {
-    /// The directory for `iface`.
+    /// `/sys/fs/bpf/lbctl/<iface>/`.
     pub fn for_interface(iface: &str) -> Self {
         Self {
             dir: Path::new(BPFFS_ROOT).join(iface),
+            iface: iface.to_owned(),
         }
     }
 
@@ -37,30 +69,135 @@ impl PinDir {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The pinned XDP link.
+    pub fn link(&self) -> PathBuf {
+        self.dir.join("link")
+    }
+
+    /// The bookkeeping file under `state_dir`.
+    pub fn snapshot_file(&self, state_dir: &Path) -> PathBuf {
+        state_dir.join(format!("dataplane-{}.json", self.iface))
+    }
 }
 
-/// Loads (adopting pins when present) and attaches.
+/// A started data plane.
+pub struct Started {
+    /// The data plane, attached.
+    pub dp: XdpDataplane,
+    /// "driver", "skb" or "adopted".
+    pub mode: String,
+    /// Backends found in adopted maps (empty when started fresh).
+    pub adopted: BTreeMap<(VipSpec, IpAddr), AdoptedBackend>,
+}
+
+/// Mounts bpffs at [`BPFFS`] unless it is mounted.
 ///
 /// # Errors
-/// Load or attach errors.
-pub fn load_pinned(
-    _pins: &PinDir,
+/// [`PinError::Mount`].
+pub fn ensure_bpffs() -> Result<(), PinError> {
+    let mounted = nix::sys::statfs::statfs(BPFFS)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+        .unwrap_or(false);
+    if mounted {
+        return Ok(());
+    }
+    std::fs::create_dir_all(BPFFS).map_err(|e| {
+        PinError::Mount(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    })?;
+    nix::mount::mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(PinError::Mount)?;
+    info!(path = BPFFS, "mounted bpffs");
+    Ok(())
+}
+
+/// Starts the data plane with pinned maps, adopting a kept one when there is
+/// one (see the module docs).
+///
+/// # Errors
+/// bpffs, load or attach errors of the fresh start.
+pub fn start_pinned(
+    pins: &PinDir,
     opts: LoadOptions,
-    iface: &str,
     mode: AttachMode,
-) -> Result<(XdpDataplane, String), PinError> {
-    let mut dp = XdpDataplane::load(opts)?;
-    let m = dp.attach(programs::LB, iface, mode)?;
-    Ok((dp, format!("{m:?}").to_lowercase()))
+    state_dir: &Path,
+) -> Result<Started, PinError> {
+    ensure_bpffs()?;
+    let snap_file = pins.snapshot_file(state_dir);
+    if pins.link().exists() {
+        match adopt(pins, opts, &snap_file) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                warn!(error = %e, dir = %pins.dir().display(), "cannot adopt the kept data plane; starting fresh (forwarding pauses briefly)");
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&snap_file);
+    remove_pins(pins);
+    let mut dp = XdpDataplane::load_pinned(opts, pins.dir())?;
+    let m = dp.attach(programs::LB, &pins.iface, mode)?;
+    Ok(Started {
+        dp,
+        mode: format!("{m:?}").to_lowercase(),
+        adopted: BTreeMap::new(),
+    })
 }
 
-/// Leaves the data plane attached and pinned.
+fn adopt(pins: &PinDir, opts: LoadOptions, snap_file: &Path) -> Result<Started, PinError> {
+    let state_err = |reason: String| PinError::State {
+        path: snap_file.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(snap_file).map_err(|e| state_err(e.to_string()))?;
+    let snap: Snapshot = serde_json::from_str(&text).map_err(|e| state_err(e.to_string()))?;
+    let mut dp = XdpDataplane::load_pinned(opts, pins.dir())?;
+    let adopted = dp.restore(&snap)?;
+    dp.adopt_link(programs::LB, &pins.iface, &pins.link())?;
+    let _ = std::fs::remove_file(snap_file);
+    info!(
+        vips = snap.vips.len(),
+        "adopted the data plane left by the previous lbctl run"
+    );
+    Ok(Started {
+        dp,
+        mode: "adopted".into(),
+        adopted,
+    })
+}
+
+/// Leaves the data plane attached: pins the link and saves the bookkeeping.
 ///
 /// # Errors
-/// Pinning errors.
-pub fn keep(_pins: &PinDir, _dp: &mut XdpDataplane) -> Result<(), PinError> {
-    Err(PinError::NotImplemented)
+/// Pinning or file errors (the caller then detaches).
+pub fn keep(pins: &PinDir, dp: &mut XdpDataplane, state_dir: &Path) -> Result<(), PinError> {
+    let snap_file = pins.snapshot_file(state_dir);
+    let text = serde_json::to_string(&dp.snapshot()).map_err(|e| PinError::State {
+        path: snap_file.clone(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&snap_file, text).map_err(|e| PinError::State {
+        path: snap_file.clone(),
+        reason: e.to_string(),
+    })?;
+    dp.pin_link(programs::LB, &pins.iface, &pins.link())?;
+    Ok(())
 }
 
-/// Removes pins a previous run left behind when this run does not keep them.
-pub fn remove_stale(_pins: &PinDir) {}
+/// Removes every pin of `pins` (the link first: that detaches a kept program).
+pub fn remove_pins(pins: &PinDir) {
+    let _ = std::fs::remove_file(pins.link());
+    if let Ok(entries) = std::fs::read_dir(pins.dir()) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(pins.dir());
+    // The shared root goes too once no interface uses it (fails while one does).
+    let _ = std::fs::remove_dir(BPFFS_ROOT);
+}

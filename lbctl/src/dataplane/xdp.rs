@@ -13,6 +13,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     os::fd::AsRawFd as _,
+    path::Path,
     ptr::NonNull,
     time::{Duration, Instant},
 };
@@ -20,7 +21,11 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use lb_common::{
     AddrKey, Backend, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason,
@@ -47,6 +52,55 @@ pub mod programs {
     pub const PASS: &str = "pass";
     /// Bare MAC-swap XDP_TX, the benchmark baseline.
     pub const REFLECT: &str = "reflect";
+}
+
+/// Every map of the object (the names of the pins under a pin directory).
+pub const MAP_NAMES: [&str; 10] = [
+    "VIPS",
+    "VIP_ADDRS",
+    "RINGS",
+    "BACKENDS",
+    "CONNS",
+    "CONFIG",
+    "VIP_STATS",
+    "BACKEND_STATS",
+    "REASONS",
+    "DECAP_ADDRS",
+];
+
+/// User-space bookkeeping that cannot be read back from the maps alone
+/// (which backend id belongs to which VIP), saved when the data plane is
+/// kept over a restart and given back to [`XdpDataplane::restore`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Ring stride the maps were created with.
+    pub ring_stride: u32,
+    /// Programmed VIPs.
+    pub vips: Vec<SnapshotVip>,
+}
+
+/// One VIP in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotVip {
+    /// Address.
+    pub addr: IpAddr,
+    /// Port (`None`: port-less).
+    pub port: Option<u16>,
+    /// IANA protocol number.
+    pub proto: u8,
+    /// VIP id.
+    pub id: u32,
+    /// Backend ids by address.
+    pub backends: Vec<(IpAddr, u32)>,
+}
+
+/// A backend as found in adopted maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdoptedBackend {
+    /// Alive flag set.
+    pub alive: bool,
+    /// Its MAC.
+    pub mac: [u8; 6],
 }
 
 /// Errors of the XDP data plane.
@@ -81,6 +135,9 @@ pub enum XdpError {
         /// Why.
         source: MaglevError,
     },
+    /// Pinning, unpinning or adopting a pinned object failed.
+    #[error("pinning: {0}")]
+    Pin(String),
     /// Attaching to an interface failed in every allowed mode.
     #[error("attaching XDP to {iface}: {source}")]
     Attach {
@@ -293,6 +350,21 @@ impl XdpDataplane {
     /// # Errors
     /// [`XdpError::NotBuilt`] without an object; load, verifier or map errors.
     pub fn load(opts: LoadOptions) -> Result<Self, XdpError> {
+        Self::load_with(opts, None)
+    }
+
+    /// Loads the object with every map pinned under `pin_dir`: maps already
+    /// pinned there are reused with their contents (node settings included),
+    /// missing ones are created and pinned. Call [`Self::restore`] next when
+    /// maps were reused.
+    ///
+    /// # Errors
+    /// As [`Self::load`], and pinning errors.
+    pub fn load_pinned(opts: LoadOptions, pin_dir: &Path) -> Result<Self, XdpError> {
+        Self::load_with(opts, Some(pin_dir))
+    }
+
+    fn load_with(opts: LoadOptions, pin_dir: Option<&Path>) -> Result<Self, XdpError> {
         if EBPF_OBJECT.is_empty() {
             return Err(XdpError::NotBuilt);
         }
@@ -305,10 +377,22 @@ impl XdpDataplane {
         let ring_entries = u64::from(opts.ring_stride) * 2 * u64::from(opts.max_vips);
         let ring_entries = u32::try_from(ring_entries)
             .map_err(|_| XdpError::Capacity(format!("{ring_entries} ring entries")))?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("RINGS", ring_entries.max(1))
-            .map_max_entries("CONNS", opts.conn_table_size.max(16))
-            .load(EBPF_OBJECT)?;
+            .map_max_entries("CONNS", opts.conn_table_size.max(16));
+        let mut adopt_node = false;
+        if let Some(dir) = pin_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| XdpError::Pin(format!("{}: {e}", dir.display())))?;
+            for name in MAP_NAMES {
+                loader.map_pin_path(name, dir.join(name));
+            }
+            if dir.join("CONFIG").exists() {
+                adopt_node = true;
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         for name in [
             programs::LB,
             programs::DECAP,
@@ -337,7 +421,12 @@ impl XdpDataplane {
             node: None,
             links: Vec::new(),
         };
-        dp.write_node(&NodeSettings::default())?;
+        if adopt_node {
+            // Keep what the running program uses; `apply` rewrites it if it differs.
+            dp.node = Some(dp.array::<LbConfig>("CONFIG")?.get(&0, 0)?);
+        } else {
+            dp.write_node(&NodeSettings::default())?;
+        }
         Ok(dp)
     }
 
@@ -414,6 +503,192 @@ impl XdpDataplane {
         }
     }
 
+    /// Moves the link of program `name` on `iface` out of this instance and
+    /// pins it at `path`: the program stays attached after this process ends.
+    ///
+    /// # Errors
+    /// No such link, or pinning errors.
+    pub fn pin_link(&mut self, name: &str, iface: &str, path: &Path) -> Result<(), XdpError> {
+        let pos = self
+            .links
+            .iter()
+            .position(|(i, n, _)| i == iface && *n == name)
+            .ok_or_else(|| XdpError::Missing(format!("link of {name} on {iface}")))?;
+        let (_, _, id) = self.links.remove(pos);
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
+            .try_into()?;
+        let link: XdpLink = prog.take_link(id)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| {
+            XdpError::Pin(format!("link of {name} on {iface} is not a bpf_link: {e}"))
+        })?;
+        let _ = std::fs::remove_file(path);
+        fd_link
+            .pin(path)
+            .map_err(|e| XdpError::Pin(format!("{}: {e}", path.display())))?;
+        info!(iface, program = name, path = %path.display(), "XDP link pinned");
+        Ok(())
+    }
+
+    /// Takes over the link pinned at `path`: program `name` of this instance
+    /// replaces the linked program in one step (no moment without a program),
+    /// and the pin is removed (this instance now owns the link; call
+    /// [`Self::pin_link`] to keep it again).
+    ///
+    /// # Errors
+    /// No pinned link, not an XDP link, or the update fails.
+    pub fn adopt_link(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        path: &Path,
+    ) -> Result<(), XdpError> {
+        let pinned = PinnedLink::from_pin(path)
+            .map_err(|e| XdpError::Pin(format!("{}: {e}", path.display())))?;
+        let fd_link: FdLink = pinned.into();
+        let link = XdpLink::try_from(fd_link)
+            .map_err(|e| XdpError::Pin(format!("{}: not an XDP link: {e}", path.display())))?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
+            .try_into()?;
+        let id = prog.attach_to_link(link)?;
+        self.links.push((iface.to_owned(), name, id));
+        std::fs::remove_file(path)
+            .map_err(|e| XdpError::Pin(format!("unpinning {}: {e}", path.display())))?;
+        info!(iface, program = name, "adopted the running XDP link");
+        Ok(())
+    }
+
+    /// The bookkeeping to save for [`Self::restore`].
+    pub fn snapshot(&self) -> Snapshot {
+        let mut vips: Vec<SnapshotVip> = self
+            .vips
+            .iter()
+            .map(|(spec, slot)| SnapshotVip {
+                addr: spec.addr,
+                port: spec.port,
+                proto: spec.protocol.number(),
+                id: slot.id,
+                backends: slot.backends.iter().map(|(a, id)| (*a, *id)).collect(),
+            })
+            .collect();
+        vips.sort_by_key(|v| v.id);
+        Snapshot {
+            ring_stride: self.opts.ring_stride,
+            vips,
+        }
+    }
+
+    /// Rebuilds the bookkeeping of adopted maps from `snap`, checking it
+    /// against the maps: every VIP must be in `VIPS` under its id and its
+    /// live table must fit. Returns the backends found, by (VIP, address).
+    ///
+    /// # Errors
+    /// [`XdpError::Pin`] when the snapshot does not match the maps.
+    pub fn restore(
+        &mut self,
+        snap: &Snapshot,
+    ) -> Result<BTreeMap<(VipSpec, IpAddr), AdoptedBackend>, XdpError> {
+        use super::state::Protocol;
+        if snap.ring_stride != self.opts.ring_stride {
+            return Err(XdpError::Pin(format!(
+                "saved ring stride {} differs from {}",
+                snap.ring_stride, self.opts.ring_stride
+            )));
+        }
+        let mut found = BTreeMap::new();
+        let stride = self.opts.ring_stride as usize;
+        for v in &snap.vips {
+            let protocol = match v.proto {
+                lb_common::PROTO_TCP => Protocol::Tcp,
+                lb_common::PROTO_UDP => Protocol::Udp,
+                p => return Err(XdpError::Pin(format!("unknown protocol {p}"))),
+            };
+            let spec = VipSpec {
+                addr: v.addr,
+                port: v.port,
+                protocol,
+            };
+            let info = self
+                .hash::<VipKey, VipInfo>("VIPS")?
+                .get(&spec.key(), 0)
+                .map_err(|e| XdpError::Pin(format!("{spec} not in the VIP map: {e}")))?;
+            if info.vip_id != v.id
+                || info.slot > 1
+                || info.ring_size as usize > stride
+                || v.id >= self.opts.max_vips
+            {
+                return Err(XdpError::Pin(format!(
+                    "{spec}: map entry {info:?} does not match"
+                )));
+            }
+            let rings = self
+                .rings
+                .as_mut()
+                .ok_or_else(|| XdpError::Missing("ring memory".into()))?;
+            let base = (v.id as usize * 2 + info.slot as usize) * stride;
+            let live_ring: Vec<u32> = rings.slice_mut()[base..base + info.ring_size as usize]
+                .iter()
+                .map(|x| *x as u32)
+                .collect();
+            let mut backends = BTreeMap::new();
+            for &(addr, id) in &v.backends {
+                if id == 0 || id >= MAX_BACKENDS {
+                    return Err(XdpError::Pin(format!("backend id {id} out of range")));
+                }
+                let b = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
+                if b.addr != addr_bytes(addr).0 {
+                    return Err(XdpError::Pin(format!("backend {id} is not {addr}")));
+                }
+                self.generations[id as usize] = b.generation;
+                backends.insert(addr, id);
+                found.insert(
+                    (spec, addr),
+                    AdoptedBackend {
+                        alive: b.flags & backend_flags::ALIVE != 0,
+                        mac: b.mac,
+                    },
+                );
+            }
+            *self.addr_refs.entry(addr_key(spec.addr)).or_insert(0) += 1;
+            self.vips.insert(
+                spec,
+                VipSlot {
+                    id: v.id,
+                    info,
+                    live_ring,
+                    last_flip: Some(Instant::now()),
+                    backends,
+                },
+            );
+        }
+        let used_vips: Vec<u32> = self.vips.values().map(|s| s.id).collect();
+        self.free_vip_ids.retain(|id| !used_vips.contains(id));
+        let used_backends: std::collections::HashSet<u32> = self
+            .vips
+            .values()
+            .flat_map(|s| s.backends.values().copied())
+            .collect();
+        self.free_backend_ids
+            .retain(|id| !used_backends.contains(id));
+        // The pre-filter's reference counts must match what `apply` will assume.
+        let refs: Vec<(AddrKey, u32)> = self.addr_refs.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut m = self.hash::<AddrKey, u32>("VIP_ADDRS")?;
+        for (k, n) in refs {
+            m.insert(k, n, 0)?;
+        }
+        info!(
+            vips = self.vips.len(),
+            backends = found.len(),
+            "adopted the pinned data plane state"
+        );
+        Ok(found)
+    }
+
     fn array<T: aya::Pod>(&mut self, name: &str) -> Result<Array<&mut MapData, T>, XdpError> {
         Ok(Array::try_from(self.ebpf.map_mut(name).ok_or_else(
             || XdpError::Missing(format!("map {name}")),
@@ -442,8 +717,8 @@ impl XdpDataplane {
                 .map_mut(map)
                 .ok_or_else(|| XdpError::Missing(format!("map {map}")))?,
         )?;
-        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
-            .map_err(|e| XdpError::Mmap(e))?;
+        let zeros =
+            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(XdpError::Mmap)?;
         m.set(idx, zeros, 0)?;
         Ok(())
     }
