@@ -297,7 +297,20 @@ struct RunningCheck {
     handle: CheckHandle,
 }
 
-type HealthTarget = (BackendKey, u64);
+/// What a health event names: the backend and the run of its check (a
+/// check restarted by a reload gets a new generation; events of the old run
+/// are ignored).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HealthTarget {
+    key: BackendKey,
+    generation: u64,
+}
+
+impl std::fmt::Debug for HealthTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.key)
+    }
+}
 
 struct Owner {
     config_path: PathBuf,
@@ -342,7 +355,7 @@ impl Owner {
                     let _ = self.reload();
                 }
                 Some(ev) = health_rx.recv() => {
-                    let (key, generation) = ev.target;
+                    let HealthTarget { key, generation } = ev.target;
                     if self.checks.get(&key).is_some_and(|c| c.generation == generation) {
                         info!(backend = %key, up = ev.up, reason = %ev.reason, "health changed");
                         self.inputs.health.insert(key, ev.up);
@@ -400,10 +413,16 @@ impl Owner {
                 if !report.is_empty() {
                     info!(?report, "data plane updated");
                 }
-                for v in &desired.vips {
-                    if v.active && !v.backends.iter().any(|b| b.in_ring()) {
-                        warn!(vip = %v.spec, "no backend can take new flows");
-                    }
+                let starved = |d: &DesiredState| -> BTreeSet<crate::dataplane::VipSpec> {
+                    d.vips
+                        .iter()
+                        .filter(|v| v.active && !v.backends.iter().any(|b| b.in_ring()))
+                        .map(|v| v.spec)
+                        .collect()
+                };
+                let before = self.last.as_ref().map(starved).unwrap_or_default();
+                for spec in starved(&desired).difference(&before) {
+                    warn!(vip = %spec, "no backend can take new flows");
                 }
                 if let Some(tx) = &self.vrrp_backends {
                     let h = reconcile::instance_backends_healthy(&self.cfg, &desired);
@@ -465,7 +484,10 @@ impl Owner {
         }
         self.check_gen += 1;
         let handle = spawn_check(
-            (key, self.check_gen),
+            HealthTarget {
+                key,
+                generation: self.check_gen,
+            },
             spec.clone(),
             self.health_tx.clone(),
             &self.cancel,
