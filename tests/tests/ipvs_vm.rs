@@ -181,6 +181,7 @@ fn ipvs_data_plane_in_a_debian_6_1_guest() {
         "IPVS-VM: PASS restart",
         "IPVS-VM: PASS status",
         "IPVS-VM: PASS stop",
+        "IPVS-VM: PASS tcp",
         "IPVS-VM: ALL PASS",
         "=== GUEST TEST END rc=0",
     ] {
