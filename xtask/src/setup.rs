@@ -253,6 +253,10 @@ pub fn setup(choice: ToolchainChoice) -> Result<()> {
         ToolchainChoice::Auto => unreachable!("resolved above"),
     }
     mount_bpffs()?;
+    // Debian's 6.1 kernel + qemu, unpacked (not installed) for the IPVS tests.
+    let vm = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/kernel-vm/setup.sh");
+    println!("run: tests/kernel-vm/setup.sh (kernel VM for the IPVS tests)");
+    run(Command::new("sh").arg(vm))?;
     println!("setup complete");
     Ok(())
 }
