@@ -375,13 +375,33 @@ fn name(k: Impl) -> &'static str {
     }
 }
 
+/// Addressing of a cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// IPv4 multicast.
+    V4,
+    /// IPv6 multicast (link-local sources, ff02::12).
+    V6,
+    /// IPv4 unicast peers.
+    Unicast,
+}
+
 /// The full cycle with `master_impl` (priority 150) on `a` and
 /// `backup_impl` (priority 100) on `b`: election, SIGKILL takeover,
 /// preemption by the restarted master, clean-stop takeover.
-fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, v6: bool) -> Result<()> {
-    let vip = if v6 { "2001:db8:77::100/64" } else { "10.77.0.100/32" };
-    let hi = Inst::v3(150, vip);
-    let lo = Inst::v3(100, vip);
+fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<()> {
+    let vip = if mode == Mode::V6 { "2001:db8:77::100/64" } else { "10.77.0.100/32" };
+    let mut hi = Inst::v3(150, vip);
+    let mut lo = Inst::v3(100, vip);
+    if mode == Mode::Unicast {
+        hi.unicast = Some((ADDR_A, ADDR_B));
+        lo.unicast = Some((ADDR_B, ADDR_A));
+    }
+    let tag = match mode {
+        Mode::V4 => "",
+        Mode::V6 => " (IPv6)",
+        Mode::Unicast => " (unicast)",
+    };
     let v = hi.vip_addr();
 
     let mut backup = Node::start(backup_impl, &p.b, &p.dir.0, "backup", &lo)?;
@@ -399,7 +419,7 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, v6: bool) -> Result<()>
     wait_vip(&p.b, v, bound + Duration::from_secs(3)).context("backup never took over")?;
     let took = t0.elapsed();
     report(
-        &format!("SIGKILL {} master -> {} backup{}", name(master_impl), name(backup_impl), if v6 { " (IPv6)" } else { "" }),
+        &format!("SIGKILL {} master -> {} backup{}", name(master_impl), name(backup_impl), tag),
         took,
         bound,
     );
@@ -428,7 +448,7 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, v6: bool) -> Result<()>
     let took = t2.elapsed();
     master.wait_exit()?;
     report(
-        &format!("clean stop {} master -> {} backup{}", name(master_impl), name(backup_impl), if v6 { " (IPv6)" } else { "" }),
+        &format!("clean stop {} master -> {} backup{}", name(master_impl), name(backup_impl), tag),
         took,
         bound,
     );
@@ -442,20 +462,136 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, v6: bool) -> Result<()>
 
 #[test]
 fn v3_lbctl_master_keepalived_backup() -> Result<()> {
-    with_pair("lm", |p| cycle(p, Impl::Lbctl, Impl::Keepalived, false))
+    with_pair("lm", |p| cycle(p, Impl::Lbctl, Impl::Keepalived, Mode::V4))
 }
 
 #[test]
 fn v3_keepalived_master_lbctl_backup() -> Result<()> {
-    with_pair("km", |p| cycle(p, Impl::Keepalived, Impl::Lbctl, false))
+    with_pair("km", |p| cycle(p, Impl::Keepalived, Impl::Lbctl, Mode::V4))
 }
 
 #[test]
 fn v3_ipv6_lbctl_master_keepalived_backup() -> Result<()> {
-    with_pair("l6", |p| cycle(p, Impl::Lbctl, Impl::Keepalived, true))
+    with_pair("l6", |p| cycle(p, Impl::Lbctl, Impl::Keepalived, Mode::V6))
 }
 
 #[test]
 fn v3_ipv6_keepalived_master_lbctl_backup() -> Result<()> {
-    with_pair("k6", |p| cycle(p, Impl::Keepalived, Impl::Lbctl, true))
+    with_pair("k6", |p| cycle(p, Impl::Keepalived, Impl::Lbctl, Mode::V6))
+}
+
+#[test]
+fn v3_unicast_lbctl_master_keepalived_backup() -> Result<()> {
+    with_pair("lu", |p| cycle(p, Impl::Lbctl, Impl::Keepalived, Mode::Unicast))
+}
+
+#[test]
+fn v3_unicast_keepalived_master_lbctl_backup() -> Result<()> {
+    with_pair("ku", |p| cycle(p, Impl::Keepalived, Impl::Lbctl, Mode::Unicast))
+}
+
+/// A higher-priority node that does not preempt leaves a running Master
+/// alone: lbctl with `preempt = false` against keepalived, then keepalived
+/// with `nopreempt` against lbctl.
+#[test]
+fn v3_preempt_off() -> Result<()> {
+    with_pair("np", |p| {
+        let vip = "10.77.0.100/32";
+        let v = "10.77.0.100";
+        for (high_impl, low_impl) in [(Impl::Lbctl, Impl::Keepalived), (Impl::Keepalived, Impl::Lbctl)] {
+            let lo = Inst::v3(100, vip);
+            let hi = Inst {
+                preempt: false,
+                ..Inst::v3(150, vip)
+            };
+            let mut low = Node::start(low_impl, &p.b, &p.dir.0, &format!("low-{}", name(low_impl)), &lo)?;
+            wait_vip(&p.b, v, Duration::from_secs(5)).context("low node never became master")?;
+            let mut high = Node::start(high_impl, &p.a, &p.dir.0, &format!("high-{}", name(high_impl)), &hi)?;
+            // Several Master_Down_Intervals of the high node: it stays Backup.
+            assert_sole_holder(&p.b, &p.a, v, hi.master_down() * 4)
+                .with_context(|| format!("{} without preempt took over", name(high_impl)))?;
+            println!("NOPREEMPT {} (150) left {} (100) as master", name(high_impl), name(low_impl));
+            // And it is a working backup: crash the master, it takes over.
+            let t0 = Instant::now();
+            low.kill()?;
+            wait_vip(&p.a, v, Duration::from_secs(3)).context("non-preempting backup never took over")?;
+            report(
+                &format!("SIGKILL {} master -> non-preempting {} backup", name(low_impl), name(high_impl)),
+                t0.elapsed(),
+                hi.master_down(),
+            );
+            high.stop()?;
+            ensure!(!p.a.has_addr(v), "stopped node left its VIP behind");
+            // The killed node's VIP (if it was keepalived's or lbctl's) may
+            // remain: remove it for the next round.
+            let _ = p.b.exec(&["ip", "addr", "del", vip, "dev", "eth0"]);
+        }
+        Ok(())
+    })
+}
+
+/// VRRPv2 with `auth_type PASS`: a matching password interoperates; a wrong
+/// one is ignored (both sides keep their own view) and counted by lbctl.
+#[test]
+fn v2_password() -> Result<()> {
+    with_pair("v2", |p| {
+        let vip = "10.77.0.100/32";
+        let v = "10.77.0.100";
+        let v2 = |priority, pass| Inst {
+            version: 2,
+            advert: Duration::from_secs(1),
+            auth_pass: Some(pass),
+            ..Inst::v3(priority, vip)
+        };
+        let ka = v2(100, "secret");
+        let lb = Inst {
+            start_master: true,
+            ..v2(150, "secret")
+        };
+        let mut keepalived = Node::start(Impl::Keepalived, &p.b, &p.dir.0, "k-v2", &ka)?;
+        let mut lbctl = Node::start(Impl::Lbctl, &p.a, &p.dir.0, "l-v2", &lb)?;
+        wait_vip(&p.a, v, Duration::from_secs(3)).context("lbctl (state MASTER) did not take the VIP")?;
+        // Longer than keepalived's Master_Down_Interval: it hears us.
+        assert_sole_holder(&p.a, &p.b, v, ka.master_down() + Duration::from_millis(700))?;
+        let t0 = Instant::now();
+        lbctl.kill()?;
+        wait_vip(&p.b, v, ka.master_down() + Duration::from_secs(2)).context("keepalived did not take over")?;
+        let took = t0.elapsed();
+        report("SIGKILL lbctl master -> keepalived backup (v2, PASS)", took, ka.master_down());
+        ensure!(took <= ka.master_down() + TOLERANCE, "v2 takeover took {took:?}");
+
+        // lbctl with the wrong password: keepalived's adverts are rejected
+        // and counted, and keepalived ignores ours (it keeps the VIP even
+        // though lbctl has the higher priority).
+        let bad = Inst {
+            start_master: true,
+            ..v2(150, "wrong")
+        };
+        let l2 = Node::start(Impl::Lbctl, &p.a, &p.dir.0, "l-v2-wrong", &bad)?;
+        wait_vip(&p.a, v, Duration::from_secs(3)).context("lbctl did not start as master")?;
+        let start = Instant::now();
+        let seen = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            let s = l2.stats();
+            field(&s, "rx_auth_mismatch").is_some_and(|n| n >= 2)
+        });
+        ensure!(seen.is_some(), "wrong-password adverts not counted: {}", l2.stats());
+        let s = l2.stats();
+        ensure!(field(&s, "adverts_received") == Some(0), "accepted a wrong-password advert: {s}");
+        // keepalived still master after more than its Master_Down_Interval of our adverts.
+        std::thread::sleep((ka.master_down() + Duration::from_millis(500)).saturating_sub(start.elapsed()));
+        ensure!(p.b.has_addr(v), "keepalived obeyed an advert with the wrong password");
+        println!("v2 wrong password: rejected and counted by lbctl ({s})", s = s.trim());
+        keepalived.stop()?;
+        Ok(())
+    })
+}
+
+/// `NAME: N` inside the stats line.
+fn field(stats: &str, name: &str) -> Option<u64> {
+    let at = stats.find(&format!("{name}: "))? + name.len() + 2;
+    stats[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
