@@ -4,7 +4,9 @@
 //!
 //! [`Notifier::notify`] spawns the program and returns at once; a task
 //! waits for it (killing it after [`NOTIFY_TIMEOUT`]) and logs and counts
-//! failures. The shell is never blocked by a script.
+//! failures. The shell is never blocked by a script. A script still running
+//! when the runtime shuts down is left to finish (the STOP notification is
+//! sent during shutdown).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -57,7 +59,9 @@ impl Notifier {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            // Not killed when the runtime goes away: the STOP notification
+            // of a shutdown must outlive the daemon's last moments.
+            .kill_on_drop(false)
             .spawn();
         let mut child = match spawned {
             Ok(c) => c,
