@@ -305,6 +305,12 @@ impl Pair {
         veth_pair(&a, "eth0", &b, "eth0")?;
         for (ns, addr) in [(&a, ADDR_A), (&b, ADDR_B)] {
             ns.no_dad("eth0")?;
+            // Learn neighbours from gratuitous ARP / unsolicited NA, so the
+            // announcements of a new master can be checked.
+            ns.sysctl("net.ipv4.conf.eth0.arp_accept", "1")?;
+            // (the kernel applies accept_untracked_na only when forwarding)
+            ns.sysctl("net.ipv6.conf.eth0.forwarding", "1")?;
+            ns.sysctl("net.ipv6.conf.eth0.accept_untracked_na", "1")?;
             ns.addr_add("eth0", &format!("{addr}/24"))?;
             ns.link_up("eth0")?;
         }
@@ -335,6 +341,16 @@ fn with_pair(test: &str, f: impl FnOnce(&Pair) -> Result<()>) -> Result<()> {
         p.dir.dump();
     }
     r
+}
+
+/// The MAC address of `dev` in `ns` (`ip -o link`).
+fn mac_of(ns: &NetNs, dev: &str) -> Result<String> {
+    let out = ns.run(&["ip", "-o", "link", "show", dev])?;
+    let mut w = out.split_whitespace();
+    w.position(|x| x == "link/ether")
+        .and_then(|_| w.next())
+        .map(str::to_owned)
+        .with_context(|| format!("no MAC in {out:?}"))
 }
 
 /// Wait until `ns` holds `vip`; the time it took.
@@ -411,6 +427,14 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<(
     wait_until(Duration::from_secs(3), POLL, || !p.b.has_addr(v))
         .context("backup kept the VIP")?;
     assert_sole_holder(&p.a, &p.b, v, Duration::from_millis(800))?;
+    // The master announced the VIP: the backup's neighbour table maps it
+    // to the master's MAC (gratuitous ARP / unsolicited NA).
+    let mac = mac_of(&p.a, "eth0")?;
+    wait_until(Duration::from_secs(2), POLL, || {
+        p.b.run(&["ip", "neigh", "show", v, "dev", "eth0"])
+            .is_ok_and(|o| o.contains(&mac))
+    })
+    .with_context(|| format!("{} did not announce {v} with {mac}", name(master_impl)))?;
 
     // Crash of the master: the backup takes over within Master_Down_Interval.
     let t0 = Instant::now();
