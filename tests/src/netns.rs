@@ -296,7 +296,16 @@ pub fn veth_pair(a: &NetNs, a_dev: &str, b: &NetNs, b_dev: &str) -> Result<()> {
 /// `ns`), bringing them up.
 pub fn bridge(ns: &NetNs, name: &str, ports: &[&str]) -> Result<()> {
     ns.run(&[
-        "ip", "link", "add", name, "type", "bridge", "stp_state", "0", "mcast_snooping", "0",
+        "ip",
+        "link",
+        "add",
+        name,
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+        "mcast_snooping",
+        "0",
     ])?;
     ns.link_up(name)?;
     for p in ports {
@@ -309,7 +318,11 @@ pub fn bridge(ns: &NetNs, name: &str, ports: &[&str]) -> Result<()> {
 /// Poll `cond` every `poll` until it holds or `timeout` passes. Returns
 /// the time it took, or `None` on timeout. The condition is evaluated at
 /// least once.
-pub fn wait_until(timeout: Duration, poll: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+pub fn wait_until(
+    timeout: Duration,
+    poll: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<Duration> {
     let start = Instant::now();
     loop {
         if cond() {
@@ -372,15 +385,23 @@ mod tests {
             listener.accept().context("accept in b")?;
             // A thread inside `b` sees b's interfaces.
             let seen = b
-                .enter_thread(|| {
-                    std::net::UdpSocket::bind("192.0.2.2:0").is_ok()
-                })?
+                .enter_thread(|| std::net::UdpSocket::bind("192.0.2.2:0").is_ok())?
                 .join()
                 .map_err(|_| anyhow::anyhow!("thread panicked"))??;
             assert!(seen, "192.0.2.2 is bindable inside b");
             let _sleeper = a.spawn(&["sleep", "30"])?;
-            assert!(wait_until(Duration::from_secs(2), Duration::from_millis(10), || !a.pids().is_empty()).is_some());
-            assert!(wait_until(Duration::from_millis(50), Duration::from_millis(10), || false).is_none());
+            assert!(
+                wait_until(Duration::from_secs(2), Duration::from_millis(10), || !a
+                    .pids()
+                    .is_empty())
+                .is_some()
+            );
+            assert!(
+                wait_until(Duration::from_millis(50), Duration::from_millis(10), || {
+                    false
+                })
+                .is_none()
+            );
         }
         assert!(!std::path::Path::new("/run/netns").join(&a_name).exists());
         Ok(())

@@ -91,11 +91,18 @@ impl Inst {
     fn lb_toml(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "[node]\ninterface = \"eth0\"\n");
-        let _ = writeln!(t, "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"");
+        let _ = writeln!(
+            t,
+            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\""
+        );
         let _ = writeln!(
             t,
             "state = \"{}\"",
-            if self.start_master { "MASTER" } else { "BACKUP" }
+            if self.start_master {
+                "MASTER"
+            } else {
+                "BACKUP"
+            }
         );
         let _ = writeln!(t, "virtual_router_id = {}", self.vrid);
         let _ = writeln!(t, "priority = {}", self.priority);
@@ -126,7 +133,11 @@ impl Inst {
         let _ = writeln!(
             t,
             "  state {}",
-            if self.start_master { "MASTER" } else { "BACKUP" }
+            if self.start_master {
+                "MASTER"
+            } else {
+                "BACKUP"
+            }
         );
         let _ = writeln!(t, "  virtual_router_id {}", self.vrid);
         let _ = writeln!(t, "  priority {}", self.priority);
@@ -136,10 +147,16 @@ impl Inst {
             let _ = writeln!(t, "  nopreempt");
         }
         if let Some(p) = self.auth_pass {
-            let _ = writeln!(t, "  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}");
+            let _ = writeln!(
+                t,
+                "  authentication {{\n    auth_type PASS\n    auth_pass {p}\n  }}"
+            );
         }
         if let Some((src, peer)) = self.unicast {
-            let _ = writeln!(t, "  unicast_src_ip {src}\n  unicast_peer {{\n    {peer}\n  }}");
+            let _ = writeln!(
+                t,
+                "  unicast_src_ip {src}\n  unicast_peer {{\n    {peer}\n  }}"
+            );
         }
         let _ = writeln!(t, "  virtual_ipaddress {{\n    {}\n  }}\n}}", self.vip);
         t
@@ -364,7 +381,11 @@ fn assert_sole_holder(holder: &NetNs, other: &NetNs, vip: &str, period: Duration
     let mut polls = 0;
     while start.elapsed() < period || polls < 3 {
         ensure!(holder.has_addr(vip), "{} lost VIP {vip}", holder.name());
-        ensure!(!other.has_addr(vip), "{} also holds VIP {vip}", other.name());
+        ensure!(
+            !other.has_addr(vip),
+            "{} also holds VIP {vip}",
+            other.name()
+        );
         polls += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -372,7 +393,9 @@ fn assert_sole_holder(holder: &NetNs, other: &NetNs, vip: &str, period: Duration
 }
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn report(what: &str, took: Duration, bound: Duration) {
@@ -406,7 +429,11 @@ enum Mode {
 /// `backup_impl` (priority 100) on `b`: election, SIGKILL takeover,
 /// preemption by the restarted master, clean-stop takeover.
 fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<()> {
-    let vip = if mode == Mode::V6 { "2001:db8:77::100/64" } else { "10.77.0.100/32" };
+    let vip = if mode == Mode::V6 {
+        "2001:db8:77::100/64"
+    } else {
+        "10.77.0.100/32"
+    };
     let mut hi = Inst::v3(150, vip);
     let mut lo = Inst::v3(100, vip);
     if mode == Mode::Unicast {
@@ -424,8 +451,7 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<(
     let mut master = Node::start(master_impl, &p.a, &p.dir.0, "master", &hi)?;
     // Election: whoever wins first, the higher priority ends up sole holder.
     wait_vip(&p.a, v, Duration::from_secs(5)).context("master never took the VIP")?;
-    wait_until(Duration::from_secs(3), POLL, || !p.b.has_addr(v))
-        .context("backup kept the VIP")?;
+    wait_until(Duration::from_secs(3), POLL, || !p.b.has_addr(v)).context("backup kept the VIP")?;
     assert_sole_holder(&p.a, &p.b, v, Duration::from_millis(800))?;
     // The master announced the VIP: the backup's neighbour table maps it
     // to the master's MAC (gratuitous ARP / unsolicited NA).
@@ -443,11 +469,19 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<(
     wait_vip(&p.b, v, bound + Duration::from_secs(3)).context("backup never took over")?;
     let took = t0.elapsed();
     report(
-        &format!("SIGKILL {} master -> {} backup{}", name(master_impl), name(backup_impl), tag),
+        &format!(
+            "SIGKILL {} master -> {} backup{}",
+            name(master_impl),
+            name(backup_impl),
+            tag
+        ),
         took,
         bound,
     );
-    ensure!(took <= bound + TOLERANCE, "takeover took {took:?}, bound {bound:?}");
+    ensure!(
+        took <= bound + TOLERANCE,
+        "takeover took {took:?}, bound {bound:?}"
+    );
     // The killed lbctl cannot clean up; a killed keepalived neither.
     // Restarting the master removes stale VIPs and preempts.
     let t1 = Instant::now();
@@ -472,11 +506,19 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<(
     let took = t2.elapsed();
     master.wait_exit()?;
     report(
-        &format!("clean stop {} master -> {} backup{}", name(master_impl), name(backup_impl), tag),
+        &format!(
+            "clean stop {} master -> {} backup{}",
+            name(master_impl),
+            name(backup_impl),
+            tag
+        ),
         took,
         bound,
     );
-    ensure!(took <= bound + TOLERANCE, "takeover after stop took {took:?}");
+    ensure!(
+        took <= bound + TOLERANCE,
+        "takeover after stop took {took:?}"
+    );
     ensure!(!p.a.has_addr(v), "stopped master left its VIP behind");
     assert_sole_holder(&p.b, &p.a, v, Duration::from_millis(300))?;
     backup.stop()?;
@@ -506,12 +548,16 @@ fn v3_ipv6_keepalived_master_lbctl_backup() -> Result<()> {
 
 #[test]
 fn v3_unicast_lbctl_master_keepalived_backup() -> Result<()> {
-    with_pair("lu", |p| cycle(p, Impl::Lbctl, Impl::Keepalived, Mode::Unicast))
+    with_pair("lu", |p| {
+        cycle(p, Impl::Lbctl, Impl::Keepalived, Mode::Unicast)
+    })
 }
 
 #[test]
 fn v3_unicast_keepalived_master_lbctl_backup() -> Result<()> {
-    with_pair("ku", |p| cycle(p, Impl::Keepalived, Impl::Lbctl, Mode::Unicast))
+    with_pair("ku", |p| {
+        cycle(p, Impl::Keepalived, Impl::Lbctl, Mode::Unicast)
+    })
 }
 
 /// A higher-priority node that does not preempt leaves a running Master
@@ -522,25 +568,49 @@ fn v3_preempt_off() -> Result<()> {
     with_pair("np", |p| {
         let vip = "10.77.0.100/32";
         let v = "10.77.0.100";
-        for (high_impl, low_impl) in [(Impl::Lbctl, Impl::Keepalived), (Impl::Keepalived, Impl::Lbctl)] {
+        for (high_impl, low_impl) in [
+            (Impl::Lbctl, Impl::Keepalived),
+            (Impl::Keepalived, Impl::Lbctl),
+        ] {
             let lo = Inst::v3(100, vip);
             let hi = Inst {
                 preempt: false,
                 ..Inst::v3(150, vip)
             };
-            let mut low = Node::start(low_impl, &p.b, &p.dir.0, &format!("low-{}", name(low_impl)), &lo)?;
+            let mut low = Node::start(
+                low_impl,
+                &p.b,
+                &p.dir.0,
+                &format!("low-{}", name(low_impl)),
+                &lo,
+            )?;
             wait_vip(&p.b, v, Duration::from_secs(5)).context("low node never became master")?;
-            let mut high = Node::start(high_impl, &p.a, &p.dir.0, &format!("high-{}", name(high_impl)), &hi)?;
+            let mut high = Node::start(
+                high_impl,
+                &p.a,
+                &p.dir.0,
+                &format!("high-{}", name(high_impl)),
+                &hi,
+            )?;
             // Several Master_Down_Intervals of the high node: it stays Backup.
             assert_sole_holder(&p.b, &p.a, v, hi.master_down() * 4)
                 .with_context(|| format!("{} without preempt took over", name(high_impl)))?;
-            println!("NOPREEMPT {} (150) left {} (100) as master", name(high_impl), name(low_impl));
+            println!(
+                "NOPREEMPT {} (150) left {} (100) as master",
+                name(high_impl),
+                name(low_impl)
+            );
             // And it is a working backup: crash the master, it takes over.
             let t0 = Instant::now();
             low.kill()?;
-            wait_vip(&p.a, v, Duration::from_secs(3)).context("non-preempting backup never took over")?;
+            wait_vip(&p.a, v, Duration::from_secs(3))
+                .context("non-preempting backup never took over")?;
             report(
-                &format!("SIGKILL {} master -> non-preempting {} backup", name(low_impl), name(high_impl)),
+                &format!(
+                    "SIGKILL {} master -> non-preempting {} backup",
+                    name(low_impl),
+                    name(high_impl)
+                ),
                 t0.elapsed(),
                 hi.master_down(),
             );
@@ -574,15 +644,24 @@ fn v2_password() -> Result<()> {
         };
         let mut keepalived = Node::start(Impl::Keepalived, &p.b, &p.dir.0, "k-v2", &ka)?;
         let mut lbctl = Node::start(Impl::Lbctl, &p.a, &p.dir.0, "l-v2", &lb)?;
-        wait_vip(&p.a, v, Duration::from_secs(3)).context("lbctl (state MASTER) did not take the VIP")?;
+        wait_vip(&p.a, v, Duration::from_secs(3))
+            .context("lbctl (state MASTER) did not take the VIP")?;
         // Longer than keepalived's Master_Down_Interval: it hears us.
         assert_sole_holder(&p.a, &p.b, v, ka.master_down() + Duration::from_millis(700))?;
         let t0 = Instant::now();
         lbctl.kill()?;
-        wait_vip(&p.b, v, ka.master_down() + Duration::from_secs(2)).context("keepalived did not take over")?;
+        wait_vip(&p.b, v, ka.master_down() + Duration::from_secs(2))
+            .context("keepalived did not take over")?;
         let took = t0.elapsed();
-        report("SIGKILL lbctl master -> keepalived backup (v2, PASS)", took, ka.master_down());
-        ensure!(took <= ka.master_down() + TOLERANCE, "v2 takeover took {took:?}");
+        report(
+            "SIGKILL lbctl master -> keepalived backup (v2, PASS)",
+            took,
+            ka.master_down(),
+        );
+        ensure!(
+            took <= ka.master_down() + TOLERANCE,
+            "v2 takeover took {took:?}"
+        );
 
         // lbctl with the wrong password: keepalived's adverts are rejected
         // and counted, and keepalived ignores ours (it keeps the VIP even
@@ -598,13 +677,28 @@ fn v2_password() -> Result<()> {
             let s = l2.stats();
             field(&s, "rx_auth_mismatch").is_some_and(|n| n >= 2)
         });
-        ensure!(seen.is_some(), "wrong-password adverts not counted: {}", l2.stats());
+        ensure!(
+            seen.is_some(),
+            "wrong-password adverts not counted: {}",
+            l2.stats()
+        );
         let s = l2.stats();
-        ensure!(field(&s, "adverts_received") == Some(0), "accepted a wrong-password advert: {s}");
+        ensure!(
+            field(&s, "adverts_received") == Some(0),
+            "accepted a wrong-password advert: {s}"
+        );
         // keepalived still master after more than its Master_Down_Interval of our adverts.
-        std::thread::sleep((ka.master_down() + Duration::from_millis(500)).saturating_sub(start.elapsed()));
-        ensure!(p.b.has_addr(v), "keepalived obeyed an advert with the wrong password");
-        println!("v2 wrong password: rejected and counted by lbctl ({s})", s = s.trim());
+        std::thread::sleep(
+            (ka.master_down() + Duration::from_millis(500)).saturating_sub(start.elapsed()),
+        );
+        ensure!(
+            p.b.has_addr(v),
+            "keepalived obeyed an advert with the wrong password"
+        );
+        println!(
+            "v2 wrong password: rejected and counted by lbctl ({s})",
+            s = s.trim()
+        );
         keepalived.stop()?;
         Ok(())
     })

@@ -24,6 +24,9 @@ const VIP: &str = "10.78.0.100";
 const POLL: Duration = Duration::from_millis(10);
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// A step of the test: make something fail, or recover.
+type Action<'a> = Box<dyn Fn() -> Result<()> + 'a>;
+
 /// Commands from the test thread to the namespace thread.
 enum Cmd {
     Backends(bool),
@@ -174,17 +177,21 @@ fn tracking_moves_the_vip_and_notifies() -> Result<()> {
             let counters = h.shell_counters();
             let errors = instances.shutdown().await;
             ensure!(errors.is_empty(), "instance errors: {errors:?}");
-            ensure!(counters.garp_sent > 0, "no gratuitous ARP sent: {counters:?}");
+            ensure!(
+                counters.garp_sent > 0,
+                "no gratuitous ARP sent: {counters:?}"
+            );
             Ok(())
         })
     })?;
 
     let result = (|| -> Result<()> {
         let holds = |ns: &NetNs| ns.has_addr(VIP);
-        wait_until(SETTLE, POLL, || holds(&a) && !holds(&b)).context("lbctl never became sole master")?;
+        wait_until(SETTLE, POLL, || holds(&a) && !holds(&b))
+            .context("lbctl never became sole master")?;
         let mut phases = Vec::new();
         // Each way of losing priority: keepalived takes over; recovery: back.
-        let steps: [(&str, Box<dyn Fn() -> Result<()>>, Box<dyn Fn() -> Result<()>>); 3] = [
+        let steps: [(&str, Action<'_>, Action<'_>); 3] = [
             (
                 "interface trk0 loses carrier",
                 Box::new(|| b.link_down("trk0p")),
@@ -228,7 +235,10 @@ fn tracking_moves_the_vip_and_notifies() -> Result<()> {
         .and_then(|r| r);
     if result.is_err() || node_result.is_err() {
         for f in ["k.log", "notify.log"] {
-            eprintln!("==== {f} ====\n{}", std::fs::read_to_string(dir.0.join(f)).unwrap_or_default());
+            eprintln!(
+                "==== {f} ====\n{}",
+                std::fs::read_to_string(dir.0.join(f)).unwrap_or_default()
+            );
         }
     }
     result?;
@@ -242,11 +252,18 @@ fn tracking_moves_the_vip_and_notifies() -> Result<()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     let masters = hooked.iter().filter(|s| **s == State::Master).count();
-    ensure!(masters == 4, "hook saw {masters} Master transitions: {hooked:?}");
-    ensure!(hooked.last() == Some(&State::Initialize), "no final stop: {hooked:?}");
+    ensure!(
+        masters == 4,
+        "hook saw {masters} Master transitions: {hooked:?}"
+    );
+    ensure!(
+        hooked.last() == Some(&State::Initialize),
+        "no final stop: {hooked:?}"
+    );
     let notify = wait_until(Duration::from_secs(2), POLL, || {
-        std::fs::read_to_string(dir.0.join("notify.log"))
-            .is_ok_and(|t| t.lines().filter(|l| *l == "VI_T MASTER").count() == 4 && t.contains("VI_T STOP"))
+        std::fs::read_to_string(dir.0.join("notify.log")).is_ok_and(|t| {
+            t.lines().filter(|l| *l == "VI_T MASTER").count() == 4 && t.contains("VI_T STOP")
+        })
     });
     ensure!(
         notify.is_some(),

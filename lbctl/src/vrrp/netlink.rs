@@ -231,7 +231,8 @@ fn if_addr(m: &AddressMessage) -> Option<IfAddr> {
         address,
         prefix_len: m.header.prefix_len,
         link_local: m.header.scope == AddressScope::Link,
-        tentative: flags.contains(AddressFlags::Tentative) || flags.contains(AddressFlags::Dadfailed),
+        tentative: flags.contains(AddressFlags::Tentative)
+            || flags.contains(AddressFlags::Dadfailed),
     })
 }
 
@@ -268,18 +269,16 @@ pub fn watch_links() -> Result<(mpsc::Receiver<LinkEvent>, JoinHandle<()>), Netl
 
 fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
     match msg.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
-            LinkInfo::from_message(&m).map(|l| LinkEvent {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => LinkInfo::from_message(&m)
+            .map(|l| LinkEvent {
                 name: l.name,
                 up: l.up,
-            })
-        }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
-            LinkInfo::from_message(&m).map(|l| LinkEvent {
+            }),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => LinkInfo::from_message(&m)
+            .map(|l| LinkEvent {
                 name: l.name,
                 up: false,
-            })
-        }
+            }),
         _ => None,
     }
 }

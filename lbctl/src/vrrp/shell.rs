@@ -75,7 +75,9 @@ pub enum ShellError {
         source: SocketError,
     },
     /// The interface has no address to send adverts from.
-    #[error("instance {instance}: no usable {family:?} primary address on {interface} after {waited:?}")]
+    #[error(
+        "instance {instance}: no usable {family:?} primary address on {interface} after {waited:?}"
+    )]
     NoPrimaryAddress {
         /// Instance name.
         instance: String,
@@ -741,7 +743,11 @@ impl Shell {
         }));
     }
 
-    async fn on_receive(&mut self, r: std::io::Result<Option<super::socket::Received>>, buf: &[u8]) {
+    async fn on_receive(
+        &mut self,
+        r: std::io::Result<Option<super::socket::Received>>,
+        buf: &[u8],
+    ) {
         let rx = match r {
             Ok(Some(rx)) => rx,
             Ok(None) => {
@@ -786,7 +792,8 @@ impl Shell {
         let effect = self.tracking.effect();
         if effect.priority != self.machine.priority() {
             tracing::info!(instance = %self.name, priority = effect.priority, "effective priority changed");
-            self.input(now, Input::PriorityChanged(effect.priority)).await;
+            self.input(now, Input::PriorityChanged(effect.priority))
+                .await;
             let state = self.machine.state();
             self.state_tx.send_replace(StateInfo {
                 state,
@@ -818,7 +825,12 @@ async fn announce_schedule(
     }
 }
 
-async fn burst(announcers: &[(Announcer, Vec<IpAddr>)], garp: GarpConfig, shared: &Shared, name: &str) {
+async fn burst(
+    announcers: &[(Announcer, Vec<IpAddr>)],
+    garp: GarpConfig,
+    shared: &Shared,
+    name: &str,
+) {
     for i in 0..garp.repeat {
         for (a, addrs) in announcers {
             for addr in addrs {

@@ -104,8 +104,11 @@ impl VrrpSocket {
         match primary {
             IpAddr::V4(src) => {
                 if multicast {
-                    rx.join_multicast_v4_n(&MCAST_GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))
-                        .map_err(io_err("IP_ADD_MEMBERSHIP 224.0.0.18"))?;
+                    rx.join_multicast_v4_n(
+                        &MCAST_GROUP_V4,
+                        &InterfaceIndexOrAddress::Index(ifindex),
+                    )
+                    .map_err(io_err("IP_ADD_MEMBERSHIP 224.0.0.18"))?;
                 }
                 tx.set_header_included_v4(false)
                     .map_err(io_err("IP_HDRINCL"))?;
@@ -148,7 +151,8 @@ impl VrrpSocket {
         }
         rx.set_nonblocking(true)
             .map_err(io_err("O_NONBLOCK (receive)"))?;
-        tx.set_nonblocking(true).map_err(io_err("O_NONBLOCK (send)"))?;
+        tx.set_nonblocking(true)
+            .map_err(io_err("O_NONBLOCK (send)"))?;
         // SAFETY: `rx` is an open socket owned by the AsyncFd for its whole
         // life; a socket2 `Socket` always returns the same descriptor.
         let rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }
@@ -166,11 +170,16 @@ impl VrrpSocket {
     pub fn send(&self, msg: &[u8], dst: IpAddr) -> io::Result<()> {
         let addr = match dst {
             IpAddr::V4(a) => SocketAddr::V4(SocketAddrV4::new(a, 0)),
-            IpAddr::V6(a) => SocketAddr::V6(SocketAddrV6::new(a, 0, 0, scope_for(&a, self.ifindex))),
+            IpAddr::V6(a) => {
+                SocketAddr::V6(SocketAddrV6::new(a, 0, 0, scope_for(&a, self.ifindex)))
+            }
         };
         let n = self.tx.send_to(msg, &SockAddr::from(addr))?;
         if n != msg.len() {
-            return Err(io::Error::other(format!("short send: {n} of {}", msg.len())));
+            return Err(io::Error::other(format!(
+                "short send: {n} of {}",
+                msg.len()
+            )));
         }
         Ok(())
     }

@@ -256,8 +256,8 @@ weight = -30
     #[test]
     fn from_config_maps_every_field() {
         let cfg = config::parse(TOML, "lb.toml").expect("valid config");
-        let spec = InstanceSpec::from_config(&cfg.vrrp_instances[0], &cfg.vrrp_scripts)
-            .expect("spec");
+        let spec =
+            InstanceSpec::from_config(&cfg.vrrp_instances[0], &cfg.vrrp_scripts).expect("spec");
         let p = &spec.params;
         assert_eq!(p.vrid, 7);
         assert_eq!(p.priority, 150);
@@ -266,10 +266,16 @@ weight = -30
         assert!(!p.preempt);
         assert_eq!(p.auth, Auth::Password(*b"secret\0\0"));
         assert!(!p.require_ttl_255, "unicast: no TTL check, like keepalived");
-        assert_eq!(p.primary_address, "192.168.1.10".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            p.primary_address,
+            "192.168.1.10".parse::<IpAddr>().expect("ip")
+        );
         assert_eq!(spec.source, Some(p.primary_address));
         assert!(spec.start_as_master);
-        assert_eq!(spec.unicast_peers, vec!["192.168.1.11".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(
+            spec.unicast_peers,
+            vec!["192.168.1.11".parse::<IpAddr>().expect("ip")]
+        );
         assert_eq!(spec.vips.len(), 2);
         assert_eq!(spec.vips[0].prefix_len, 24);
         assert_eq!(spec.vips[1].prefix_len, 32);
@@ -281,6 +287,9 @@ weight = -30
         assert_eq!(spec.track_scripts[0].weight, -30, "script weight inherited");
         assert_eq!(spec.track_scripts[0].command, vec!["pidof", "nginx"]);
         assert_eq!(spec.track_backends, Some(-50));
-        assert_eq!(spec.notify, Some(vec!["/bin/true".to_owned(), "x".to_owned()]));
+        assert_eq!(
+            spec.notify,
+            Some(vec!["/bin/true".to_owned(), "x".to_owned()])
+        );
     }
 }

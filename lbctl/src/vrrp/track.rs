@@ -123,7 +123,13 @@ mod tests {
             ],
         );
         // positive weight counts while up
-        assert_eq!(t.effect(), Effect { fault: false, priority: 110 });
+        assert_eq!(
+            t.effect(),
+            Effect {
+                fault: false,
+                priority: 110
+            }
+        );
         // negative weight counts while down
         assert!(t.set(&iface("eth1"), false));
         assert_eq!(t.effect().priority, 90);
@@ -141,7 +147,13 @@ mod tests {
         let mut t = Tracking::new(100, vec![item(iface("eth0"), 0, true)]);
         assert!(!t.effect().fault);
         t.set(&iface("eth0"), false);
-        assert_eq!(t.effect(), Effect { fault: true, priority: 100 });
+        assert_eq!(
+            t.effect(),
+            Effect {
+                fault: true,
+                priority: 100
+            }
+        );
     }
 
     #[test]

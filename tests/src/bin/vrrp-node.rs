@@ -42,7 +42,10 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args_os().skip(1);
-    let config = PathBuf::from(args.next().context("usage: vrrp-node CONFIG [STATS_FILE]")?);
+    let config = PathBuf::from(
+        args.next()
+            .context("usage: vrrp-node CONFIG [STATS_FILE]")?,
+    );
     let stats = args.next().map(PathBuf::from);
     let cfg = lbctl::config::load(&config)?;
     let cancel = CancellationToken::new();
