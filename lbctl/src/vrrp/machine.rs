@@ -43,9 +43,11 @@
 //! of equal or higher priority is accepted and when leaving Backup.
 //!
 //! Preemption itself follows the RFC exactly: a preempting Backup does not
-//! jump to Master on the lower-priority advertisement (keepalived does,
-//! immediately); it discards it and takes over when Master_Down_Timer
-//! expires, at most Master_Down_Interval later.
+//! jump to Master on the lower-priority advertisement; it discards it and
+//! takes over when Master_Down_Timer expires, at most Master_Down_Interval
+//! later. keepalived 2.2.7 does the same (it logs "received lower priority
+//! advert - discarding", then "Receive advertisement timeout"; the interop
+//! tests measure both preempting in about Master_Down_Interval).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
