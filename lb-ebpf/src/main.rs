@@ -22,7 +22,7 @@ mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -95,6 +95,13 @@ fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
     }
 }
 
+/// Frame length (the verifier forbids `data_end - data`).
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> u64 {
+    // SAFETY: helper call on the program's own context.
+    unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
+}
+
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
     let (action, reason) = balance(&ctx);
@@ -138,7 +145,7 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
     let Some(cfg) = CONFIG.get(0) else {
         return (XDP_PASS, Reason::PassInactive);
     };
-    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let frame_len = frame_len(ctx);
     add(&VIP_STATS, vip.vip_id, frame_len);
 
     let mut p = p;
@@ -205,11 +212,11 @@ fn choose_backend(
         // SAFETY: the value is copied out before any other map operation.
         if let Some(v) = unsafe { CONNS.get(key) } {
             let v = *v;
-            if let Some(b) = live_backend(v.backend_id) {
-                if b.generation == v.generation {
-                    count(Reason::ConnHit);
-                    return Some((v.backend_id, b));
-                }
+            if let Some(b) = live_backend(v.backend_id)
+                && b.generation == v.generation
+            {
+                count(Reason::ConnHit);
+                return Some((v.backend_id, b));
             }
             count(Reason::ConnStale);
         } else {
@@ -231,7 +238,7 @@ fn choose_backend(
             backend_id: id,
             generation: b.generation,
         };
-        let _ = CONNS.insert(key, &v, 0);
+        let _ = CONNS.insert(key, v, 0);
     }
     Some((id, b))
 }
@@ -297,7 +304,7 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
         }
         return too_big(ctx, p, cfg, mtu - overhead);
     }
-    let l3_off = p.l3_off;
+    let l3_off = p.l3_off as usize;
     let vlan_tci = p.vlan_tci;
     // SAFETY: helper call on the program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
@@ -401,43 +408,51 @@ fn write_l2(data: usize, dst: [u8; 6], src: [u8; 6], vlan_tci: u16, l3_off: usiz
 /// (IPv6) carrying `mtu`, from the VIP, out of the interface it came in on.
 /// The error quotes the client's IP header and the first 8 bytes after it;
 /// addresses are read back from that quote (the flow key may be masked).
+///
+/// Growing the head by the new IP + ICMP header length leaves the original IP
+/// header exactly where the quote goes; the tail is then cut after the quote.
 #[inline(always)]
 fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
-    let l3_off = p.l3_off;
-    let v4 = p.key.family == FAMILY_V4;
-    if v4 && p.ip_hdr_len != 20 {
-        return (XDP_DROP, Reason::DropTooBig);
+    if p.key.family == FAMILY_V4 {
+        if p.ip_hdr_len != 20 {
+            return (XDP_DROP, Reason::DropTooBig);
+        }
+        too_big_v4(ctx, p.l3_off == 18, cfg, mtu)
+    } else {
+        too_big_v6(ctx, p.l3_off == 18, cfg, mtu)
     }
-    // v4: [l2][ip 20][icmp 8][orig ip 20][orig 8]; v6: [l2][ip6 40][icmp6 8][orig ip6 40][orig 8].
-    // Growing the head by `grow` leaves the original IP header exactly where the quote goes.
-    let grow: usize = if v4 { 28 } else { 48 };
-    let total: usize = if v4 { 56 } else { 96 };
+}
+
+/// Grows the head by `grow`, cuts the frame to `l3_off + total` bytes, and
+/// rewrites L2 as a reply (source MAC ours, destination the sender's).
+/// Returns the new `data` pointer with `l3_off + total` bytes checked.
+#[inline(always)]
+fn reply_frame(
+    ctx: &XdpContext,
+    vlan: bool,
+    grow: usize,
+    total: usize,
+    ethertype: u16,
+    cfg: &LbConfig,
+) -> Option<usize> {
     // SAFETY: helper call on the program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
-        return (XDP_DROP, Reason::DropAdjust);
+        return None;
     }
-    let cur_len = (ctx.data_end() - ctx.data()) as i32;
+    let l3_off = if vlan { 18 } else { 14 };
+    let cur_len = frame_len(ctx) as i32;
     // SAFETY: helper call on the program's own context.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (l3_off + total) as i32 - cur_len) } != 0 {
-        return (XDP_DROP, Reason::DropAdjust);
+        return None;
     }
     let data = ctx.data();
-    let end = ctx.data_end();
-    let ip = data + l3_off;
-    let short = if v4 {
-        data + 18 + 56 > end || ip + 56 > end
-    } else {
-        data + 18 + 96 > end || ip + 96 > end
-    };
-    if short {
-        return (XDP_DROP, Reason::DropAdjust);
+    if data + grow + 18 > ctx.data_end() {
+        return None;
     }
-    // SAFETY: `data + 70` and `ip + total` are inside the packet (checked above);
-    // the old L2 header at `data + grow` lies within that range.
+    // SAFETY: `data + grow + 18` checked above, and grow >= 28 > 18.
     unsafe {
         let old_src: [u8; 6] = load(data + grow + 6);
-        let ethertype = if v4 { ETH_P_IPV4 } else { ETH_P_IPV6 };
-        if l3_off == 18 {
+        if vlan {
             let tag: [u8; 4] = load(data + grow + 12);
             store(data + 12, tag);
             store(data + 16, ethertype.to_be_bytes());
@@ -446,37 +461,65 @@ fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &LbConfig, mtu: u32) -> (u32, Reas
         }
         store(data, old_src);
         store(data + 6, cfg.iface_mac);
-        let quote = ip + grow;
-        if v4 {
-            let client: [u8; 4] = load(quote + 12);
-            let vip: [u8; 4] = load(quote + 16);
-            store(
-                ip,
-                [0x45u8, 0, 0, 56, 0, 0, 0, 0, OUTER_TTL, IPPROTO_ICMP, 0, 0],
-            );
-            store(ip + 12, vip);
-            store(ip + 16, client);
-            let c = csum::fold(csum::sum_packet::<10>(ip, 0));
-            store(ip + 10, c.to_be_bytes());
-            let m = (mtu as u16).to_be_bytes();
-            let icmp = ip + 20;
-            store(icmp, [3u8, 4, 0, 0, 0, 0, m[0], m[1]]);
-            let c = csum::fold(csum::sum_packet::<18>(icmp, 0));
-            store(icmp + 2, c.to_be_bytes());
-        } else {
-            let client: [u8; 16] = load(quote + 8);
-            let vip: [u8; 16] = load(quote + 24);
-            store(ip, [0x60u8, 0, 0, 0, 0, 56, IPPROTO_ICMPV6, 255]);
-            store(ip + 8, vip);
-            store(ip + 24, client);
-            let icmp = ip + 40;
-            let m = mtu.to_be_bytes();
-            store(icmp, [2u8, 0, 0, 0, m[0], m[1], m[2], m[3]]);
-            // pseudo-header: both addresses (ip+8..ip+40), length 56, next header 58
-            let s = csum::sum_packet::<16>(ip + 8, 56 + IPPROTO_ICMPV6 as u32);
-            let c = csum::fold(csum::sum_packet::<28>(icmp, s));
-            store(icmp + 2, c.to_be_bytes());
-        }
+    }
+    Some(data)
+}
+
+#[inline(always)]
+fn too_big_v4(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
+    // [l2][ip 20][icmp 8][quoted ip 20][quoted 8]
+    let Some(data) = reply_frame(ctx, vlan, 28, 56, ETH_P_IPV4, cfg) else {
+        return (XDP_DROP, Reason::DropAdjust);
+    };
+    let ip = if vlan { data + 18 } else { data + 14 };
+    if ip + 56 > ctx.data_end() {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
+    // SAFETY: 56 bytes at `ip` checked above.
+    unsafe {
+        let client: [u8; 4] = load(ip + 28 + 12);
+        let vip: [u8; 4] = load(ip + 28 + 16);
+        store(
+            ip,
+            [0x45u8, 0, 0, 56, 0, 0, 0, 0, OUTER_TTL, IPPROTO_ICMP, 0, 0],
+        );
+        store(ip + 12, vip);
+        store(ip + 16, client);
+        let c = csum::fold(csum::sum_packet::<10>(ip, 0));
+        store(ip + 10, c.to_be_bytes());
+        let m = (mtu as u16).to_be_bytes();
+        let icmp = ip + 20;
+        store(icmp, [3u8, 4, 0, 0, 0, 0, m[0], m[1]]);
+        let c = csum::fold(csum::sum_packet::<18>(icmp, 0));
+        store(icmp + 2, c.to_be_bytes());
+    }
+    (XDP_TX, Reason::TooBigSent)
+}
+
+#[inline(always)]
+fn too_big_v6(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
+    // [l2][ip6 40][icmp6 8][quoted ip6 40][quoted 8]
+    let Some(data) = reply_frame(ctx, vlan, 48, 96, ETH_P_IPV6, cfg) else {
+        return (XDP_DROP, Reason::DropAdjust);
+    };
+    let ip = if vlan { data + 18 } else { data + 14 };
+    if ip + 96 > ctx.data_end() {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
+    // SAFETY: 96 bytes at `ip` checked above.
+    unsafe {
+        let client: [u8; 16] = load(ip + 48 + 8);
+        let vip: [u8; 16] = load(ip + 48 + 24);
+        store(ip, [0x60u8, 0, 0, 0, 0, 56, IPPROTO_ICMPV6, 255]);
+        store(ip + 8, vip);
+        store(ip + 24, client);
+        let icmp = ip + 40;
+        let m = mtu.to_be_bytes();
+        store(icmp, [2u8, 0, 0, 0, m[0], m[1], m[2], m[3]]);
+        // pseudo-header: both addresses (ip+8..ip+40), length 56, next header 58
+        let s = csum::sum_packet::<16>(ip + 8, 56 + IPPROTO_ICMPV6 as u32);
+        let c = csum::fold(csum::sum_packet::<28>(icmp, s));
+        store(icmp + 2, c.to_be_bytes());
     }
     (XDP_TX, Reason::TooBigSent)
 }
@@ -557,7 +600,7 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
         return (XDP_PASS, None);
     };
     // SAFETY: the value is only tested for presence.
-    if unsafe { DECAP_ADDRS.get(&key) }.is_none() {
+    if unsafe { DECAP_ADDRS.get(key) }.is_none() {
         return (XDP_PASS, None);
     }
     let inner_type = if inner_proto == IPPROTO_IPIP {
@@ -613,13 +656,13 @@ pub(crate) fn lookup_vip(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> O
     };
     if port != 0 {
         // SAFETY: the value is copied out at once.
-        if let Some(v) = unsafe { VIPS.get(&key) } {
+        if let Some(v) = unsafe { VIPS.get(key) } {
             return Some(*v);
         }
     }
     key.port = 0;
     // SAFETY: the value is copied out at once.
-    unsafe { VIPS.get(&key) }.copied()
+    unsafe { VIPS.get(key) }.copied()
 }
 
 /// Whether any VIP lives on this address.
@@ -631,7 +674,7 @@ pub(crate) fn is_vip_addr(addr: &[u8; 16], family: u8) -> bool {
         _pad: [0; 3],
     };
     // SAFETY: the value is only tested for presence.
-    unsafe { VIP_ADDRS.get(&key) }.is_some()
+    unsafe { VIP_ADDRS.get(key) }.is_some()
 }
 
 #[cfg(not(test))]

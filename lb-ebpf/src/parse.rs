@@ -36,8 +36,9 @@ pub unsafe fn store<T>(addr: usize, v: T) {
 
 /// What the parser learned about a packet to a VIP.
 pub struct Parsed {
-    /// Offset of the IP header (14, or 18 with a VLAN tag).
-    pub l3_off: usize,
+    /// Offset of the IP header (14, or 18 with a VLAN tag). A `u8` on purpose:
+    /// refilled from the stack with a byte load, the verifier knows it is < 256.
+    pub l3_off: u8,
     /// The VLAN TCI (host order) when `l3_off == 18`.
     pub vlan_tci: u16,
     /// The flow: client address and port, VIP address and port, protocol
@@ -118,7 +119,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         l3_off = 18;
     }
     let mut p = Parsed {
-        l3_off,
+        l3_off: l3_off as u8,
         vlan_tci,
         key: ConnKey::default(),
         tos: 0,
@@ -138,19 +139,26 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
     Ok(p)
 }
 
-/// Ports at `l4` for TCP (full 20-byte header required) or UDP (8 bytes).
+/// Ports at `l4` for TCP (full header within the IP payload) or UDP (length
+/// field within the IP payload). `l4_len` is what the IP header leaves for L4.
 #[inline(always)]
-fn ports(l4: usize, end: usize, proto: u8) -> Result<(u16, u16), Exit> {
+fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), Exit> {
     let need = if proto == PROTO_TCP { 20 } else { 8 };
-    if l4 + need > end {
+    if l4 + need > end || l4_len < need {
         return Err(Exit::DropMalformed);
     }
     // SAFETY: at least 8 bytes checked.
-    let pp: [u8; 4] = unsafe { load(l4) };
+    let pp: [u8; 8] = unsafe { load(l4) };
     if proto == PROTO_TCP {
         // SAFETY: 20 bytes checked.
         let doff: u8 = unsafe { load(l4 + 12) };
-        if doff >> 4 < 5 {
+        let hdr = ((doff >> 4) as usize) << 2;
+        if hdr < 20 || hdr > l4_len {
+            return Err(Exit::DropMalformed);
+        }
+    } else {
+        let ulen = be16([pp[4], pp[5]]) as usize;
+        if ulen < 8 || ulen > l4_len {
             return Err(Exit::DropMalformed);
         }
     }
@@ -201,6 +209,9 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     }
     p.ip_len = tot as u32;
     p.ip_hdr_len = ihl as u32;
+    if !header_checksum_ok(&h, ip, ihl, end) {
+        return Err(Exit::DropMalformed);
+    }
     let frag = be16([h[6], h[7]]) & 0x3fff != 0;
     let l4 = ip + ihl;
     if p.key.proto == IPPROTO_ICMP {
@@ -217,7 +228,7 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         p.vip = Some(fragment_vip(&p.key.dst, FAMILY_V4, p.key.proto)?);
         return Ok(());
     }
-    let (sport, dport) = ports(l4, end, p.key.proto)?;
+    let (sport, dport) = ports(l4, end, p.key.proto, tot - ihl)?;
     p.key.sport = sport;
     p.key.dport = dport;
     p.vip = lookup_vip(&p.key.dst, FAMILY_V4, dport, p.key.proto);
@@ -225,6 +236,27 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::NotVip);
     }
     Ok(())
+}
+
+/// Verifies the IPv4 header checksum over the base header and any options
+/// (a router drops such packets; so does the balancer, rather than forward them).
+#[inline(always)]
+fn header_checksum_ok(h: &[u8; 20], ip: usize, ihl: usize, end: usize) -> bool {
+    let mut s = crate::csum::sum_bytes(h, 0);
+    let opt_words = (ihl - 20) / 2;
+    for i in 0..20usize {
+        if i >= opt_words {
+            break;
+        }
+        let at = ip + 20 + 2 * i;
+        if at + 2 > end {
+            return false;
+        }
+        // SAFETY: 2 bytes checked.
+        let w: [u8; 2] = unsafe { load(at) };
+        s += be16(w) as u32;
+    }
+    crate::csum::fold(s) == 0
 }
 
 /// ICMP destination-unreachable/fragmentation-needed to a VIP: the flow is
@@ -367,7 +399,7 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         p.vip = Some(fragment_vip(&p.key.dst, FAMILY_V6, nh)?);
         return Ok(());
     }
-    let (sport, dport) = ports(l4, end, nh)?;
+    let (sport, dport) = ports(l4, end, nh, 40 + pl - off)?;
     p.key.sport = sport;
     p.key.dport = dport;
     p.vip = lookup_vip(&p.key.dst, FAMILY_V6, dport, nh);

@@ -70,6 +70,9 @@ pub enum XdpError {
     /// Mapping the ring array into memory failed.
     #[error("mmap of the ring map: {0}")]
     Mmap(std::io::Error),
+    /// Building per-CPU values (CPU count unknown).
+    #[error("per-CPU map values: {0}")]
+    PerCpu(std::io::Error),
     /// More VIPs or backends than the maps hold, or a table larger than the stride.
     #[error("capacity exceeded: {0}")]
     Capacity(String),
@@ -136,20 +139,27 @@ impl LoadOptions {
 }
 
 /// The `RINGS` array mapped into this process.
+///
+/// The kernel stores array values in 8-byte slots (`elem_size` is
+/// `round_up(value_size, 8)`), so entry `i` of the `u32` array lives in the
+/// low half (this is a little-endian-only program) of `u64` number `i`.
 struct RingMemory {
-    ptr: NonNull<u32>,
+    ptr: NonNull<u64>,
     len: usize,
     map_len: usize,
-    _map: MapData,
+    _map: Map,
 }
 
 impl RingMemory {
-    fn new(map: MapData, entries: usize) -> Result<Self, XdpError> {
+    fn new(map: Map, entries: usize) -> Result<Self, XdpError> {
+        let Map::Array(data) = &map else {
+            return Err(XdpError::Missing("array map RINGS".into()));
+        };
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-        let bytes = entries * 4;
+        let bytes = entries * 8;
         let map_len = bytes.div_ceil(page) * page;
-        let fd = map.fd().as_fd_raw();
+        let fd = data.fd().as_fd_raw();
         // SAFETY: FFI call; `fd` is a BPF array created with BPF_F_MMAPABLE whose
         // value area is at least `map_len` bytes (the kernel rounds it to pages);
         // the mapping is owned by this struct and unmapped in Drop.
@@ -166,7 +176,7 @@ impl RingMemory {
         if p == libc::MAP_FAILED {
             return Err(XdpError::Mmap(std::io::Error::last_os_error()));
         }
-        let ptr = NonNull::new(p.cast::<u32>())
+        let ptr = NonNull::new(p.cast::<u64>())
             .ok_or_else(|| XdpError::Mmap(std::io::Error::other("mmap returned a null pointer")))?;
         Ok(Self {
             ptr,
@@ -176,8 +186,16 @@ impl RingMemory {
         })
     }
 
-    fn slice_mut(&mut self) -> &mut [u32] {
-        // SAFETY: `ptr` maps `len` u32 values for the life of `self`, and the
+    /// Writes `table` at entry `base`.
+    fn write(&mut self, base: usize, table: &[u32]) {
+        let slots = &mut self.slice_mut()[base..base + table.len()];
+        for (slot, id) in slots.iter_mut().zip(table) {
+            *slot = u64::from(*id);
+        }
+    }
+
+    fn slice_mut(&mut self) -> &mut [u64] {
+        // SAFETY: `ptr` maps `len` 8-byte slots for the life of `self`, and the
         // `&mut self` borrow makes this the only Rust reference to them (the
         // kernel reads them concurrently, which is what the slot protocol is for).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
@@ -306,10 +324,9 @@ impl XdpDataplane {
                 .try_into()?;
             prog.load()?;
         }
-        let rings_map = match ebpf.take_map("RINGS") {
-            Some(Map::Array(m)) => m,
-            _ => return Err(XdpError::Missing("array map RINGS".into())),
-        };
+        let rings_map = ebpf
+            .take_map("RINGS")
+            .ok_or_else(|| XdpError::Missing("array map RINGS".into()))?;
         let rings = RingMemory::new(rings_map, ring_entries as usize)?;
         let mut dp = Self {
             ebpf,
@@ -422,14 +439,14 @@ impl XdpDataplane {
     }
 
     fn zero_counter(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Mmap(e))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
         let mut m: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(
             self.ebpf
                 .map_mut(map)
                 .ok_or_else(|| XdpError::Missing(format!("map {map}")))?,
         )?;
-        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
-            .map_err(|e| XdpError::Mmap(e))?;
+        let zeros =
+            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(XdpError::PerCpu)?;
         m.set(idx, zeros, 0)?;
         Ok(())
     }
@@ -625,7 +642,7 @@ impl XdpDataplane {
                     .rings
                     .as_mut()
                     .ok_or_else(|| XdpError::Missing("ring memory".into()))?;
-                rings.slice_mut()[base..base + ring.len()].copy_from_slice(&ring);
+                rings.write(base, &ring);
                 info.slot = idle;
                 info.ring_size = vip.ring_size;
                 report.rings_switched += 1;
