@@ -14,16 +14,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
-use super::shell::{InstanceHandle, ShellError, StateHook, spawn_instance};
+use super::shell::{InstanceHandle, SharedIo, ShellError, StateHook, spawn_instance_shared};
 use super::spec::{InstanceSpec, SpecError};
 
 /// The running instances of a config.
 #[derive(Debug)]
 pub struct Instances {
     handles: Vec<InstanceHandle>,
+    io: SharedIo,
 }
 
 impl Instances {
+    /// The receive sockets and script runners the instances share.
+    pub fn shared_io(&self) -> &SharedIo {
+        &self.io
+    }
+
     /// The instance named `name`.
     pub fn get(&self, name: &str) -> Option<&InstanceHandle> {
         self.handles.iter().find(|h| h.name() == name)
@@ -63,9 +69,12 @@ pub async fn run_instances(
         .iter()
         .map(|i| InstanceSpec::from_config(i, &cfg.vrrp_scripts))
         .collect::<Result<Vec<_>, _>>()?;
+    // One receive socket per (interface, family) and one runner per
+    // vrrp_script, shared by all the instances.
+    let io = SharedIo::default();
     let handles = specs
         .into_iter()
-        .map(|s| spawn_instance(s, hook.clone(), cancel))
+        .map(|s| spawn_instance_shared(s, hook.clone(), cancel, &io))
         .collect();
-    Ok(Instances { handles })
+    Ok(Instances { handles, io })
 }

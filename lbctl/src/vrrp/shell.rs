@@ -26,20 +26,22 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::{self, CheckKind, CheckSpec, HealthEvent, ScriptCheck, Status};
+use crate::health::HealthEvent;
 
 use super::codec::{self, RxMeta};
 use super::garp::Announcer;
 use super::netlink::{LinkEvent, Netlink, NetlinkError, watch_links};
 use super::notify::{Notifier, NotifyStats};
-use super::socket::{RECV_BUF, SocketError, VrrpSocket};
+use super::rx::{ReceiverStats, Receivers, RxPacket, Subscription, source_allowed};
+use super::scripts::{ScriptRunners, ScriptSubscription};
+use super::socket::{SocketError, TxSocket};
 use super::spec::{GarpConfig, InstanceSpec};
 use super::track::{Tracked, TrackedKind, Tracking};
 use super::{
@@ -122,10 +124,6 @@ pub type StateHook = Arc<dyn Fn(&str, State) + Send + Sync>;
 pub struct ShellStats {
     /// Our own packets seen (source is our primary address), ignored.
     pub own_packets: AtomicU64,
-    /// Packets with an unusable IP header or missing ancillary data.
-    pub bad_ip_header: AtomicU64,
-    /// Receive errors from the socket.
-    pub recv_errors: AtomicU64,
     /// Advertisements that could not be encoded or sent.
     pub send_errors: AtomicU64,
     /// VIP additions or removals that failed.
@@ -143,10 +141,20 @@ pub struct ShellStats {
 pub struct ShellCounters {
     /// See [`ShellStats::own_packets`].
     pub own_packets: u64,
-    /// See [`ShellStats::bad_ip_header`].
+    /// Packets with an unusable IP header or missing ancillary data, on
+    /// the receive socket this instance shares with the others on its
+    /// (interface, family) (see [`super::rx`]).
     pub bad_ip_header: u64,
-    /// See [`ShellStats::recv_errors`].
+    /// Receive errors of that shared socket.
     pub recv_errors: u64,
+    /// Packets on that shared socket whose VRID no instance on it owns
+    /// (each counted once, for the socket; every instance sharing it
+    /// reports the same value).
+    pub socket_unknown_vrid: u64,
+    /// Packets on that shared socket too short to carry a VRID.
+    pub socket_too_short: u64,
+    /// Packets for this socket's instances dropped on a full queue.
+    pub socket_queue_full: u64,
     /// See [`ShellStats::send_errors`].
     pub send_errors: u64,
     /// See [`ShellStats::address_errors`].
@@ -162,12 +170,16 @@ pub struct ShellCounters {
 }
 
 impl ShellStats {
-    fn snapshot(&self) -> ShellCounters {
+    fn snapshot(&self, rx: Option<&ReceiverStats>) -> ShellCounters {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let r = |f: fn(&ReceiverStats) -> &AtomicU64| rx.map_or(0, |s| l(f(s)));
         ShellCounters {
             own_packets: l(&self.own_packets),
-            bad_ip_header: l(&self.bad_ip_header),
-            recv_errors: l(&self.recv_errors),
+            bad_ip_header: r(|s| &s.bad_ip_header),
+            recv_errors: r(|s| &s.recv_errors),
+            socket_unknown_vrid: r(|s| &s.unknown_vrid),
+            socket_too_short: r(|s| &s.too_short),
+            socket_queue_full: r(|s| &s.queue_full),
             send_errors: l(&self.send_errors),
             address_errors: l(&self.address_errors),
             garp_sent: l(&self.garp_sent),
@@ -187,6 +199,8 @@ fn bump(a: &AtomicU64) {
 struct Shared {
     counters: Mutex<Counters>,
     stats: ShellStats,
+    /// The counters of the shared receive socket, once subscribed.
+    rx_stats: OnceLock<Arc<ReceiverStats>>,
 }
 
 impl Shared {
@@ -248,7 +262,9 @@ impl InstanceHandle {
 
     /// Shell counters.
     pub fn shell_counters(&self) -> ShellCounters {
-        self.shared.stats.snapshot()
+        self.shared
+            .stats
+            .snapshot(self.shared.rx_stats.get().map(|s| &**s))
     }
 
     /// Whether the task has ended (an error at startup ends it at once).
@@ -276,14 +292,39 @@ impl Drop for InstanceHandle {
     }
 }
 
-/// Start one instance in a new tokio task. Cancelling `cancel` (or a
-/// parent of it), calling [`InstanceHandle::stop`] or dropping the handle
-/// shuts it down cleanly. Must be called inside a tokio runtime; the
-/// instance works in the network namespace of the runtime's threads.
+/// What instances of one process share: the receive sockets (one per
+/// interface and family, dispatched by VRID) and the `vrrp_script`
+/// runners (one per script). Cheap to clone. Instances started with
+/// different `SharedIo`s share nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SharedIo {
+    /// Receive sockets.
+    pub receivers: Receivers,
+    /// Script runners.
+    pub scripts: ScriptRunners,
+}
+
+/// Start one instance in a new tokio task, with its own receive socket and
+/// script runners (see [`spawn_instance_shared`] to share them).
+/// Cancelling `cancel` (or a parent of it), calling
+/// [`InstanceHandle::stop`] or dropping the handle shuts it down cleanly.
+/// Must be called inside a tokio runtime; the instance works in the
+/// network namespace of the runtime's threads.
 pub fn spawn_instance(
     spec: InstanceSpec,
     hook: Option<StateHook>,
     cancel: &CancellationToken,
+) -> InstanceHandle {
+    spawn_instance_shared(spec, hook, cancel, &SharedIo::default())
+}
+
+/// [`spawn_instance`], sharing receive sockets and script runners with the
+/// other instances started with the same `io`.
+pub fn spawn_instance_shared(
+    spec: InstanceSpec,
+    hook: Option<StateHook>,
+    cancel: &CancellationToken,
+    io: &SharedIo,
 ) -> InstanceHandle {
     let cancel = cancel.child_token();
     let initial = StateInfo {
@@ -296,6 +337,7 @@ pub fn spawn_instance(
     let name = spec.name.clone();
     let task = tokio::spawn(run(
         spec,
+        io.clone(),
         hook,
         state_tx,
         backends_rx,
@@ -334,9 +376,12 @@ struct Shell {
     name: String,
     params: InstanceParams,
     machine: Machine,
-    socket: VrrpSocket,
+    socket: TxSocket,
     netlink: Netlink,
     destinations: Vec<IpAddr>,
+    /// Unicast peers: adverts from anyone else are rejected. Empty in
+    /// multicast mode.
+    unicast_peers: Vec<IpAddr>,
     vips: Vec<Vip>,
     announcers: Arc<Vec<(Announcer, Vec<IpAddr>)>>,
     garp: GarpConfig,
@@ -350,6 +395,7 @@ struct Shell {
 
 async fn run(
     spec: InstanceSpec,
+    io: SharedIo,
     hook: Option<StateHook>,
     state_tx: watch::Sender<StateInfo>,
     mut backends_rx: watch::Receiver<bool>,
@@ -412,16 +458,22 @@ async fn run(
         instance: name.clone(),
         source,
     })?;
-    let socket = VrrpSocket::open(
-        &spec.interface,
-        link.index,
-        primary,
-        spec.unicast_peers.is_empty(),
-    )
-    .map_err(|source| ShellError::Socket {
+    let sock_err = |source| ShellError::Socket {
         instance: name.clone(),
         source,
-    })?;
+    };
+    let socket = TxSocket::open(&spec.interface, link.index, primary).map_err(sock_err)?;
+    let mut rx_sub: Subscription = io
+        .receivers
+        .subscribe(
+            &spec.interface,
+            link.index,
+            params.family,
+            params.vrid,
+            spec.unicast_peers.is_empty(),
+        )
+        .map_err(sock_err)?;
+    let _ = shared.rx_stats.set(rx_sub.stats());
     let destinations = if spec.unicast_peers.is_empty() {
         vec![params.multicast_group()]
     } else {
@@ -469,12 +521,23 @@ async fn run(
             up,
         });
     }
+    // One runner per script, shared with the other instances tracking it;
+    // keepalived assumes a script is up until it fails (no `init_fail`),
+    // and a runner already running gives its present status.
+    let script_subs: Vec<ScriptSubscription> = spec
+        .track_scripts
+        .iter()
+        .filter_map(|s| io.scripts.subscribe(s))
+        .collect();
     for s in &spec.track_scripts {
-        // keepalived assumes a script is up until it fails (no `init_fail`).
+        let up = script_subs
+            .iter()
+            .find(|sub| sub.name() == s.name)
+            .is_none_or(|sub| sub.watch().borrow().up);
         items.push(Tracked {
             kind: TrackedKind::Script(s.name.clone()),
             weight: s.weight,
-            up: true,
+            up,
         });
     }
     if let Some(weight) = spec.track_backends {
@@ -490,27 +553,13 @@ async fn run(
     let (script_tx, mut script_rx) = mpsc::channel::<HealthEvent<String>>(16);
     let scripts_cancel = cancel.child_token();
     let mut script_handles = Vec::new();
-    for s in &spec.track_scripts {
-        let Some((program, args)) = s.command.split_first() else {
-            continue;
-        };
-        let check = CheckSpec {
-            kind: CheckKind::Script(ScriptCheck {
-                program: program.into(),
-                args: args.to_vec(),
-            }),
-            interval: s.interval,
-            timeout: s.timeout,
-            rise: s.rise,
-            fall: s.fall,
-            initial: Status::Up,
-        };
-        script_handles.push(health::spawn_check(
-            s.name.clone(),
-            check,
+    for sub in &script_subs {
+        script_handles.push(tokio::spawn(forward_script(
+            sub.name().to_owned(),
+            sub.watch(),
             script_tx.clone(),
-            &scripts_cancel,
-        ));
+            scripts_cancel.clone(),
+        )));
     }
     drop(script_tx);
 
@@ -524,6 +573,7 @@ async fn run(
         socket,
         netlink,
         destinations,
+        unicast_peers: spec.unicast_peers.clone(),
         vips,
         announcers: Arc::new(announcers),
         garp: spec.garp,
@@ -543,7 +593,7 @@ async fn run(
     shell.apply_tracking(Instant::now()).await;
     shell.input(Instant::now(), Input::Startup).await;
 
-    let mut buf = vec![0u8; RECV_BUF];
+    let mut rx_open = true;
     let mut scripts_open = true;
     let mut links_open = true;
     let mut backends_open = true;
@@ -559,7 +609,13 @@ async fn run(
             _ = sleep_opt(down) => {
                 shell.input(Instant::now(), Input::TimerExpired(Timer::MasterDown)).await;
             }
-            r = shell.socket.recv(&mut buf) => shell.on_receive(r, &buf).await,
+            pkt = rx_sub.recv(), if rx_open => match pkt {
+                Some(pkt) => shell.on_packet(pkt).await,
+                None => {
+                    tracing::error!(instance = %shell.name, "receive socket closed; no advertisements will be heard");
+                    rx_open = false;
+                }
+            },
             ev = link_rx.recv(), if links_open => match ev {
                 Some(LinkEvent { name: ifname, up }) => {
                     if shell.tracking.set(&TrackedKind::Interface(ifname.clone()), up) {
@@ -600,13 +656,40 @@ async fn run(
     shell.remove_vips().await;
     scripts_cancel.cancel();
     for h in script_handles {
-        h.stop().await;
+        let _ = h.await;
     }
+    // The runners stop with their last subscriber.
+    drop(script_subs);
+    drop(rx_sub);
     link_task.abort();
     if let Some(t) = shell.garp_task.take() {
         t.abort();
     }
     Ok(())
+}
+
+/// Feed a shared script's status changes into this instance's loop.
+async fn forward_script(
+    name: String,
+    mut status: watch::Receiver<super::scripts::ScriptStatus>,
+    tx: mpsc::Sender<HealthEvent<String>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = status.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let s = status.borrow_and_update().clone();
+                let ev = HealthEvent { target: name.clone(), up: s.up, reason: s.reason };
+                if tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Find the primary address: the first IPv4 address of the interface that
@@ -743,38 +826,24 @@ impl Shell {
         }));
     }
 
-    async fn on_receive(
-        &mut self,
-        r: std::io::Result<Option<super::socket::Received>>,
-        buf: &[u8],
-    ) {
-        let rx = match r {
-            Ok(Some(rx)) => rx,
-            Ok(None) => {
-                bump(&self.shared.stats.bad_ip_header);
-                tracing::debug!(instance = %self.name, "packet with unusable IP header or ancillary data dropped");
-                return;
-            }
-            Err(error) => {
-                bump(&self.shared.stats.recv_errors);
-                tracing::debug!(instance = %self.name, %error, "receive error");
-                // Do not spin on a persistent error.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                return;
-            }
-        };
-        if rx.meta.src == self.params.primary_address {
+    async fn on_packet(&mut self, pkt: RxPacket) {
+        let src = pkt.meta.src;
+        if src == self.params.primary_address {
             bump(&self.shared.stats.own_packets);
             return;
         }
-        let payload = buf.get(rx.payload.clone()).unwrap_or(&[]);
-        match self.accept(payload, &rx.meta) {
+        if !source_allowed(&self.unicast_peers, &src) {
+            self.shared.counters().rx_not_unicast_peer += 1;
+            tracing::debug!(instance = %self.name, %src, "advertisement from a source that is not a unicast peer rejected");
+            return;
+        }
+        match self.accept(&pkt.payload, &pkt.meta) {
             Ok(adv) => {
                 self.input(Instant::now(), Input::Advertisement(adv)).await;
             }
             Err(error) => {
                 self.shared.counters().record_rx_error(&error);
-                tracing::debug!(instance = %self.name, src = %rx.meta.src, %error, "advertisement rejected");
+                tracing::debug!(instance = %self.name, %src, %error, "advertisement rejected");
             }
         }
     }

@@ -1,11 +1,12 @@
 //! Raw IP sockets for VRRP (IP protocol 112), IPv4 and IPv6.
 //!
-//! Two sockets per instance, as keepalived does:
-//! - a **receive** socket bound to the interface (`SO_BINDTODEVICE`), joined
-//!   to 224.0.0.18 / ff02::12 in multicast mode. It is not bound to an
+//! - one **receive** socket per (interface, family), shared by the
+//!   instances on it ([`RxSocket`], dispatched by VRID in [`super::rx`]),
+//!   bound to the interface (`SO_BINDTODEVICE`), joined to 224.0.0.18 /
+//!   ff02::12 when an instance on it uses multicast. It is not bound to an
 //!   address: a raw socket bound to a local address only receives packets
 //!   addressed to it, which would hide the multicast adverts;
-//! - a **send** socket bound to the primary address (the source of our
+//! - one **send** socket per instance ([`TxSocket`]) bound to the primary address (the source of our
 //!   adverts, and part of the checksum), on the interface, TTL / hop limit
 //!   255 for unicast and multicast, multicast loop off (so we never hear
 //!   ourselves; the shell also drops packets from its own address).
@@ -49,6 +50,15 @@ pub enum SocketError {
     /// The primary address is of the other family.
     #[error("primary address {0} does not match the socket family")]
     Family(IpAddr),
+    /// Another instance already receives this VRID on this interface and
+    /// family.
+    #[error("VRID {vrid} is already used on {interface} by another instance")]
+    VridTaken {
+        /// Interface.
+        interface: String,
+        /// The VRID.
+        vrid: u8,
+    },
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> SocketError {
@@ -71,26 +81,21 @@ pub struct Received {
     pub payload: Range<usize>,
 }
 
-/// The pair of raw sockets of one instance.
+/// The receive socket of one (interface, family), shared by every
+/// instance on it (see [`super::rx`]): raw, protocol 112, bound to the
+/// interface, not to an address.
 #[derive(Debug)]
-pub struct VrrpSocket {
+pub struct RxSocket {
     family: Family,
     ifindex: u32,
     rx: AsyncFd<Socket>,
-    tx: Socket,
+    joined: std::sync::atomic::AtomicBool,
 }
 
-impl VrrpSocket {
-    /// Open the sockets on interface `ifname` (index `ifindex`) with
-    /// `primary` as the source address; join the VRRP group if `multicast`.
-    pub fn open(
-        ifname: &str,
-        ifindex: u32,
-        primary: IpAddr,
-        multicast: bool,
-    ) -> Result<VrrpSocket, SocketError> {
+impl RxSocket {
+    /// Open the receive socket on interface `ifname` (index `ifindex`).
+    pub fn open(ifname: &str, ifindex: u32, family: Family) -> Result<RxSocket, SocketError> {
         let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
-        let family = Family::of(&primary);
         let domain = match family {
             Family::V4 => Domain::IPV4,
             Family::V6 => Domain::IPV6,
@@ -98,90 +103,49 @@ impl VrrpSocket {
         let rx = Socket::new(domain, Type::RAW, proto).map_err(io_err("socket (receive)"))?;
         rx.bind_device(Some(ifname.as_bytes()))
             .map_err(io_err("SO_BINDTODEVICE (receive)"))?;
-        let tx = Socket::new(domain, Type::RAW, proto).map_err(io_err("socket (send)"))?;
-        tx.bind_device(Some(ifname.as_bytes()))
-            .map_err(io_err("SO_BINDTODEVICE (send)"))?;
-        match primary {
-            IpAddr::V4(src) => {
-                if multicast {
-                    rx.join_multicast_v4_n(
-                        &MCAST_GROUP_V4,
-                        &InterfaceIndexOrAddress::Index(ifindex),
-                    )
-                    .map_err(io_err("IP_ADD_MEMBERSHIP 224.0.0.18"))?;
-                }
-                tx.set_header_included_v4(false)
-                    .map_err(io_err("IP_HDRINCL"))?;
-                tx.set_ttl_v4(u32::from(REQUIRED_TTL))
-                    .map_err(io_err("IP_TTL"))?;
-                tx.set_multicast_ttl_v4(u32::from(REQUIRED_TTL))
-                    .map_err(io_err("IP_MULTICAST_TTL"))?;
-                tx.set_multicast_if_v4(&src)
-                    .map_err(io_err("IP_MULTICAST_IF"))?;
-                tx.set_multicast_loop_v4(false)
-                    .map_err(io_err("IP_MULTICAST_LOOP"))?;
-                tx.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
-                    .map_err(io_err("bind (send)"))?;
-            }
-            IpAddr::V6(src) => {
-                if multicast {
-                    rx.join_multicast_v6(&MCAST_GROUP_V6, ifindex)
-                        .map_err(io_err("IPV6_ADD_MEMBERSHIP ff02::12"))?;
-                }
-                setsockopt(&rx, sockopt::Ipv6RecvPacketInfo, &true)
-                    .map_err(nix_err("IPV6_RECVPKTINFO"))?;
-                setsockopt(&rx, sockopt::Ipv6RecvHopLimit, &true)
-                    .map_err(nix_err("IPV6_RECVHOPLIMIT"))?;
-                tx.set_unicast_hops_v6(u32::from(REQUIRED_TTL))
-                    .map_err(io_err("IPV6_UNICAST_HOPS"))?;
-                tx.set_multicast_hops_v6(u32::from(REQUIRED_TTL))
-                    .map_err(io_err("IPV6_MULTICAST_HOPS"))?;
-                tx.set_multicast_if_v6(ifindex)
-                    .map_err(io_err("IPV6_MULTICAST_IF"))?;
-                tx.set_multicast_loop_v6(false)
-                    .map_err(io_err("IPV6_MULTICAST_LOOP"))?;
-                tx.bind(&SockAddr::from(SocketAddrV6::new(
-                    src,
-                    0,
-                    0,
-                    scope_for(&src, ifindex),
-                )))
-                .map_err(io_err("bind (send)"))?;
-            }
+        if family == Family::V6 {
+            setsockopt(&rx, sockopt::Ipv6RecvPacketInfo, &true)
+                .map_err(nix_err("IPV6_RECVPKTINFO"))?;
+            setsockopt(&rx, sockopt::Ipv6RecvHopLimit, &true)
+                .map_err(nix_err("IPV6_RECVHOPLIMIT"))?;
         }
         rx.set_nonblocking(true)
             .map_err(io_err("O_NONBLOCK (receive)"))?;
-        tx.set_nonblocking(true)
-            .map_err(io_err("O_NONBLOCK (send)"))?;
         // SAFETY: `rx` is an open socket owned by the AsyncFd for its whole
         // life; a socket2 `Socket` always returns the same descriptor.
         let rx = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }
             .map_err(|e| io_err("register with tokio")(io::Error::from(e)))?;
-        Ok(VrrpSocket {
+        Ok(RxSocket {
             family,
             ifindex,
             rx,
-            tx,
+            joined: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Send one VRRP message (the kernel adds the IP header) to `dst`.
-    /// Never blocks: a full socket buffer is an error (`WouldBlock`).
-    pub fn send(&self, msg: &[u8], dst: IpAddr) -> io::Result<()> {
-        let addr = match dst {
-            IpAddr::V4(a) => SocketAddr::V4(SocketAddrV4::new(a, 0)),
-            IpAddr::V6(a) => {
-                SocketAddr::V6(SocketAddrV6::new(a, 0, 0, scope_for(&a, self.ifindex)))
-            }
-        };
-        let n = self.tx.send_to(msg, &SockAddr::from(addr))?;
-        if n != msg.len() {
-            return Err(io::Error::other(format!(
-                "short send: {n} of {}",
-                msg.len()
-            )));
+    /// Join 224.0.0.18 / ff02::12 on the interface (once; later calls do
+    /// nothing).
+    pub fn join_multicast(&self) -> Result<(), SocketError> {
+        use std::sync::atomic::Ordering;
+        if self.joined.swap(true, Ordering::AcqRel) {
+            return Ok(());
         }
-        Ok(())
+        let s = self.rx.get_ref();
+        let r = match self.family {
+            Family::V4 => s
+                .join_multicast_v4_n(
+                    &MCAST_GROUP_V4,
+                    &InterfaceIndexOrAddress::Index(self.ifindex),
+                )
+                .map_err(io_err("IP_ADD_MEMBERSHIP 224.0.0.18")),
+            Family::V6 => s
+                .join_multicast_v6(&MCAST_GROUP_V6, self.ifindex)
+                .map_err(io_err("IPV6_ADD_MEMBERSHIP ff02::12")),
+        };
+        if r.is_err() {
+            self.joined.store(false, Ordering::Release);
+        }
+        r
     }
 
     /// Wait for the next packet. `Ok(None)`: a packet arrived but its IP
@@ -203,6 +167,89 @@ impl VrrpSocket {
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+/// The send socket of one instance: raw, protocol 112, bound to the
+/// primary address and the interface, TTL / hop limit 255, multicast loop
+/// off. It never reads: a filter drops everything the kernel would queue
+/// to it (every raw socket of protocol 112 gets a copy of every packet).
+#[derive(Debug)]
+pub struct TxSocket {
+    ifindex: u32,
+    tx: Socket,
+}
+
+impl TxSocket {
+    /// Open the send socket on `ifname` (index `ifindex`) with `primary`
+    /// as the source address.
+    pub fn open(ifname: &str, ifindex: u32, primary: IpAddr) -> Result<TxSocket, SocketError> {
+        let proto = Some(Protocol::from(i32::from(IPPROTO_VRRP)));
+        let domain = match primary {
+            IpAddr::V4(_) => Domain::IPV4,
+            IpAddr::V6(_) => Domain::IPV6,
+        };
+        let tx = Socket::new(domain, Type::RAW, proto).map_err(io_err("socket (send)"))?;
+        // Classic BPF "ret #0": accept no packet for reading.
+        tx.attach_filter(&[socket2::SockFilter::new(0x06, 0, 0, 0)])
+            .map_err(io_err("SO_ATTACH_FILTER (send)"))?;
+        tx.bind_device(Some(ifname.as_bytes()))
+            .map_err(io_err("SO_BINDTODEVICE (send)"))?;
+        match primary {
+            IpAddr::V4(src) => {
+                tx.set_header_included_v4(false)
+                    .map_err(io_err("IP_HDRINCL"))?;
+                tx.set_ttl_v4(u32::from(REQUIRED_TTL))
+                    .map_err(io_err("IP_TTL"))?;
+                tx.set_multicast_ttl_v4(u32::from(REQUIRED_TTL))
+                    .map_err(io_err("IP_MULTICAST_TTL"))?;
+                tx.set_multicast_if_v4(&src)
+                    .map_err(io_err("IP_MULTICAST_IF"))?;
+                tx.set_multicast_loop_v4(false)
+                    .map_err(io_err("IP_MULTICAST_LOOP"))?;
+                tx.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))
+                    .map_err(io_err("bind (send)"))?;
+            }
+            IpAddr::V6(src) => {
+                tx.set_unicast_hops_v6(u32::from(REQUIRED_TTL))
+                    .map_err(io_err("IPV6_UNICAST_HOPS"))?;
+                tx.set_multicast_hops_v6(u32::from(REQUIRED_TTL))
+                    .map_err(io_err("IPV6_MULTICAST_HOPS"))?;
+                tx.set_multicast_if_v6(ifindex)
+                    .map_err(io_err("IPV6_MULTICAST_IF"))?;
+                tx.set_multicast_loop_v6(false)
+                    .map_err(io_err("IPV6_MULTICAST_LOOP"))?;
+                tx.bind(&SockAddr::from(SocketAddrV6::new(
+                    src,
+                    0,
+                    0,
+                    scope_for(&src, ifindex),
+                )))
+                .map_err(io_err("bind (send)"))?;
+            }
+        }
+        tx.set_nonblocking(true)
+            .map_err(io_err("O_NONBLOCK (send)"))?;
+        Ok(TxSocket { ifindex, tx })
+    }
+
+    /// Send one VRRP message (the kernel adds the IP header) to `dst`.
+    /// Never blocks: a full socket buffer is an error (`WouldBlock`).
+    pub fn send(&self, msg: &[u8], dst: IpAddr) -> io::Result<()> {
+        let addr = match dst {
+            IpAddr::V4(a) => SocketAddr::V4(SocketAddrV4::new(a, 0)),
+            IpAddr::V6(a) => {
+                SocketAddr::V6(SocketAddrV6::new(a, 0, 0, scope_for(&a, self.ifindex)))
+            }
+        };
+        let n = self.tx.send_to(msg, &SockAddr::from(addr))?;
+        if n != msg.len() {
+            return Err(io::Error::other(format!(
+                "short send: {n} of {}",
+                msg.len()
+            )));
+        }
+        Ok(())
     }
 }
 
