@@ -27,6 +27,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const ADDR_A: &str = "10.77.0.1";
 const ADDR_B: &str = "10.77.0.2";
+/// Global IPv6 addresses (IPv6 unicast peers).
+const ADDR6_A: &str = "fd00:77::1";
+const ADDR6_B: &str = "fd00:77::2";
 /// How often VIP presence is polled.
 const POLL: Duration = Duration::from_millis(10);
 /// Allowed lateness of a takeover beyond what the protocol allows: process
@@ -53,6 +56,12 @@ struct Inst {
     auth_pass: Option<&'static str>,
     /// (our address, peer address) for unicast mode.
     unicast: Option<(&'static str, &'static str)>,
+    /// keepalived `preempt_delay`.
+    preempt_delay: Option<Duration>,
+    /// lbctl only: v3/IPv4 `checksum` ("pseudo-header" or "rfc9568").
+    checksum: Option<&'static str>,
+    /// lbctl only: `accept_both_checksums`.
+    accept_both: bool,
 }
 
 impl Inst {
@@ -67,6 +76,9 @@ impl Inst {
             vip,
             auth_pass: None,
             unicast: None,
+            preempt_delay: None,
+            checksum: None,
+            accept_both: false,
         }
     }
 
@@ -88,12 +100,29 @@ impl Inst {
         self.vip.split('/').next().unwrap_or(self.vip)
     }
 
-    fn lb_toml(&self) -> String {
+    /// lb.toml with the instances of `insts` (named `VI_1` when alone,
+    /// `VI_<vrid>` otherwise).
+    fn lb_toml_all(insts: &[Inst]) -> String {
+        let mut t = String::from("[node]\ninterface = \"eth0\"\n\n");
+        for i in insts {
+            t.push_str(&i.lb_instance(&Inst::name(insts, i)));
+        }
+        t
+    }
+
+    fn name(insts: &[Inst], i: &Inst) -> String {
+        if insts.len() == 1 {
+            "VI_1".to_owned()
+        } else {
+            format!("VI_{}", i.vrid)
+        }
+    }
+
+    fn lb_instance(&self, name: &str) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "[node]\ninterface = \"eth0\"\n");
         let _ = writeln!(
             t,
-            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\""
+            "[[vrrp_instance]]\nname = \"{name}\"\ninterface = \"eth0\""
         );
         let _ = writeln!(
             t,
@@ -120,16 +149,35 @@ impl Inst {
         if let Some((src, peer)) = self.unicast {
             let _ = writeln!(t, "unicast_src_ip = \"{src}\"\nunicast_peer = [\"{peer}\"]");
         }
+        if let Some(d) = self.preempt_delay {
+            let _ = writeln!(t, "preempt_delay = \"{}ms\"", d.as_millis());
+        }
+        if let Some(c) = self.checksum {
+            let _ = writeln!(t, "checksum = \"{c}\"");
+        }
+        if self.accept_both {
+            let _ = writeln!(t, "accept_both_checksums = true");
+        }
+        t.push('\n');
         t
     }
 
-    fn keepalived_conf(&self, router_id: &str) -> String {
+    /// keepalived.conf with the instances of `insts`.
+    fn keepalived_conf_all(insts: &[Inst], router_id: &str) -> String {
         let mut t = String::new();
         let _ = writeln!(
             t,
             "global_defs {{\n  router_id {router_id}\n  script_user root\n  enable_script_security\n  vrrp_garp_master_delay 1\n  vrrp_garp_master_repeat 2\n}}"
         );
-        let _ = writeln!(t, "vrrp_instance VI_1 {{\n  interface eth0");
+        for i in insts {
+            t.push_str(&i.keepalived_instance(&Inst::name(insts, i)));
+        }
+        t
+    }
+
+    fn keepalived_instance(&self, name: &str) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "vrrp_instance {name} {{\n  interface eth0");
         let _ = writeln!(
             t,
             "  state {}",
@@ -145,6 +193,9 @@ impl Inst {
         let _ = writeln!(t, "  advert_int {}", self.advert.as_secs_f64());
         if !self.preempt {
             let _ = writeln!(t, "  nopreempt");
+        }
+        if let Some(d) = self.preempt_delay {
+            let _ = writeln!(t, "  preempt_delay {}", d.as_secs_f64());
         }
         if let Some(p) = self.auth_pass {
             let _ = writeln!(
@@ -217,6 +268,17 @@ struct Node {
 
 impl Node {
     fn start(kind: Impl, ns: &NetNs, dir: &Path, label: &str, inst: &Inst) -> Result<Node> {
+        Node::start_all(kind, ns, dir, label, std::slice::from_ref(inst))
+    }
+
+    /// A node running every instance of `insts`.
+    fn start_all(
+        kind: Impl,
+        ns: &NetNs,
+        dir: &Path,
+        label: &str,
+        insts: &[Inst],
+    ) -> Result<Node> {
         let log = dir.join(format!("{label}.log"));
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -228,14 +290,14 @@ impl Node {
         let mut cmd = match kind {
             Impl::Lbctl => {
                 let conf = dir.join(format!("{label}.toml"));
-                std::fs::write(&conf, inst.lb_toml())?;
+                std::fs::write(&conf, Inst::lb_toml_all(insts))?;
                 let mut c = ns.command(env!("CARGO_BIN_EXE_vrrp-node"));
                 c.arg(&conf).arg(&stats).env("RUST_LOG", "info");
                 c
             }
             Impl::Keepalived => {
                 let conf = dir.join(format!("{label}.conf"));
-                std::fs::write(&conf, inst.keepalived_conf(label))?;
+                std::fs::write(&conf, Inst::keepalived_conf_all(insts, label))?;
                 let mut c = ns.command("keepalived");
                 c.args(["-n", "-l", "-D", "-P", "-G", "-f"])
                     .arg(&conf)
@@ -306,6 +368,16 @@ impl Node {
     fn stats(&self) -> String {
         std::fs::read_to_string(&self.stats).unwrap_or_default()
     }
+
+    /// The stats line of instance `name` (lbctl's vrrp-node).
+    fn stats_of(&self, name: &str) -> String {
+        let prefix = format!("{name} ");
+        self.stats()
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_default()
+            .to_owned()
+    }
 }
 
 /// Two namespaces on one veth pair.
@@ -331,6 +403,8 @@ impl Pair {
             ns.addr_add("eth0", &format!("{addr}/24"))?;
             ns.link_up("eth0")?;
         }
+        a.addr_add("eth0", &format!("{ADDR6_A}/64"))?;
+        b.addr_add("eth0", &format!("{ADDR6_B}/64"))?;
         // Link-local addresses come with the link (no DAD): wait for both.
         for ns in [&a, &b] {
             wait_until(Duration::from_secs(5), POLL, || {
@@ -423,13 +497,15 @@ enum Mode {
     V6,
     /// IPv4 unicast peers.
     Unicast,
+    /// IPv6 unicast peers (global addresses).
+    Unicast6,
 }
 
 /// The full cycle with `master_impl` (priority 150) on `a` and
 /// `backup_impl` (priority 100) on `b`: election, SIGKILL takeover,
 /// preemption by the restarted master, clean-stop takeover.
 fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<()> {
-    let vip = if mode == Mode::V6 {
+    let vip = if matches!(mode, Mode::V6 | Mode::Unicast6) {
         "2001:db8:77::100/64"
     } else {
         "10.77.0.100/32"
@@ -440,10 +516,15 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<(
         hi.unicast = Some((ADDR_A, ADDR_B));
         lo.unicast = Some((ADDR_B, ADDR_A));
     }
+    if mode == Mode::Unicast6 {
+        hi.unicast = Some((ADDR6_A, ADDR6_B));
+        lo.unicast = Some((ADDR6_B, ADDR6_A));
+    }
     let tag = match mode {
         Mode::V4 => "",
         Mode::V6 => " (IPv6)",
         Mode::Unicast => " (unicast)",
+        Mode::Unicast6 => " (IPv6 unicast)",
     };
     let v = hi.vip_addr();
 
@@ -557,6 +638,20 @@ fn v3_unicast_lbctl_master_keepalived_backup() -> Result<()> {
 fn v3_unicast_keepalived_master_lbctl_backup() -> Result<()> {
     with_pair("ku", |p| {
         cycle(p, Impl::Keepalived, Impl::Lbctl, Mode::Unicast)
+    })
+}
+
+#[test]
+fn v3_ipv6_unicast_lbctl_master_keepalived_backup() -> Result<()> {
+    with_pair("l6u", |p| {
+        cycle(p, Impl::Lbctl, Impl::Keepalived, Mode::Unicast6)
+    })
+}
+
+#[test]
+fn v3_ipv6_unicast_keepalived_master_lbctl_backup() -> Result<()> {
+    with_pair("k6u", |p| {
+        cycle(p, Impl::Keepalived, Impl::Lbctl, Mode::Unicast6)
     })
 }
 
@@ -712,4 +807,354 @@ fn field(stats: &str, name: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Wait until `holder` has `vip` and `other` does not; the time it took.
+fn wait_sole(holder: &NetNs, other: &NetNs, vip: &str, timeout: Duration) -> Option<Duration> {
+    wait_until(timeout, POLL, || holder.has_addr(vip) && !other.has_addr(vip))
+}
+
+/// Two instances on one interface share one receive socket: lbctl runs
+/// VRIDs 51 (master, 150) and 52 (backup, 100); keepalived runs 51 (100),
+/// 52 (150) and 53 (150, unknown to lbctl). Both elections end right, no
+/// lbctl instance counts the other's packets as unknown, and keepalived's
+/// VRID 53 is counted once, on the shared socket.
+#[test]
+fn v3_two_instances_one_interface() -> Result<()> {
+    with_pair("two", |p| {
+        let i = |vrid, priority, vip| Inst {
+            vrid,
+            ..Inst::v3(priority, vip)
+        };
+        let lb = [i(51, 150, "10.77.0.151/32"), i(52, 100, "10.77.0.152/32")];
+        let ka = [
+            i(51, 100, "10.77.0.151/32"),
+            i(52, 150, "10.77.0.152/32"),
+            i(53, 150, "10.77.0.153/32"),
+        ];
+        let t0 = Instant::now();
+        let mut k = Node::start_all(Impl::Keepalived, &p.b, &p.dir.0, "k-two", &ka)?;
+        let mut l = Node::start_all(Impl::Lbctl, &p.a, &p.dir.0, "l-two", &lb)?;
+        wait_sole(&p.a, &p.b, "10.77.0.151", Duration::from_secs(5))
+            .context("lbctl did not win VRID 51")?;
+        let t51 = t0.elapsed();
+        wait_sole(&p.b, &p.a, "10.77.0.152", Duration::from_secs(5))
+            .context("keepalived did not win VRID 52")?;
+        let t52 = t0.elapsed();
+        wait_vip(&p.b, "10.77.0.153", Duration::from_secs(5)).context("VRID 53")?;
+        ensure!(!p.a.has_addr("10.77.0.153"), "lbctl took VRID 53's VIP");
+        assert_sole_holder(&p.a, &p.b, "10.77.0.151", Duration::from_millis(500))?;
+        assert_sole_holder(&p.b, &p.a, "10.77.0.152", Duration::from_millis(500))?;
+        println!(
+            "TWO INSTANCES: lbctl won VRID 51 after {:.0} ms, keepalived VRID 52 after {:.0} ms (from start)",
+            (t51).as_secs_f64() * 1000.0,
+            (t52).as_secs_f64() * 1000.0
+        );
+        // Counters (the stats file is rewritten every 100 ms).
+        let ok = wait_until(Duration::from_secs(2), Duration::from_millis(100), || {
+            let s52 = l.stats_of("VI_52");
+            field(&s52, "adverts_received").is_some_and(|n| n >= 5)
+                && field(&s52, "socket_unknown_vrid").is_some_and(|n| n >= 5)
+        });
+        let (s51, s52) = (l.stats_of("VI_51"), l.stats_of("VI_52"));
+        ensure!(ok.is_some(), "no adverts or unknown VRIDs counted:\n{s51}\n{s52}");
+        for s in [&s51, &s52] {
+            ensure!(
+                field(s, "rx_unknown_vrid") == Some(0),
+                "an instance counted another VRID as unknown: {s}"
+            );
+            ensure!(field(s, "rx_bad_checksum") == Some(0), "{s}");
+        }
+        ensure!(
+            s51.contains("Master") && s52.contains("Backup"),
+            "states: {s51} / {s52}"
+        );
+        println!(
+            "TWO INSTANCES: VI_52 received {} adverts; socket counted {} VRID-53 adverts as unknown, instances 0 (elapsed {:.1} s)",
+            field(&s52, "adverts_received").unwrap_or(0),
+            field(&s52, "socket_unknown_vrid").unwrap_or(0),
+            t0.elapsed().as_secs_f64()
+        );
+        l.stop()?;
+        k.stop()?;
+        Ok(())
+    })
+}
+
+/// Unicast mode accepts adverts from configured peers only: keepalived
+/// sends to lbctl, which lists another peer, so lbctl rejects (and counts)
+/// every advert and becomes master too.
+#[test]
+fn v3_unicast_rejects_unknown_source() -> Result<()> {
+    with_pair("usrc", |p| {
+        let vip = "10.77.0.100/32";
+        let ka = Inst {
+            unicast: Some((ADDR_B, ADDR_A)),
+            ..Inst::v3(150, vip)
+        };
+        let lb = Inst {
+            unicast: Some((ADDR_A, "10.77.0.9")),
+            ..Inst::v3(100, vip)
+        };
+        let mut k = Node::start(Impl::Keepalived, &p.b, &p.dir.0, "k-usrc", &ka)?;
+        wait_vip(&p.b, "10.77.0.100", Duration::from_secs(5)).context("keepalived master")?;
+        let l = Node::start(Impl::Lbctl, &p.a, &p.dir.0, "l-usrc", &lb)?;
+        // keepalived's adverts are not heard: lbctl takes over too.
+        let took = wait_vip(&p.a, "10.77.0.100", Duration::from_secs(3))
+            .context("lbctl obeyed a non-peer")?;
+        let seen = wait_until(Duration::from_secs(2), Duration::from_millis(100), || {
+            field(&l.stats(), "rx_not_unicast_peer").is_some_and(|n| n >= 5)
+        });
+        let s = l.stats();
+        ensure!(seen.is_some(), "non-peer adverts not counted: {s}");
+        ensure!(field(&s, "adverts_received") == Some(0), "accepted: {s}");
+        println!(
+            "UNICAST non-peer: lbctl master after {:.0} ms ignoring keepalived; rx_not_unicast_peer = {}",
+            took.as_secs_f64() * 1000.0,
+            field(&s, "rx_not_unicast_peer").unwrap_or(0)
+        );
+        k.stop()?;
+        Ok(())
+    })
+}
+
+/// The address owner (priority 255) becomes Master at once on startup
+/// (RFC 5798 §6.4.1), without waiting Master_Down_Interval, and the
+/// running Master yields: lbctl owner over keepalived, then keepalived
+/// owner over lbctl. 1 s adverts (the other node starts as MASTER), so
+/// "at once" (startup) and "after Master_Down_Interval" (3 s) are far apart.
+///
+/// lbctl's owner is configured `state BACKUP`: RFC 5798 §6.4.1 makes it
+/// Master at startup anyway. keepalived 2.2.7 does not: an owner left in
+/// `state BACKUP` logs "Entering BACKUP STATE (init)", discards the lower
+/// priority adverts and takes over only on "Receive advertisement timeout"
+/// (seen while writing this test), so its owner is configured
+/// `state MASTER`, as keepalived users do.
+#[test]
+fn v3_address_owner() -> Result<()> {
+    with_pair("own", |p| {
+        let vip = "10.77.0.100/32";
+        let v = "10.77.0.100";
+        for (owner_impl, other_impl) in [
+            (Impl::Lbctl, Impl::Keepalived),
+            (Impl::Keepalived, Impl::Lbctl),
+        ] {
+            let slow = |priority| Inst {
+                advert: Duration::from_secs(1),
+                ..Inst::v3(priority, vip)
+            };
+            let lo = Inst {
+                start_master: true,
+                ..slow(100)
+            };
+            let owner = Inst {
+                start_master: owner_impl == Impl::Keepalived,
+                ..slow(255)
+            };
+            let mut other = Node::start(
+                other_impl,
+                &p.b,
+                &p.dir.0,
+                &format!("other-{}", name(other_impl)),
+                &lo,
+            )?;
+            wait_vip(&p.b, v, Duration::from_secs(5)).context("backup never became master")?;
+            let t0 = Instant::now();
+            let mut own = Node::start(
+                owner_impl,
+                &p.a,
+                &p.dir.0,
+                &format!("owner-{}", name(owner_impl)),
+                &owner,
+            )?;
+            wait_sole(&p.a, &p.b, v, Duration::from_secs(3))
+                .with_context(|| format!("{} owner did not take over", name(owner_impl)))?;
+            let took = t0.elapsed();
+            // Process startup only: well below the owner's own
+            // Master_Down_Interval, which a Backup would wait.
+            let bound = Duration::from_secs(1);
+            println!(
+                "OWNER {} (255) starts, {} master yields: {:.0} ms after start (bound {:.0} ms; Master_Down_Interval {:.0} ms)",
+                name(owner_impl),
+                name(other_impl),
+                took.as_secs_f64() * 1000.0,
+                bound.as_secs_f64() * 1000.0,
+                owner.master_down().as_secs_f64() * 1000.0
+            );
+            ensure!(
+                took < bound,
+                "owner took {took:?}: it waited like a backup"
+            );
+            if owner_impl == Impl::Lbctl {
+                let s = own.stats();
+                ensure!(
+                    field(&s, "became_backup") == Some(0),
+                    "owner went through Backup: {s}"
+                );
+            }
+            assert_sole_holder(&p.a, &p.b, v, Duration::from_millis(500))?;
+            own.stop()?;
+            other.stop()?;
+            let _ = p.a.exec(&["ip", "addr", "del", vip, "dev", "eth0"]);
+            let _ = p.b.exec(&["ip", "addr", "del", vip, "dev", "eth0"]);
+        }
+        Ok(())
+    })
+}
+
+/// keepalived's `preempt_delay`: a higher-priority node that starts while
+/// a lower-priority Master runs waits preempt_delay before preempting,
+/// then takes over within Master_Down_Interval. Both directions.
+#[test]
+fn v3_preempt_delay() -> Result<()> {
+    with_pair("pd", |p| {
+        let vip = "10.77.0.100/32";
+        let v = "10.77.0.100";
+        let delay = Duration::from_secs(1);
+        for (high_impl, low_impl) in [
+            (Impl::Lbctl, Impl::Keepalived),
+            (Impl::Keepalived, Impl::Lbctl),
+        ] {
+            let lo = Inst::v3(100, vip);
+            let hi = Inst {
+                preempt_delay: Some(delay),
+                ..Inst::v3(150, vip)
+            };
+            let mut low = Node::start(
+                low_impl,
+                &p.b,
+                &p.dir.0,
+                &format!("low-{}", name(low_impl)),
+                &lo,
+            )?;
+            wait_vip(&p.b, v, Duration::from_secs(5)).context("low node never became master")?;
+            let t0 = Instant::now();
+            let mut high = Node::start(
+                high_impl,
+                &p.a,
+                &p.dir.0,
+                &format!("high-{}", name(high_impl)),
+                &hi,
+            )?;
+            // Held off for the delay (less a margin for the poll itself).
+            assert_sole_holder(&p.b, &p.a, v, delay - Duration::from_millis(100))
+                .with_context(|| format!("{} preempted before preempt_delay", name(high_impl)))?;
+            wait_sole(&p.a, &p.b, v, delay + Duration::from_secs(3))
+                .with_context(|| format!("{} never preempted", name(high_impl)))?;
+            let took = t0.elapsed();
+            let bound = delay + hi.master_down();
+            report(
+                &format!(
+                    "preempt_delay {:?}: {} (150) preempts {} (100), from start",
+                    delay,
+                    name(high_impl),
+                    name(low_impl)
+                ),
+                took,
+                bound,
+            );
+            ensure!(took >= delay, "preempted after {took:?}, before {delay:?}");
+            // Process startup counts here too (the delay runs from startup).
+            ensure!(
+                took <= bound + TOLERANCE + Duration::from_millis(300),
+                "preempted after {took:?}, bound {bound:?}"
+            );
+            high.stop()?;
+            low.stop()?;
+            let _ = p.a.exec(&["ip", "addr", "del", vip, "dev", "eth0"]);
+            let _ = p.b.exec(&["ip", "addr", "del", vip, "dev", "eth0"]);
+        }
+        Ok(())
+    })
+}
+
+/// lbctl against lbctl with the v3/IPv4 checksum modes keepalived 2.2.7
+/// lacks: RFC 9568 on both sides; mixed modes with
+/// `accept_both_checksums` on both; and mixed modes without it, where
+/// each side rejects (and counts) the other's adverts, so both are Master.
+#[test]
+fn v3_lbctl_pair_checksum_modes() -> Result<()> {
+    with_pair("cks", |p| {
+        let vip = "10.77.0.100/32";
+        let v = "10.77.0.100";
+        let cases: [(&str, (&str, bool), (&str, bool)); 3] = [
+            ("rfc9568 both", ("rfc9568", false), ("rfc9568", false)),
+            ("mixed + accept_both", ("rfc9568", true), ("pseudo-header", true)),
+            ("mixed, strict", ("rfc9568", false), ("pseudo-header", false)),
+        ];
+        for (label, (ca, aa), (cb, ab)) in cases {
+            let hi = Inst {
+                checksum: Some(ca),
+                accept_both: aa,
+                ..Inst::v3(150, vip)
+            };
+            let lo = Inst {
+                checksum: Some(cb),
+                accept_both: ab,
+                ..Inst::v3(100, vip)
+            };
+            let tag = label.replace([' ', ','], "");
+            let mut b = Node::start(Impl::Lbctl, &p.b, &p.dir.0, &format!("b-{tag}"), &lo)?;
+            let mut a = Node::start(Impl::Lbctl, &p.a, &p.dir.0, &format!("a-{tag}"), &hi)?;
+            let strict = !aa && !ab && ca != cb;
+            if strict {
+                wait_vip(&p.a, v, Duration::from_secs(3)).context("a not master")?;
+                wait_vip(&p.b, v, Duration::from_secs(3)).context("b not master")?;
+                let counted = wait_until(Duration::from_secs(2), Duration::from_millis(100), || {
+                    field(&a.stats(), "rx_bad_checksum").is_some_and(|n| n >= 3)
+                        && field(&b.stats(), "rx_bad_checksum").is_some_and(|n| n >= 3)
+                });
+                ensure!(
+                    counted.is_some(),
+                    "bad checksums not counted: {} / {}",
+                    a.stats(),
+                    b.stats()
+                );
+                println!("CHECKSUM {label}: both master, each rejects the other (as expected)");
+            } else {
+                wait_sole(&p.a, &p.b, v, Duration::from_secs(5))
+                    .with_context(|| format!("{label}: election"))?;
+                assert_sole_holder(&p.a, &p.b, v, Duration::from_millis(500))?;
+                let sb = b.stats();
+                ensure!(
+                    field(&sb, "adverts_received").is_some_and(|n| n > 0)
+                        && field(&sb, "rx_bad_checksum") == Some(0),
+                    "{label}: {sb}"
+                );
+                let alt = field(&sb, "alternate_checksum_accepted").unwrap_or(0);
+                ensure!((ca != cb) == (alt > 0), "{label}: alternate count {alt}: {sb}");
+                let t0 = Instant::now();
+                a.kill()?;
+                wait_vip(&p.b, v, lo.master_down() + Duration::from_secs(2))
+                    .with_context(|| format!("{label}: no takeover"))?;
+                let took = t0.elapsed();
+                report(
+                    &format!("SIGKILL lbctl -> lbctl ({label})"),
+                    took,
+                    lo.master_down(),
+                );
+                ensure!(took <= lo.master_down() + TOLERANCE, "took {took:?}");
+                // The restarted node hears b's adverts (b's form) and preempts.
+                let a2 = Node::start(Impl::Lbctl, &p.a, &p.dir.0, &format!("a2-{tag}"), &hi)?;
+                let took = wait_sole(&p.a, &p.b, v, Duration::from_secs(3))
+                    .with_context(|| format!("{label}: no preemption"))?;
+                println!(
+                    "PREEMPT lbctl over lbctl ({label}): {:.0} ms after start",
+                    took.as_secs_f64() * 1000.0
+                );
+                let s = a2.stats();
+                ensure!(
+                    field(&s, "adverts_received").is_some_and(|n| n > 0)
+                        && field(&s, "rx_bad_checksum") == Some(0),
+                    "{label}: {s}"
+                );
+                a = a2;
+            }
+            a.stop()?;
+            b.stop()?;
+            let _ = p.a.exec(&["ip", "addr", "del", vip, "dev", "eth0"]);
+            let _ = p.b.exec(&["ip", "addr", "del", vip, "dev", "eth0"]);
+        }
+        Ok(())
+    })
 }
