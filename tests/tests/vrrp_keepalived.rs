@@ -272,13 +272,7 @@ impl Node {
     }
 
     /// A node running every instance of `insts`.
-    fn start_all(
-        kind: Impl,
-        ns: &NetNs,
-        dir: &Path,
-        label: &str,
-        insts: &[Inst],
-    ) -> Result<Node> {
+    fn start_all(kind: Impl, ns: &NetNs, dir: &Path, label: &str, insts: &[Inst]) -> Result<Node> {
         let log = dir.join(format!("{label}.log"));
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -811,7 +805,9 @@ fn field(stats: &str, name: &str) -> Option<u64> {
 
 /// Wait until `holder` has `vip` and `other` does not; the time it took.
 fn wait_sole(holder: &NetNs, other: &NetNs, vip: &str, timeout: Duration) -> Option<Duration> {
-    wait_until(timeout, POLL, || holder.has_addr(vip) && !other.has_addr(vip))
+    wait_until(timeout, POLL, || {
+        holder.has_addr(vip) && !other.has_addr(vip)
+    })
 }
 
 /// Two instances on one interface share one receive socket: lbctl runs
@@ -857,7 +853,10 @@ fn v3_two_instances_one_interface() -> Result<()> {
                 && field(&s52, "socket_unknown_vrid").is_some_and(|n| n >= 5)
         });
         let (s51, s52) = (l.stats_of("VI_51"), l.stats_of("VI_52"));
-        ensure!(ok.is_some(), "no adverts or unknown VRIDs counted:\n{s51}\n{s52}");
+        ensure!(
+            ok.is_some(),
+            "no adverts or unknown VRIDs counted:\n{s51}\n{s52}"
+        );
         for s in [&s51, &s52] {
             ensure!(
                 field(s, "rx_unknown_vrid") == Some(0),
@@ -981,10 +980,7 @@ fn v3_address_owner() -> Result<()> {
                 bound.as_secs_f64() * 1000.0,
                 owner.master_down().as_secs_f64() * 1000.0
             );
-            ensure!(
-                took < bound,
-                "owner took {took:?}: it waited like a backup"
-            );
+            ensure!(took < bound, "owner took {took:?}: it waited like a backup");
             if owner_impl == Impl::Lbctl {
                 let s = own.stats();
                 ensure!(
@@ -1068,6 +1064,9 @@ fn v3_preempt_delay() -> Result<()> {
     })
 }
 
+/// One side's `checksum` mode and `accept_both_checksums`.
+type Cks = (&'static str, bool);
+
 /// lbctl against lbctl with the v3/IPv4 checksum modes keepalived 2.2.7
 /// lacks: RFC 9568 on both sides; mixed modes with
 /// `accept_both_checksums` on both; and mixed modes without it, where
@@ -1077,10 +1076,18 @@ fn v3_lbctl_pair_checksum_modes() -> Result<()> {
     with_pair("cks", |p| {
         let vip = "10.77.0.100/32";
         let v = "10.77.0.100";
-        let cases: [(&str, (&str, bool), (&str, bool)); 3] = [
+        let cases: [(&str, Cks, Cks); 3] = [
             ("rfc9568 both", ("rfc9568", false), ("rfc9568", false)),
-            ("mixed + accept_both", ("rfc9568", true), ("pseudo-header", true)),
-            ("mixed, strict", ("rfc9568", false), ("pseudo-header", false)),
+            (
+                "mixed + accept_both",
+                ("rfc9568", true),
+                ("pseudo-header", true),
+            ),
+            (
+                "mixed, strict",
+                ("rfc9568", false),
+                ("pseudo-header", false),
+            ),
         ];
         for (label, (ca, aa), (cb, ab)) in cases {
             let hi = Inst {
@@ -1100,10 +1107,11 @@ fn v3_lbctl_pair_checksum_modes() -> Result<()> {
             if strict {
                 wait_vip(&p.a, v, Duration::from_secs(3)).context("a not master")?;
                 wait_vip(&p.b, v, Duration::from_secs(3)).context("b not master")?;
-                let counted = wait_until(Duration::from_secs(2), Duration::from_millis(100), || {
-                    field(&a.stats(), "rx_bad_checksum").is_some_and(|n| n >= 3)
-                        && field(&b.stats(), "rx_bad_checksum").is_some_and(|n| n >= 3)
-                });
+                let counted =
+                    wait_until(Duration::from_secs(2), Duration::from_millis(100), || {
+                        field(&a.stats(), "rx_bad_checksum").is_some_and(|n| n >= 3)
+                            && field(&b.stats(), "rx_bad_checksum").is_some_and(|n| n >= 3)
+                    });
                 ensure!(
                     counted.is_some(),
                     "bad checksums not counted: {} / {}",
@@ -1122,7 +1130,10 @@ fn v3_lbctl_pair_checksum_modes() -> Result<()> {
                     "{label}: {sb}"
                 );
                 let alt = field(&sb, "alternate_checksum_accepted").unwrap_or(0);
-                ensure!((ca != cb) == (alt > 0), "{label}: alternate count {alt}: {sb}");
+                ensure!(
+                    (ca != cb) == (alt > 0),
+                    "{label}: alternate count {alt}: {sb}"
+                );
                 let t0 = Instant::now();
                 a.kill()?;
                 wait_vip(&p.b, v, lo.master_down() + Duration::from_secs(2))

@@ -272,3 +272,113 @@ fn tracking_moves_the_vip_and_notifies() -> Result<()> {
     );
     Ok(())
 }
+
+/// A `vrrp_script` tracked by two instances runs once per interval, as in
+/// keepalived, and both instances apply its result with their own weight.
+/// No VRRP peer needed: a veth pair whose other end is idle.
+#[test]
+fn shared_script_runs_once() -> Result<()> {
+    let dir = Dir(std::env::temp_dir().join(unique_name("vrrp-shs", "files")));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0)?;
+    let flag = dir.0.join("flag");
+    let runs = dir.0.join("runs");
+    std::fs::write(&flag, "")?;
+    let ns = NetNs::new(&unique_name("vrrp-shs", "a"))?;
+    let idle = NetNs::new(&unique_name("vrrp-shs", "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    ns.addr_add("eth0", "10.79.0.1/24")?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+
+    let inst = |vrid: u8, weight: i32| {
+        format!(
+            "[[vrrp_instance]]\nname = \"VI_{vrid}\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\n\
+             priority = 150\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.79.0.{vrid}/32\"]\n\
+             track_script = [{{ name = \"chk\", weight = {weight} }}]\ngarp_master_repeat = 1\n\n"
+        )
+    };
+    let toml = format!(
+        "[node]\ninterface = \"eth0\"\n\n{}{}[[vrrp_script]]\nname = \"chk\"\n\
+         command = [\"sh\", \"-c\", \"echo run >> {runs}; test -e {flag}\"]\n\
+         interval = \"100ms\"\ntimeout = \"90ms\"\nweight = -10\nrise = 1\nfall = 1\n",
+        inst(71, -50),
+        inst(72, -30),
+        runs = runs.display(),
+        flag = flag.display(),
+    );
+    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    let flag2 = flag.clone();
+    let runs2 = runs.clone();
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let get = |n: &str| instances.get(n).ok_or_else(|| anyhow!("no {n}"));
+            let (h1, h2) = (get("VI_71")?, get("VI_72")?);
+            // Both instances started (they subscribe from their tasks).
+            for _ in 0..300 {
+                if h1.state().state != State::Initialize && h2.state().state != State::Initialize {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ensure!(
+                h1.state().state != State::Initialize && h2.state().state != State::Initialize,
+                "instances did not start: {:?} {:?}",
+                h1.state(),
+                h2.state()
+            );
+            ensure!(
+                instances.shared_io().scripts.running() == 1,
+                "one runner for two instances"
+            );
+            // Let the script run for a while, all up.
+            let start = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let lines = std::fs::read_to_string(&runs2)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            let elapsed = start.elapsed();
+            let per_interval = elapsed.as_millis() / 100;
+            println!(
+                "SHARED SCRIPT: {lines} runs in {elapsed:?} (interval 100 ms) for 2 instances"
+            );
+            ensure!(
+                lines >= 3 && (lines as u128) <= per_interval + 3,
+                "script ran {lines} times in {elapsed:?}: not once per interval"
+            );
+            // Failing the script lowers both priorities by their own weights.
+            std::fs::remove_file(&flag2)?;
+            let t0 = std::time::Instant::now();
+            let mut ok = false;
+            for _ in 0..200 {
+                if h1.state().priority == 100 && h2.state().priority == 120 {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ensure!(
+                ok,
+                "priorities after failure: {:?} {:?}",
+                h1.state(),
+                h2.state()
+            );
+            println!(
+                "SHARED SCRIPT: both instances lowered (150-50, 150-30) {:?} after the failure",
+                t0.elapsed()
+            );
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)
+}
