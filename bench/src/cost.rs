@@ -124,7 +124,10 @@ impl CostLab<'_> {
             let (ns, verdict) = run_raw(self.hit.program(name)?, &tcp4.frame, repeat)?;
             out.push((id.to_owned(), sample(ns, verdict, (0, 0))));
         }
-        for (id, name) in [("wrap_pass", programs::PASS), ("wrap_reflect", programs::REFLECT)] {
+        for (id, name) in [
+            ("wrap_pass", programs::PASS),
+            ("wrap_reflect", programs::REFLECT),
+        ] {
             progress(id);
             let fd = self.hit.program(name)?.fd()?.try_clone()?;
             self.bench.jump.set(0, &fd, 0)?;

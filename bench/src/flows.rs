@@ -232,10 +232,59 @@ pub fn apply_flow(frame: &mut [u8], kind: u32, flow: u32) {
     put16(frame, l4c_off, c);
 }
 
+/// Parses a generated frame and checks its IPv4 header and TCP/UDP
+/// checksums; returns the client address and source port.
+///
+/// # Errors
+/// When the frame does not parse as Ethernet/IP/TCP-or-UDP or a checksum is wrong.
+pub fn verify_frame(f: &[u8]) -> anyhow::Result<(IpAddr, u16)> {
+    use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice, NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(f).context("parsing the frame")?;
+    let ip = &f[14..];
+    let (src, v4) = match p.net.context("no IP header")? {
+        NetSlice::Ipv4(h) => {
+            let h = h.header().to_header();
+            if h.header_checksum != h.calc_header_checksum() {
+                bail!("bad IPv4 header checksum");
+            }
+            (IpAddr::V4(h.source.into()), true)
+        }
+        NetSlice::Ipv6(h) => (IpAddr::V6(h.header().source_addr()), false),
+        NetSlice::Arp(_) => bail!("ARP"),
+    };
+    let (got, want, sport) = match p.transport.context("no transport header")? {
+        TransportSlice::Tcp(t) => {
+            let want = if v4 {
+                let h = Ipv4HeaderSlice::from_slice(ip)?;
+                t.calc_checksum_ipv4(h.source(), h.destination())?
+            } else {
+                let h = Ipv6HeaderSlice::from_slice(ip)?;
+                t.calc_checksum_ipv6(h.source(), h.destination())?
+            };
+            (t.checksum(), want, t.source_port())
+        }
+        TransportSlice::Udp(u) => {
+            let hdr = u.to_header();
+            let want = if v4 {
+                let h = Ipv4HeaderSlice::from_slice(ip)?;
+                hdr.calc_checksum_ipv4_raw(h.source(), h.destination(), u.payload())?
+            } else {
+                let h = Ipv6HeaderSlice::from_slice(ip)?;
+                hdr.calc_checksum_ipv6_raw(h.source(), h.destination(), u.payload())?
+            };
+            (u.checksum(), want, u.source_port())
+        }
+        _ => bail!("not TCP or UDP"),
+    };
+    if got != want {
+        bail!("bad L4 checksum {got:#06x}, want {want:#06x}");
+    }
+    Ok((src, sport))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     use std::collections::HashSet;
 
     const SRC: [u8; 6] = [2, 0, 0, 0, 0x0b, 1];
@@ -252,56 +301,6 @@ mod tests {
         ]
     }
 
-    /// Parses a frame, checks every checksum, returns (src, sport).
-    pub(crate) fn check_frame(f: &[u8]) -> (IpAddr, u16) {
-        let p = SlicedPacket::from_ethernet(f).expect("parses");
-        let src = match p.net.expect("ip") {
-            NetSlice::Ipv4(ip) => {
-                let h = ip.header().to_header();
-                assert_eq!(h.header_checksum, h.calc_header_checksum(), "ipv4 header checksum");
-                IpAddr::V4(ip.header().source_addr())
-            }
-            NetSlice::Ipv6(ip) => IpAddr::V6(ip.header().source_addr()),
-            _ => panic!("not ip"),
-        };
-        let sport = match p.transport.expect("l4") {
-            TransportSlice::Tcp(t) => {
-                let sum = match src {
-                    IpAddr::V4(_) => {
-                        let ip = etherparse::Ipv4HeaderSlice::from_slice(&f[14..]).unwrap();
-                        t.calc_checksum_ipv4(ip.source(), ip.destination()).unwrap()
-                    }
-                    IpAddr::V6(_) => {
-                        let ip = etherparse::Ipv6HeaderSlice::from_slice(&f[14..]).unwrap();
-                        t.calc_checksum_ipv6(ip.source(), ip.destination()).unwrap()
-                    }
-                };
-                assert_eq!(t.checksum(), sum, "tcp checksum");
-                t.source_port()
-            }
-            TransportSlice::Udp(u) => {
-                let sum = match src {
-                    IpAddr::V4(_) => {
-                        let ip = etherparse::Ipv4HeaderSlice::from_slice(&f[14..]).unwrap();
-                        u.to_header()
-                            .calc_checksum_ipv4_raw(ip.source(), ip.destination(), u.payload())
-                            .unwrap()
-                    }
-                    IpAddr::V6(_) => {
-                        let ip = etherparse::Ipv6HeaderSlice::from_slice(&f[14..]).unwrap();
-                        u.to_header()
-                            .calc_checksum_ipv6_raw(ip.source(), ip.destination(), u.payload())
-                            .unwrap()
-                    }
-                };
-                assert_eq!(u.checksum(), sum, "udp checksum");
-                u.source_port()
-            }
-            _ => panic!("not tcp/udp"),
-        };
-        (src, sport)
-    }
-
     #[test]
     fn templates_have_the_fixed_lengths_and_kinds() {
         let t = all();
@@ -314,7 +313,7 @@ mod tests {
             assert_eq!(v.len as usize, t.frame.len());
             let bytes: Vec<u8> = v.bytes.iter().flat_map(|w| w.to_ne_bytes()).collect();
             assert_eq!(&bytes[..t.frame.len()], &t.frame[..]);
-            check_frame(&t.frame);
+            verify_frame(&t.frame).unwrap();
         }
     }
 
@@ -324,7 +323,7 @@ mod tests {
             for flow in [0u32, 1, 0x7fff, 0x8000, 0x1234_5678, 0x7fff_ffff, 65535 * 3] {
                 let mut f = t.frame.clone();
                 apply_flow(&mut f, t.kind(), flow);
-                let (src, sport) = check_frame(&f);
+                let (src, sport) = verify_frame(&f).unwrap();
                 let (want_port, want_lo) = flow_fields(flow);
                 assert_eq!(sport, want_port, "{} flow {flow}", t.name());
                 let lo = match src {
@@ -347,7 +346,7 @@ mod tests {
             let (ti, flow) = pick(c, log2, mask);
             let mut f = t[ti as usize].frame.clone();
             apply_flow(&mut f, t[ti as usize].kind(), flow);
-            let (src, sport) = check_frame(&f);
+            let (src, sport) = verify_frame(&f).unwrap();
             assert!(seen.insert((ti, src, sport)), "duplicate at counter {c}");
         }
         assert_eq!(seen.len(), 4 * 1024);

@@ -130,7 +130,11 @@ pub fn traffic(name: &str) -> anyhow::Result<Vec<Template>> {
         "v4-udp" => vec![all[1].clone()],
         "v6-tcp" => vec![all[2].clone()],
         "v6-udp" => vec![all[3].clone()],
-        other => return Err(anyhow!("unknown traffic {other:?} (mix, v4-tcp, v4-udp, v6-tcp, v6-udp)")),
+        other => {
+            return Err(anyhow!(
+                "unknown traffic {other:?} (mix, v4-tcp, v4-udp, v6-tcp, v6-udp)"
+            ));
+        }
     })
 }
 

@@ -122,7 +122,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let templates = lab::traffic(&opts.traffic)?;
 
-    let n_live = if opts.live { Variant::ALL.len() * opts.runs } else { 0 };
+    let n_live = if opts.live {
+        Variant::ALL.len() * opts.runs
+    } else {
+        0
+    };
     let n_cost = if opts.cost { opts.runs } else { 0 };
     let n_ctl = if opts.control { 3 + 2 * opts.runs } else { 0 };
     let mut progress = Progress::new(n_live + n_cost + n_ctl);
@@ -154,7 +158,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         let mut result = Ok(());
         'runs: for run in 0..opts.runs {
             for (v, samples) in live_samples.iter_mut() {
-                progress.step(&format!("live run {}/{}: {}", run + 1, opts.runs, v.label()));
+                progress.step(&format!(
+                    "live run {}/{}: {}",
+                    run + 1,
+                    opts.runs,
+                    v.label()
+                ));
                 match lab.sample(*v) {
                     Ok(s) => {
                         progress.note(&format!("{:.2} Mpps", s.mpps));

@@ -140,8 +140,21 @@ impl Topology {
         let gen_ns = Netns::create(&format!("{NS_PREFIX}{pid}-gen"))?;
         let lb_ns = Netns::create(&format!("{NS_PREFIX}{pid}-lb"))?;
         sys::ip(&[
-            "link", "add", "gen0", "netns", gen_ns.name(), "address", &mac_str(lab::GEN_MAC),
-            "type", "veth", "peer", "name", "lb0", "netns", lb_ns.name(), "address",
+            "link",
+            "add",
+            "gen0",
+            "netns",
+            gen_ns.name(),
+            "address",
+            &mac_str(lab::GEN_MAC),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lb0",
+            "netns",
+            lb_ns.name(),
+            "address",
             &mac_str(lab::LB_MAC),
         ])?;
         for (ns, dev) in [(&gen_ns, "gen0"), (&lb_ns, "lb0")] {
@@ -158,14 +171,55 @@ impl Topology {
         lb_ns.ip(&["addr", "add", "fd00:201::1/64", "dev", "lb0", "nodad"])?;
         let gen_mac = mac_str(lab::GEN_MAC);
         lb_ns.ip(&[
-            "neigh", "replace", "10.201.0.2", "lladdr", &gen_mac, "dev", "lb0", "nud", "permanent",
+            "neigh",
+            "replace",
+            "10.201.0.2",
+            "lladdr",
+            &gen_mac,
+            "dev",
+            "lb0",
+            "nud",
+            "permanent",
         ])?;
         lb_ns.ip(&[
-            "neigh", "replace", "fd00:201::2", "lladdr", &gen_mac, "dev", "lb0", "nud", "permanent",
+            "neigh",
+            "replace",
+            "fd00:201::2",
+            "lladdr",
+            &gen_mac,
+            "dev",
+            "lb0",
+            "nud",
+            "permanent",
         ])?;
-        lb_ns.ip(&["route", "add", "10.100.0.0/24", "via", "10.201.0.2", "dev", "lb0"])?;
-        lb_ns.ip(&["route", "add", "10.99.0.0/24", "via", "10.201.0.2", "dev", "lb0"])?;
-        lb_ns.ip(&["-6", "route", "add", "2001:db8:100::/64", "via", "fd00:201::2", "dev", "lb0"])?;
+        lb_ns.ip(&[
+            "route",
+            "add",
+            "10.100.0.0/24",
+            "via",
+            "10.201.0.2",
+            "dev",
+            "lb0",
+        ])?;
+        lb_ns.ip(&[
+            "route",
+            "add",
+            "10.99.0.0/24",
+            "via",
+            "10.201.0.2",
+            "dev",
+            "lb0",
+        ])?;
+        lb_ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:100::/64",
+            "via",
+            "fd00:201::2",
+            "dev",
+            "lb0",
+        ])?;
 
         let mut topo = Self {
             gen_ns,

@@ -63,7 +63,11 @@ extern "C" fn on_int(_: libc::c_int) {
 /// SIGINT/SIGTERM to it.
 fn supervise() -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating own executable")?;
-    let act = SigAction::new(SigHandler::Handler(on_int), SaFlags::empty(), SigSet::empty());
+    let act = SigAction::new(
+        SigHandler::Handler(on_int),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     // SAFETY: FFI; the handler only stores to an atomic (async-signal-safe).
     unsafe {
         sigaction(Signal::SIGINT, &act)?;

@@ -307,7 +307,11 @@ pub fn render(r: &Report) -> String {
         m.traffic,
         m.flows_per_template,
         m.cost_repeat,
-        if m.quick { " [quick: smoke figures]" } else { "" }
+        if m.quick {
+            " [quick: smoke figures]"
+        } else {
+            ""
+        }
     );
     if !r.live.is_empty() {
         let _ = writeln!(
@@ -426,11 +430,22 @@ fn esc(s: &str) -> String {
 }
 
 /// One horizontal bar chart with min-max error bars; returns its height.
-fn bars(o: &mut String, y0: f64, title: &str, unit: &str, rows: &[(String, Summary)], color: &str) -> f64 {
+fn bars(
+    o: &mut String,
+    y0: f64,
+    title: &str,
+    unit: &str,
+    rows: &[(String, Summary)],
+    color: &str,
+) -> f64 {
     const LEFT: f64 = 330.0;
     const WIDTH: f64 = 520.0;
     const ROW: f64 = 22.0;
-    let max = rows.iter().map(|(_, s)| s.max).fold(0.0f64, f64::max).max(1e-9);
+    let max = rows
+        .iter()
+        .map(|(_, s)| s.max)
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
     let scale = WIDTH / (max * 1.1);
     let _ = writeln!(
         o,
@@ -540,11 +555,20 @@ mod tests {
 
     fn report() -> Report {
         let live = live_rows(&[
-            (Variant::Reflect, vec![live_sample(5.0, 0), live_sample(4.0, 0)]),
-            (Variant::Dr, vec![live_sample(4.6, 100), live_sample(4.4, 100)]),
+            (
+                Variant::Reflect,
+                vec![live_sample(5.0, 0), live_sample(4.0, 0)],
+            ),
+            (
+                Variant::Dr,
+                vec![live_sample(4.6, 100), live_sample(4.4, 100)],
+            ),
             (Variant::Ipip, vec![live_sample(4.0, 100)]),
             (Variant::IpipMiss, vec![live_sample(3.0, 0)]),
-            (Variant::Kernel, vec![live_sample(1.0, 0), live_sample(1.2, 0)]),
+            (
+                Variant::Kernel,
+                vec![live_sample(1.0, 0), live_sample(1.2, 0)],
+            ),
         ]);
         let specs = CostLab::paths();
         let samples: Vec<(String, Vec<CostSample>)> = specs
@@ -605,7 +629,14 @@ mod tests {
         assert!((dr.vs_reflect.unwrap() - 4.5 / 4.5).abs() < 1e-9);
         assert!((dr.vs_kernel.unwrap() - 4.5 / 1.1).abs() < 1e-9);
         assert_eq!(dr.conn_hit_share, Some(1.0));
-        assert_eq!(r.live.iter().find(|x| x.id == "kernel").unwrap().conn_hit_share, None);
+        assert_eq!(
+            r.live
+                .iter()
+                .find(|x| x.id == "kernel")
+                .unwrap()
+                .conn_hit_share,
+            None
+        );
         let wr = r.cost.iter().find(|x| x.spec.id == "wrap_reflect").unwrap();
         // wrapper cost 15 ns: net of the wrapped reflector is the bare reflector
         assert!((wr.net_ns.unwrap() - 30.0).abs() < 1e-9);

@@ -81,7 +81,8 @@ impl Pin {
         let old = sched_getaffinity(Pid::from_raw(0))?;
         let mut set = CpuSet::new();
         set.set(cpu)?;
-        sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))?;
+        sched_setaffinity(Pid::from_raw(0), &set)
+            .with_context(|| format!("pinning to CPU {cpu}"))?;
         Ok(Self { old })
     }
 }

@@ -214,7 +214,11 @@ fn prepare(ctx: &XdpContext, live: bool) -> bool {
 /// ingress device.
 #[xdp]
 pub fn bench_gen(ctx: XdpContext) -> u32 {
-    if prepare(&ctx, true) { XDP_TX } else { XDP_DROP }
+    if prepare(&ctx, true) {
+        XDP_TX
+    } else {
+        XDP_DROP
+    }
 }
 
 /// Per-packet-cost wrapper: restore the input, then run the program under test.
