@@ -75,6 +75,9 @@ pub enum XdpError {
     /// Mapping the ring array into memory failed.
     #[error("mmap of the ring map: {0}")]
     Mmap(std::io::Error),
+    /// Building per-CPU values (CPU count unknown).
+    #[error("per-CPU map values: {0}")]
+    PerCpu(std::io::Error),
     /// More VIPs or backends than the maps hold, or a table larger than the stride.
     #[error("capacity exceeded: {0}")]
     Capacity(String),
@@ -441,14 +444,14 @@ impl XdpDataplane {
     }
 
     fn zero_counter(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Mmap(e))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
         let mut m: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(
             self.ebpf
                 .map_mut(map)
                 .ok_or_else(|| XdpError::Missing(format!("map {map}")))?,
         )?;
-        let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
-            .map_err(|e| XdpError::Mmap(e))?;
+        let zeros =
+            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(XdpError::PerCpu)?;
         m.set(idx, zeros, 0)?;
         Ok(())
     }

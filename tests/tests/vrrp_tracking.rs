@@ -1,0 +1,274 @@
+//! Tracking, notify scripts and the daemon-facing API of the VRRP shell,
+//! run in-process inside a network namespace (via `NetNs::enter_thread`)
+//! against keepalived as the peer.
+//!
+//! lbctl (priority 150) tracks a veth `trk0` (weight -100), a
+//! `vrrp_script` (`test -e FLAG`, weight -100) and backend health (weight
+//! -100); keepalived (priority 100) preempts whenever lbctl's effective
+//! priority drops to 50, and lbctl preempts back when it recovers. A
+//! notify script logs every transition; the state hook and the watch
+//! channel must agree with the VIPs seen in the namespace.
+//!
+//! Needs root, keepalived and iproute2.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use lbctl::vrrp::{State, StateHook, run_instances};
+use tests::netns::{ChildGuard, NetNs, unique_name, veth_pair, wait_until};
+use tokio_util::sync::CancellationToken;
+
+const VIP: &str = "10.78.0.100";
+const POLL: Duration = Duration::from_millis(10);
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// A step of the test: make something fail, or recover.
+type Action<'a> = Box<dyn Fn() -> Result<()> + 'a>;
+
+/// Commands from the test thread to the namespace thread.
+enum Cmd {
+    Backends(bool),
+    Stop,
+}
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn lb_toml(dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[node]
+interface = "eth0"
+
+[[vrrp_instance]]
+name = "VI_T"
+interface = "eth0"
+virtual_router_id = 61
+priority = 150
+advert_int = "100ms"
+virtual_ipaddress = ["{VIP}/32"]
+track_interface = [{{ name = "trk0", weight = -100 }}]
+track_script = [{{ name = "chk_flag" }}]
+track_backends = {{ weight = -100 }}
+notify = ["sh", "-c", "echo \"$0 $1\" >> {notify}"]
+garp_master_delay = "0s"
+
+[[vrrp_script]]
+name = "chk_flag"
+command = ["test", "-e", "{flag}"]
+interval = "100ms"
+timeout = "90ms"
+weight = -100
+rise = 1
+fall = 1
+"#,
+        notify = dir.join("notify.log").display(),
+        flag = dir.join("flag").display(),
+    )
+}
+
+const KEEPALIVED: &str = "global_defs {
+  router_id peer
+  script_user root
+  enable_script_security
+}
+vrrp_instance VI_T {
+  interface eth0
+  state BACKUP
+  virtual_router_id 61
+  priority 100
+  advert_int 0.1
+  version 3
+  virtual_ipaddress {
+    10.78.0.100/32
+  }
+}
+";
+
+#[test]
+fn tracking_moves_the_vip_and_notifies() -> Result<()> {
+    let dir = Dir(std::env::temp_dir().join(unique_name("vrrp-trk", "files")));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0)?;
+    let flag = dir.0.join("flag");
+    std::fs::write(&flag, "")?;
+
+    let a = NetNs::new(&unique_name("vrrp-trk", "a"))?;
+    let b = NetNs::new(&unique_name("vrrp-trk", "b"))?;
+    veth_pair(&a, "eth0", &b, "eth0")?;
+    a.addr_add("eth0", "10.78.0.1/24")?;
+    b.addr_add("eth0", "10.78.0.2/24")?;
+    a.link_up("eth0")?;
+    b.link_up("eth0")?;
+    // The tracked interface: a second veth whose peer we take down, so
+    // trk0 loses its carrier like a NIC whose cable is pulled.
+    veth_pair(&a, "trk0", &b, "trk0p")?;
+    a.link_up("trk0")?;
+    b.link_up("trk0p")?;
+
+    let kconf = dir.0.join("k.conf");
+    std::fs::write(&kconf, KEEPALIVED)?;
+    let klog = std::fs::File::create(dir.0.join("k.log"))?;
+    let mut kcmd = b.command("keepalived");
+    kcmd.args(["-n", "-l", "-P", "-G", "-f"])
+        .arg(&kconf)
+        .arg("-p")
+        .arg(dir.0.join("k.pid"))
+        .arg("-r")
+        .arg(dir.0.join("k.vrrp.pid"))
+        .arg("-c")
+        .arg(dir.0.join("k.chk.pid"))
+        .stdin(std::process::Stdio::null())
+        .stdout(klog.try_clone()?)
+        .stderr(klog);
+    let _keepalived = ChildGuard::new(kcmd.spawn().context("start keepalived")?);
+
+    let cfg = lbctl::config::parse(&lb_toml(&dir.0), "lb.toml")?;
+    let hooked: Arc<Mutex<Vec<State>>> = Arc::default();
+    let hook_log = Arc::clone(&hooked);
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Cmd>();
+    let (watch_tx, watch_rx) = std::sync::mpsc::channel::<(State, u8)>();
+
+    // The node: a tokio runtime on a thread inside namespace `a`.
+    let node = a.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let hook: StateHook = Arc::new(move |_name: &str, s: State| {
+                hook_log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(s);
+            });
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, Some(hook), &cancel).await?;
+            let h = instances.get("VI_T").ok_or_else(|| anyhow!("no VI_T"))?;
+            let mut states = h.subscribe();
+            let (cmd_atx, mut cmd_arx) = tokio::sync::mpsc::unbounded_channel();
+            // Bridge the std channel into the runtime.
+            std::thread::spawn(move || {
+                while let Ok(c) = cmd_rx.recv() {
+                    if cmd_atx.send(c).is_err() {
+                        break;
+                    }
+                }
+            });
+            loop {
+                tokio::select! {
+                    r = states.changed() => {
+                        if r.is_err() { break; }
+                        let s = *states.borrow_and_update();
+                        let _ = watch_tx.send((s.state, s.priority));
+                    }
+                    c = cmd_arx.recv() => match c {
+                        Some(Cmd::Backends(up)) => h.set_backends_healthy(up),
+                        Some(Cmd::Stop) | None => break,
+                    },
+                }
+            }
+            let counters = h.shell_counters();
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            ensure!(
+                counters.garp_sent > 0,
+                "no gratuitous ARP sent: {counters:?}"
+            );
+            Ok(())
+        })
+    })?;
+
+    let result = (|| -> Result<()> {
+        let holds = |ns: &NetNs| ns.has_addr(VIP);
+        wait_until(SETTLE, POLL, || holds(&a) && !holds(&b))
+            .context("lbctl never became sole master")?;
+        let mut phases = Vec::new();
+        // Each way of losing priority: keepalived takes over; recovery: back.
+        let steps: [(&str, Action<'_>, Action<'_>); 3] = [
+            (
+                "interface trk0 loses carrier",
+                Box::new(|| b.link_down("trk0p")),
+                Box::new(|| b.link_up("trk0p")),
+            ),
+            (
+                "vrrp_script fails",
+                Box::new(|| Ok(std::fs::remove_file(&flag)?)),
+                Box::new(|| Ok(std::fs::write(&flag, "")?)),
+            ),
+            (
+                "no healthy backend",
+                Box::new(|| Ok(cmd_tx.send(Cmd::Backends(false))?)),
+                Box::new(|| Ok(cmd_tx.send(Cmd::Backends(true))?)),
+            ),
+        ];
+        for (what, fail, recover) in &steps {
+            fail()?;
+            let t = wait_until(SETTLE, POLL, || holds(&b) && !holds(&a))
+                .with_context(|| format!("{what}: keepalived did not take over"))?;
+            recover()?;
+            let back = wait_until(SETTLE, POLL, || holds(&a) && !holds(&b))
+                .with_context(|| format!("{what} recovered: lbctl did not preempt back"))?;
+            println!("TRACK {what}: moved in {t:?}, back in {back:?}");
+            phases.push(what);
+        }
+        ensure!(phases.len() == 3);
+        // Priority was published as 50 at least once per step.
+        let seen: Vec<(State, u8)> = watch_rx.try_iter().collect();
+        ensure!(
+            seen.iter().filter(|(_, p)| *p == 50).count() >= 3,
+            "watch channel did not carry the lowered priority: {seen:?}"
+        );
+        Ok(())
+    })();
+
+    let _ = cmd_tx.send(Cmd::Stop);
+    let node_result = node
+        .join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r);
+    if result.is_err() || node_result.is_err() {
+        for f in ["k.log", "notify.log"] {
+            eprintln!(
+                "==== {f} ====\n{}",
+                std::fs::read_to_string(dir.0.join(f)).unwrap_or_default()
+            );
+        }
+    }
+    result?;
+    node_result?;
+    ensure!(!a.has_addr(VIP), "clean shutdown left the VIP behind");
+
+    // Hook and notify saw every transition: Backup, Master, then 3 x
+    // (Backup, Master), then STOP.
+    let hooked = hooked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let masters = hooked.iter().filter(|s| **s == State::Master).count();
+    ensure!(
+        masters == 4,
+        "hook saw {masters} Master transitions: {hooked:?}"
+    );
+    ensure!(
+        hooked.last() == Some(&State::Initialize),
+        "no final stop: {hooked:?}"
+    );
+    let notify = wait_until(Duration::from_secs(2), POLL, || {
+        std::fs::read_to_string(dir.0.join("notify.log")).is_ok_and(|t| {
+            t.lines().filter(|l| *l == "VI_T MASTER").count() == 4 && t.contains("VI_T STOP")
+        })
+    });
+    ensure!(
+        notify.is_some(),
+        "notify log: {}",
+        std::fs::read_to_string(dir.0.join("notify.log")).unwrap_or_default()
+    );
+    Ok(())
+}
