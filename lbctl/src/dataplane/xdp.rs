@@ -34,6 +34,11 @@ use crate::maglev::{self, MaglevBackend, MaglevError};
 /// The compiled `lb-ebpf` object (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
+/// The compiled bench-only object (`lb-ebpf/src/bench.rs`: traffic generator,
+/// per-packet-cost wrapper, counting sink), for the `bench` crate; empty when
+/// built with `AYA_BUILD_SKIP=1`. lbctl itself never loads it.
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-bench"));
+
 /// Minimum time between a slot going idle and its next rewrite.
 pub const SLOT_REUSE_GRACE: Duration = Duration::from_millis(10);
 
