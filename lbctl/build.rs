@@ -1,5 +1,6 @@
-//! Builds `lb-ebpf` for the BPF target with aya-build and leaves the object
-//! in `OUT_DIR/lb-ebpf`, where `src/dataplane/xdp.rs` embeds it.
+//! Builds `lb-ebpf` for the BPF target with aya-build and leaves the objects
+//! in `OUT_DIR/lb-ebpf` and `OUT_DIR/lb-bench` (the bench-only programs),
+//! where `src/dataplane/xdp.rs` embeds them.
 //!
 //! Toolchain: `LBCTL_EBPF_TOOLCHAIN` names the rustup toolchain that builds
 //! the eBPF crate. Without it, `lbctl-ebpf` is used when `cargo xtask setup`
@@ -45,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         // aya-build returns early without an object; embed an empty one so
         // the crate still compiles for clippy and pure unit tests.
         fs::write(&object, b"").context("writing placeholder eBPF object")?;
+        fs::write(out_dir.join("lb-bench"), b"").context("writing placeholder bench object")?;
         println!("cargo:rustc-cfg=lbctl_ebpf_skipped");
     }
     println!("cargo::rustc-check-cfg=cfg(lbctl_ebpf_skipped)");

@@ -212,11 +212,11 @@ fn choose_backend(
         // SAFETY: the value is copied out before any other map operation.
         if let Some(v) = unsafe { CONNS.get(key) } {
             let v = *v;
-            if let Some(b) = live_backend(v.backend_id) {
-                if b.generation == v.generation {
-                    count(Reason::ConnHit);
-                    return Some((v.backend_id, b));
-                }
+            if let Some(b) = live_backend(v.backend_id)
+                && b.generation == v.generation
+            {
+                count(Reason::ConnHit);
+                return Some((v.backend_id, b));
             }
             count(Reason::ConnStale);
         } else {
@@ -238,7 +238,7 @@ fn choose_backend(
             backend_id: id,
             generation: b.generation,
         };
-        let _ = CONNS.insert(key, &v, 0);
+        let _ = CONNS.insert(key, v, 0);
     }
     Some((id, b))
 }
@@ -600,7 +600,7 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
         return (XDP_PASS, None);
     };
     // SAFETY: the value is only tested for presence.
-    if unsafe { DECAP_ADDRS.get(&key) }.is_none() {
+    if unsafe { DECAP_ADDRS.get(key) }.is_none() {
         return (XDP_PASS, None);
     }
     let inner_type = if inner_proto == IPPROTO_IPIP {
@@ -656,13 +656,13 @@ pub(crate) fn lookup_vip(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> O
     };
     if port != 0 {
         // SAFETY: the value is copied out at once.
-        if let Some(v) = unsafe { VIPS.get(&key) } {
+        if let Some(v) = unsafe { VIPS.get(key) } {
             return Some(*v);
         }
     }
     key.port = 0;
     // SAFETY: the value is copied out at once.
-    unsafe { VIPS.get(&key) }.copied()
+    unsafe { VIPS.get(key) }.copied()
 }
 
 /// Whether any VIP lives on this address.
@@ -674,7 +674,7 @@ pub(crate) fn is_vip_addr(addr: &[u8; 16], family: u8) -> bool {
         _pad: [0; 3],
     };
     // SAFETY: the value is only tested for presence.
-    unsafe { VIP_ADDRS.get(&key) }.is_some()
+    unsafe { VIP_ADDRS.get(key) }.is_some()
 }
 
 #[cfg(not(test))]

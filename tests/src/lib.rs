@@ -1,4 +1,9 @@
 //! Shared harnesses for lbctl's integration tests: packet fixtures for the
 //! XDP programs (BPF_PROG_TEST_RUN) and network-namespace topologies.
+//!
+//! - [`fixtures`]: packets in, packets and verdicts out, through the XDP programs;
+//! - [`netns`]: network namespaces, veth pairs, bridges, running commands
+//!   and in-process code inside a namespace, bounded waits.
 
 pub mod fixtures;
+pub mod netns;

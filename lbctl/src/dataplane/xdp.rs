@@ -39,6 +39,11 @@ use crate::maglev::{self, MaglevBackend, MaglevError};
 /// The compiled `lb-ebpf` object (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
+/// The compiled bench-only object (`lb-ebpf/src/bench.rs`: traffic generator,
+/// per-packet-cost wrapper, counting sink), for the `bench` crate; empty when
+/// built with `AYA_BUILD_SKIP=1`. lbctl itself never loads it.
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-bench"));
+
 /// Minimum time between a slot going idle and its next rewrite.
 pub const SLOT_REUSE_GRACE: Duration = Duration::from_millis(10);
 
@@ -124,6 +129,9 @@ pub enum XdpError {
     /// Mapping the ring array into memory failed.
     #[error("mmap of the ring map: {0}")]
     Mmap(std::io::Error),
+    /// Building per-CPU values (CPU count unknown).
+    #[error("per-CPU map values: {0}")]
+    PerCpu(std::io::Error),
     /// More VIPs or backends than the maps hold, or a table larger than the stride.
     #[error("capacity exceeded: {0}")]
     Capacity(String),
@@ -711,14 +719,14 @@ impl XdpDataplane {
     }
 
     fn zero_counter(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Mmap(e))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
         let mut m: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(
             self.ebpf
                 .map_mut(map)
                 .ok_or_else(|| XdpError::Missing(format!("map {map}")))?,
         )?;
         let zeros =
-            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(XdpError::Mmap)?;
+            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(XdpError::PerCpu)?;
         m.set(idx, zeros, 0)?;
         Ok(())
     }

@@ -61,6 +61,9 @@ pub struct Counters {
     pub rx_interval_mismatch: u64,
     /// Rejected: address list differs from our VIPs.
     pub rx_address_list_mismatch: u64,
+    /// Rejected (unicast mode): the source is not a configured
+    /// `unicast_peer`. Counted by the shell, before decoding.
+    pub rx_not_unicast_peer: u64,
 
     /// Transitions into Master.
     pub became_master: u64,

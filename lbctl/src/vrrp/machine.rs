@@ -43,9 +43,11 @@
 //! of equal or higher priority is accepted and when leaving Backup.
 //!
 //! Preemption itself follows the RFC exactly: a preempting Backup does not
-//! jump to Master on the lower-priority advertisement (keepalived does,
-//! immediately); it discards it and takes over when Master_Down_Timer
-//! expires, at most Master_Down_Interval later.
+//! jump to Master on the lower-priority advertisement; it discards it and
+//! takes over when Master_Down_Timer expires, at most Master_Down_Interval
+//! later. keepalived 2.2.7 does the same (it logs "received lower priority
+//! advert - discarding", then "Receive advertisement timeout"; the interop
+//! tests measure both preempting in about Master_Down_Interval).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -161,6 +163,7 @@ pub struct Machine {
     state: State,
     running: bool,
     fault: bool,
+    start_as_master: bool,
     adver_deadline: Option<Instant>,
     down_deadline: Option<Instant>,
     preempt_deadline: Option<Instant>,
@@ -181,10 +184,20 @@ impl Machine {
             state: State::Initialize,
             running: false,
             fault: false,
+            start_as_master: false,
             adver_deadline: None,
             down_deadline: None,
             preempt_deadline: None,
         }
+    }
+
+    /// keepalived `state MASTER`: on [`Input::Startup`] (not when leaving
+    /// Fault) go straight to Master, sending an advertisement, instead of
+    /// waiting Master_Down_Interval in Backup. The election still decides:
+    /// a higher-priority Master's advertisement sends this router back to
+    /// Backup (RFC 5798 §6.4.3). Without it, only the owner does this.
+    pub fn set_start_as_master(&mut self, on: bool) {
+        self.start_as_master = on;
     }
 
     /// Current state.
@@ -304,6 +317,8 @@ impl Machine {
         self.running = true;
         if self.fault {
             self.transition(State::Fault, out);
+        } else if self.start_as_master {
+            self.become_master(now, out);
         } else {
             self.enter_from_init(now, out);
         }
@@ -656,6 +671,37 @@ mod tests {
                 },
             ]
         );
+    }
+
+    // keepalived `state MASTER` (not an RFC 5798 rule): a non-owner that is
+    // asked to start as Master does what §6.4.1 says for the owner, and
+    // steps back on a higher-priority advertisement (§6.4.3).
+    #[test]
+    fn start_as_master_non_owner() {
+        let (mut m, c) = setup(v3_v4_params());
+        m.set_start_as_master(true);
+        let a = m.handle(c.at(Duration::ZERO), Input::Startup);
+        assert_eq!(
+            a,
+            vec![
+                Action::SendAdvertisement { priority: 100 },
+                Action::SetTimer {
+                    timer: Timer::Advertisement,
+                    after: Duration::from_secs(1)
+                },
+                Action::Transition {
+                    from: State::Initialize,
+                    to: State::Master
+                },
+            ]
+        );
+        m.handle(c.at(MS(10)), adv(200, ip(200)));
+        assert_eq!(m.state(), State::Backup);
+        // Leaving Fault goes through Backup as usual.
+        m.handle(c.at(MS(20)), Input::Fault(true));
+        assert_eq!(m.state(), State::Fault);
+        m.handle(c.at(MS(30)), Input::Fault(false));
+        assert_eq!(m.state(), State::Backup);
     }
 
     // RFC 5798 §6.4.2: Master_Down_Timer fires -> send advertisement, set

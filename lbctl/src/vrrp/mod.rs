@@ -7,16 +7,25 @@
 //!   and gets back [`Action`]s to carry out.
 //! - [`counters`]: plain per-instance counters the I/O shell bumps.
 //!
-//! The I/O shell (raw sockets, VIP addresses, gratuitous ARP / unsolicited
-//! NA, notify scripts) lives elsewhere and is driven by these types. This
-//! module depends on no other lbctl module: the config glue maps `lb.toml`
-//! to [`InstanceParams`].
+//! The I/O shell, driven by these types:
+//! - [`shell`]: one tokio task per instance ([`spawn_instance`]): raw
+//!   sockets ([`socket`]; one receive socket per interface and family,
+//!   shared and dispatched by VRID: [`rx`]), timers, VIPs and link events over rtnetlink
+//!   ([`netlink`]), gratuitous ARP / unsolicited NA ([`garp`]), tracking
+//!   ([`track`]; `vrrp_script` runners shared across instances:
+//!   [`scripts`]), notify scripts ([`notify`]);
+//! - [`spec`]: [`InstanceSpec`], built from the `lb.toml` model;
+//! - [`run`]: [`run_instances`], what the daemon calls.
+//!
+//! The pure parts (codec, machine, counters, track) depend on no other
+//! lbctl module; the shell uses `health` for `vrrp_script` runners and
+//! `config` for the glue.
 //!
 //! Typical receive path in the shell:
 //!
 //! ```text
 //! let decoded = codec::decode(payload, &RxMeta { src, dst, ttl }, &params.rx_options())?;
-//! // find the instance by decoded.advert.vrid (count UnknownVrid otherwise)
+//! // (rx.rs) route by the VRID byte to the owning instance (count unknown VRIDs per socket)
 //! codec::check(&decoded.advert, &params)?;            // instance-level checks
 //! counters.record_received(&decoded, params.checksum_mode);
 //! let actions = machine.handle(now, Input::Advertisement(ReceivedAdvert::from_advert(&decoded.advert, src)));
@@ -26,7 +35,17 @@
 
 pub mod codec;
 pub mod counters;
+pub mod garp;
 pub mod machine;
+pub mod netlink;
+pub mod notify;
+pub mod run;
+pub mod rx;
+pub mod scripts;
+pub mod shell;
+pub mod socket;
+pub mod spec;
+pub mod track;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -36,6 +55,12 @@ pub use codec::{
 };
 pub use counters::Counters;
 pub use machine::{Action, Input, Machine, ReceivedAdvert, State, Timer};
+pub use run::{Instances, run_instances};
+pub use shell::{
+    InstanceHandle, SharedIo, ShellCounters, ShellError, StateHook, StateInfo, spawn_instance,
+    spawn_instance_shared,
+};
+pub use spec::{GarpConfig, InstanceSpec, ScriptSpec, SpecError, VipAddress};
 
 /// IP protocol number of VRRP (RFC 5798 §5.1.1.4, RFC 3768 §5.2.4).
 pub const IPPROTO_VRRP: u8 = 112;

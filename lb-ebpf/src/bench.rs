@@ -1,0 +1,260 @@
+//! Bench-only XDP programs (`lb-bench` object); never attached by lbctl itself.
+//!
+//! - `bench_gen`: the live-traffic generator, run with BPF_PROG_TEST_RUN and
+//!   BPF_F_TEST_XDP_LIVE_FRAMES. On every run it rewrites the whole frame
+//!   from a template (live-frame pages are recycled without being reset, and
+//!   whatever runs downstream may have edited them in place: the kernel's
+//!   forwarding rewrites MACs and TTL, IPIP overwrites the Ethernet header),
+//!   picks the template and the flow from a per-CPU counter, and returns
+//!   XDP_TX (the kernel turns it into a redirect out of the ingress device).
+//! - `bench_wrap`: the per-packet-cost wrapper for BPF_PROG_TEST_RUN with a
+//!   large repeat count. The kernel does not reset the packet between
+//!   repeats, so an encapsulating program would see its own output; this
+//!   program undoes any head growth, rewrites the frame from the template
+//!   (with the same flow rewrite as the generator) and tail-calls slot 0 of
+//!   `BENCH_JUMP` (the program under test). Its own cost is measured by
+//!   tail-calling the trivial programs.
+//! - `bench_sink`: counts frames in a per-CPU counter and drops them.
+//!
+//! Template layout and flow rewrite (mirrored in `bench/src/flows.rs`):
+//! frames are Ethernet + IPv4 (60 bytes) or IPv6 (74 bytes) + TCP or UDP,
+//! built with the client source port and the low 16 bits of the client
+//! address set to zero and the checksums valid for that; each packet writes
+//! `sport = 1024 + (flow & 0x7fff)` and `addr_lo = (flow >> 15) & 0xffff`
+//! and updates the checksums incrementally (RFC 1624).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray, ProgramArray},
+    programs::XdpContext,
+};
+
+/// Frame length of IPv4 templates.
+const LEN_V4: u32 = 60;
+/// Frame length of IPv6 templates.
+const LEN_V6: u32 = 74;
+/// Template kind bits.
+const KIND_V6: u32 = 1;
+const KIND_UDP: u32 = 2;
+/// Largest template.
+const TEMPLATE_BYTES: usize = 80;
+/// Number of template slots.
+const MAX_TEMPLATES: u32 = 4;
+
+/// One frame template.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Template {
+    /// Frame length: `LEN_V4` or `LEN_V6`.
+    pub len: u32,
+    /// `KIND_*` bits.
+    pub kind: u32,
+    /// The frame, zero-padded.
+    pub bytes: [u64; TEMPLATE_BYTES / 8],
+}
+
+/// Generator settings.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GenConfig {
+    /// log2 of the number of templates in use (0..=2).
+    pub templates_log2: u32,
+    /// Number of flows per template minus one (a power of two minus one).
+    pub flow_mask: u32,
+}
+
+#[map]
+static BENCH_TEMPLATES: Array<Template> = Array::with_max_entries(MAX_TEMPLATES, 0);
+#[map]
+static BENCH_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
+/// Packets generated (drives the template and flow choice).
+#[map]
+static BENCH_CTR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// Frames counted by `bench_sink`.
+#[map]
+static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// Slot 0: the program under test for `bench_wrap`.
+#[map]
+static BENCH_JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn csum_update(old: u16, a: u16, b: u16) -> u16 {
+    let mut s = (!old) as u32 + a as u32 + b as u32;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
+
+/// Writes `N` 8-byte words of the template at `data`.
+///
+/// # Safety
+/// `data + 8 * N <= data_end` was checked by the caller.
+#[inline(always)]
+unsafe fn copy_words<const N: usize>(data: usize, src: &[u64; TEMPLATE_BYTES / 8]) {
+    let mut i = 0;
+    while i < N {
+        // SAFETY: in bounds per the caller; x86-64 and arm64 BPF JITs accept
+        // unaligned packet stores, and word stores keep this to N instructions.
+        unsafe { core::ptr::write((data + 8 * i) as *mut u64, src[i]) };
+        i += 1;
+    }
+}
+
+/// Reads a big-endian u16 at `addr`.
+///
+/// # Safety
+/// Two bytes at `addr` are in bounds.
+#[inline(always)]
+unsafe fn get16(addr: usize) -> u16 {
+    // SAFETY: caller's contract.
+    u16::from_be_bytes(unsafe { core::ptr::read_unaligned(addr as *const [u8; 2]) })
+}
+
+/// Writes a big-endian u16 at `addr`.
+///
+/// # Safety
+/// Two bytes at `addr` are in bounds.
+#[inline(always)]
+unsafe fn put16(addr: usize, v: u16) {
+    // SAFETY: caller's contract.
+    unsafe { core::ptr::write_unaligned(addr as *mut [u8; 2], v.to_be_bytes()) }
+}
+
+/// Restores the frame from a template and applies this packet's flow.
+/// `live`: fix the length at the tail (live frames are reset to the input
+/// length each run); otherwise undo head growth (test runs with repeat).
+#[inline(always)]
+fn prepare(ctx: &XdpContext, live: bool) -> bool {
+    let Some(cfg) = BENCH_CONFIG.get(0) else {
+        return false;
+    };
+    let Some(ctr) = BENCH_CTR.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    let c = unsafe {
+        let c = *ctr;
+        *ctr = c + 1;
+        c
+    };
+    let log2 = cfg.templates_log2 & 3;
+    let t_idx = (c as u32) & ((1u32 << log2) - 1);
+    let flow = ((c >> log2) as u32) & cfg.flow_mask;
+    let Some(t) = BENCH_TEMPLATES.get(t_idx) else {
+        return false;
+    };
+    // SAFETY: helper call on the program's own context.
+    let cur = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i32;
+    let delta = t.len as i32 - cur;
+    if delta != 0 {
+        // SAFETY: helper calls on the program's own context.
+        let r = unsafe {
+            if live {
+                bpf_xdp_adjust_tail(ctx.ctx, delta)
+            } else {
+                bpf_xdp_adjust_head(ctx.ctx, -delta)
+            }
+        };
+        if r != 0 {
+            return false;
+        }
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let sport = 1024 + (flow & 0x7fff) as u16;
+    let addr_lo = ((flow >> 15) & 0xffff) as u16;
+    let udp = t.kind & KIND_UDP != 0;
+    if t.kind & KIND_V6 == 0 {
+        if data + LEN_V4 as usize > end {
+            return false;
+        }
+        // SAFETY: 60 bytes checked: 7 words (56) + 4 bytes.
+        unsafe {
+            copy_words::<7>(data, &t.bytes);
+            let tail = (t.bytes[7] as u32).to_ne_bytes();
+            core::ptr::write_unaligned((data + 56) as *mut [u8; 4], tail);
+            put16(data + 28, addr_lo);
+            put16(data + 34, sport);
+            let ipc = get16(data + 24);
+            put16(data + 24, csum_update(ipc, addr_lo, 0));
+            let l4c_off = if udp { data + 40 } else { data + 50 };
+            let mut l4c = csum_update(get16(l4c_off), addr_lo, sport);
+            if udp && l4c == 0 {
+                l4c = 0xffff;
+            }
+            put16(l4c_off, l4c);
+        }
+    } else {
+        if data + LEN_V6 as usize > end {
+            return false;
+        }
+        // SAFETY: 74 bytes checked: 9 words (72) + 2 bytes.
+        unsafe {
+            copy_words::<9>(data, &t.bytes);
+            let tail = (t.bytes[9] as u16).to_ne_bytes();
+            core::ptr::write_unaligned((data + 72) as *mut [u8; 2], tail);
+            put16(data + 36, addr_lo);
+            put16(data + 54, sport);
+            let l4c_off = if udp { data + 60 } else { data + 70 };
+            let mut l4c = csum_update(get16(l4c_off), addr_lo, sport);
+            if udp && l4c == 0 {
+                l4c = 0xffff;
+            }
+            put16(l4c_off, l4c);
+        }
+    }
+    true
+}
+
+/// Live-traffic generator: one templated frame per run, sent out of the
+/// ingress device.
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    if prepare(&ctx, true) {
+        XDP_TX
+    } else {
+        XDP_DROP
+    }
+}
+
+/// Per-packet-cost wrapper: restore the input, then run the program under test.
+#[xdp]
+pub fn bench_wrap(ctx: XdpContext) -> u32 {
+    if !prepare(&ctx, false) {
+        return XDP_DROP;
+    }
+    // SAFETY: tail call into a program user space put in slot 0; on failure
+    // control returns here.
+    unsafe { BENCH_JUMP.tail_call(&ctx, 0) };
+    XDP_ABORTED
+}
+
+/// Counting sink.
+#[xdp]
+pub fn bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(c) = BENCH_SINK.get_ptr_mut(0) {
+        // SAFETY: per-CPU value owned by this CPU for the program's run.
+        unsafe { *c += 1 };
+    }
+    XDP_DROP
+}
+
+/// XDP_PASS, for veth peers in the rig.
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,919 @@
+//! The async I/O shell of one VRRP instance: it owns the raw sockets, the
+//! timers, the virtual addresses and the announcements, and drives a
+//! [`Machine`].
+//!
+//! One tokio task per instance ([`spawn_instance`]) runs a loop over:
+//! received packets (decode, check, count, feed the machine), the two VRRP
+//! timers (deadlines read back from the machine after every input, so a
+//! re-armed or cancelled timer needs no bookkeeping), tracking events
+//! (interface link state over rtnetlink, `vrrp_script` runners, backend
+//! health from the daemon) and cancellation.
+//!
+//! On a transition **to Master** the shell, in this order: adds the VIPs
+//! (rtnetlink; IPv6 with `nodad`), publishes the new state (the
+//! [`StateHook`] and the watch channel, so the daemon switches the data
+//! plane's active flag in the same step), starts the gratuitous ARP /
+//! unsolicited NA schedule, and runs the notify script. **Leaving Master**:
+//! stops the announcements, publishes the new state (data plane inactive
+//! first), removes the VIPs, notifies. On shutdown (cancellation) the
+//! machine's Shutdown sends priority 0 when Master and the VIPs are
+//! removed. At startup VIPs left behind by a killed predecessor are
+//! removed before anything else.
+//!
+//! Nothing a packet carries can stop the loop: every rejected packet is
+//! counted (in [`Counters`] or [`ShellCounters`]) and logged at debug.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::HealthEvent;
+
+use super::codec::{self, RxMeta};
+use super::garp::Announcer;
+use super::netlink::{LinkEvent, Netlink, NetlinkError, watch_links};
+use super::notify::{Notifier, NotifyStats};
+use super::rx::{ReceiverStats, Receivers, RxPacket, Subscription, source_allowed};
+use super::scripts::{ScriptRunners, ScriptSubscription};
+use super::socket::{SocketError, TxSocket};
+use super::spec::{GarpConfig, InstanceSpec};
+use super::track::{Tracked, TrackedKind, Tracking};
+use super::{
+    Action, Counters, Family, Input, InstanceParams, Machine, ParamsError, ReceivedAdvert, State,
+    Timer,
+};
+
+/// How long the shell waits for the interface to have a usable primary
+/// address (IPv6 link-local addresses are tentative during DAD).
+pub const PRIMARY_WAIT: Duration = Duration::from_secs(30);
+/// Poll period while waiting for the primary address.
+const PRIMARY_POLL: Duration = Duration::from_millis(100);
+
+/// Why an instance could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// A netlink operation failed.
+    #[error("instance {instance}: {source}")]
+    Netlink {
+        /// Instance name.
+        instance: String,
+        /// The failure.
+        #[source]
+        source: NetlinkError,
+    },
+    /// The raw sockets could not be opened.
+    #[error("instance {instance}: {source}")]
+    Socket {
+        /// Instance name.
+        instance: String,
+        /// The failure.
+        #[source]
+        source: SocketError,
+    },
+    /// The interface has no address to send adverts from.
+    #[error(
+        "instance {instance}: no usable {family:?} primary address on {interface} after {waited:?}"
+    )]
+    NoPrimaryAddress {
+        /// Instance name.
+        instance: String,
+        /// Interface.
+        interface: String,
+        /// Family looked for.
+        family: Family,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The parameters with the resolved primary address are invalid.
+    #[error("instance {instance}: {source}")]
+    Params {
+        /// Instance name.
+        instance: String,
+        /// The failure.
+        #[source]
+        source: ParamsError,
+    },
+    /// The instance task panicked or was aborted.
+    #[error("instance {0}: task ended abnormally")]
+    Task(String),
+}
+
+/// The published state of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateInfo {
+    /// Protocol state.
+    pub state: State,
+    /// Effective priority.
+    pub priority: u8,
+}
+
+/// Called synchronously by the shell on every transition, right after the
+/// VIPs were added (to Master) or right before they are removed (from
+/// Master): the place to flip the data plane's active flag. Arguments:
+/// instance name, new state. Must not block.
+pub type StateHook = Arc<dyn Fn(&str, State) + Send + Sync>;
+
+/// Shell-level counters (packet-level ones are in [`Counters`]).
+#[derive(Debug, Default)]
+pub struct ShellStats {
+    /// Our own packets seen (source is our primary address), ignored.
+    pub own_packets: AtomicU64,
+    /// Advertisements that could not be encoded or sent.
+    pub send_errors: AtomicU64,
+    /// VIP additions or removals that failed.
+    pub address_errors: AtomicU64,
+    /// Gratuitous ARPs / unsolicited NAs sent.
+    pub garp_sent: AtomicU64,
+    /// Gratuitous ARPs / unsolicited NAs that failed.
+    pub garp_errors: AtomicU64,
+    /// Notify scripts.
+    pub notify: NotifyStats,
+}
+
+/// A snapshot of [`ShellStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShellCounters {
+    /// See [`ShellStats::own_packets`].
+    pub own_packets: u64,
+    /// Packets with an unusable IP header or missing ancillary data, on
+    /// the receive socket this instance shares with the others on its
+    /// (interface, family) (see [`super::rx`]).
+    pub bad_ip_header: u64,
+    /// Receive errors of that shared socket.
+    pub recv_errors: u64,
+    /// Packets on that shared socket whose VRID no instance on it owns
+    /// (each counted once, for the socket; every instance sharing it
+    /// reports the same value).
+    pub socket_unknown_vrid: u64,
+    /// Packets on that shared socket too short to carry a VRID.
+    pub socket_too_short: u64,
+    /// Packets for this socket's instances dropped on a full queue.
+    pub socket_queue_full: u64,
+    /// See [`ShellStats::send_errors`].
+    pub send_errors: u64,
+    /// See [`ShellStats::address_errors`].
+    pub address_errors: u64,
+    /// See [`ShellStats::garp_sent`].
+    pub garp_sent: u64,
+    /// See [`ShellStats::garp_errors`].
+    pub garp_errors: u64,
+    /// Notify scripts started.
+    pub notify_started: u64,
+    /// Notify scripts failed.
+    pub notify_failed: u64,
+}
+
+impl ShellStats {
+    fn snapshot(&self, rx: Option<&ReceiverStats>) -> ShellCounters {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let r = |f: fn(&ReceiverStats) -> &AtomicU64| rx.map_or(0, |s| l(f(s)));
+        ShellCounters {
+            own_packets: l(&self.own_packets),
+            bad_ip_header: r(|s| &s.bad_ip_header),
+            recv_errors: r(|s| &s.recv_errors),
+            socket_unknown_vrid: r(|s| &s.unknown_vrid),
+            socket_too_short: r(|s| &s.too_short),
+            socket_queue_full: r(|s| &s.queue_full),
+            send_errors: l(&self.send_errors),
+            address_errors: l(&self.address_errors),
+            garp_sent: l(&self.garp_sent),
+            garp_errors: l(&self.garp_errors),
+            notify_started: l(&self.notify.started),
+            notify_failed: l(&self.notify.failed),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// State shared between the instance task and its handle.
+#[derive(Debug, Default)]
+struct Shared {
+    counters: Mutex<Counters>,
+    stats: ShellStats,
+    /// The counters of the shared receive socket, once subscribed.
+    rx_stats: OnceLock<Arc<ReceiverStats>>,
+}
+
+impl Shared {
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        // Counters are plain integers: a panic while holding the lock
+        // cannot leave them inconsistent, so a poisoned lock is still usable.
+        self.counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A running instance.
+pub struct InstanceHandle {
+    name: String,
+    state: watch::Receiver<StateInfo>,
+    backends: watch::Sender<bool>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<Result<(), ShellError>>>,
+}
+
+impl std::fmt::Debug for InstanceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceHandle")
+            .field("name", &self.name)
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InstanceHandle {
+    /// Instance name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A receiver of state changes (current value: the present state).
+    pub fn subscribe(&self) -> watch::Receiver<StateInfo> {
+        self.state.clone()
+    }
+
+    /// The present state.
+    pub fn state(&self) -> StateInfo {
+        *self.state.borrow()
+    }
+
+    /// Feed backend health: `false` while no VIP of this instance has a
+    /// healthy backend (applies the `track_backends` weight; ignored when
+    /// the instance does not track backends). Starts `true`.
+    pub fn set_backends_healthy(&self, healthy: bool) {
+        self.backends.send_replace(healthy);
+    }
+
+    /// Packet and transition counters.
+    pub fn counters(&self) -> Counters {
+        *self.shared.counters()
+    }
+
+    /// Shell counters.
+    pub fn shell_counters(&self) -> ShellCounters {
+        self.shared
+            .stats
+            .snapshot(self.shared.rx_stats.get().map(|s| &**s))
+    }
+
+    /// Whether the task has ended (an error at startup ends it at once).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stop cleanly (priority 0 when Master, VIPs removed) and wait.
+    pub async fn stop(mut self) -> Result<(), ShellError> {
+        self.cancel.cancel();
+        match self.task.take() {
+            Some(t) => match t.await {
+                Ok(r) => r,
+                Err(_) => Err(ShellError::Task(self.name.clone())),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InstanceHandle {
+    fn drop(&mut self) {
+        // Dropping the handle stops the instance cleanly in the background.
+        self.cancel.cancel();
+    }
+}
+
+/// What instances of one process share: the receive sockets (one per
+/// interface and family, dispatched by VRID) and the `vrrp_script`
+/// runners (one per script). Cheap to clone. Instances started with
+/// different `SharedIo`s share nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SharedIo {
+    /// Receive sockets.
+    pub receivers: Receivers,
+    /// Script runners.
+    pub scripts: ScriptRunners,
+}
+
+/// Start one instance in a new tokio task, with its own receive socket and
+/// script runners (see [`spawn_instance_shared`] to share them).
+/// Cancelling `cancel` (or a parent of it), calling
+/// [`InstanceHandle::stop`] or dropping the handle shuts it down cleanly.
+/// Must be called inside a tokio runtime; the instance works in the
+/// network namespace of the runtime's threads.
+pub fn spawn_instance(
+    spec: InstanceSpec,
+    hook: Option<StateHook>,
+    cancel: &CancellationToken,
+) -> InstanceHandle {
+    spawn_instance_shared(spec, hook, cancel, &SharedIo::default())
+}
+
+/// [`spawn_instance`], sharing receive sockets and script runners with the
+/// other instances started with the same `io`.
+pub fn spawn_instance_shared(
+    spec: InstanceSpec,
+    hook: Option<StateHook>,
+    cancel: &CancellationToken,
+    io: &SharedIo,
+) -> InstanceHandle {
+    let cancel = cancel.child_token();
+    let initial = StateInfo {
+        state: State::Initialize,
+        priority: spec.params.priority,
+    };
+    let (state_tx, state_rx) = watch::channel(initial);
+    let (backends_tx, backends_rx) = watch::channel(true);
+    let shared = Arc::new(Shared::default());
+    let name = spec.name.clone();
+    let task = tokio::spawn(run(
+        spec,
+        io.clone(),
+        hook,
+        state_tx,
+        backends_rx,
+        Arc::clone(&shared),
+        cancel.clone(),
+    ));
+    InstanceHandle {
+        name,
+        state: state_rx,
+        backends: backends_tx,
+        shared,
+        cancel,
+        task: Some(task),
+    }
+}
+
+/// Sleep until `deadline`, or forever when `None`.
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A VIP with its interface resolved.
+#[derive(Debug, Clone)]
+struct Vip {
+    address: IpAddr,
+    prefix_len: u8,
+    ifindex: u32,
+    dev: String,
+}
+
+/// The running instance (inside its task).
+struct Shell {
+    name: String,
+    params: InstanceParams,
+    machine: Machine,
+    socket: TxSocket,
+    netlink: Netlink,
+    destinations: Vec<IpAddr>,
+    /// Unicast peers: adverts from anyone else are rejected. Empty in
+    /// multicast mode.
+    unicast_peers: Vec<IpAddr>,
+    vips: Vec<Vip>,
+    announcers: Arc<Vec<(Announcer, Vec<IpAddr>)>>,
+    garp: GarpConfig,
+    garp_task: Option<JoinHandle<()>>,
+    notifier: Notifier,
+    hook: Option<StateHook>,
+    state_tx: watch::Sender<StateInfo>,
+    shared: Arc<Shared>,
+    tracking: Tracking,
+}
+
+async fn run(
+    spec: InstanceSpec,
+    io: SharedIo,
+    hook: Option<StateHook>,
+    state_tx: watch::Sender<StateInfo>,
+    mut backends_rx: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> Result<(), ShellError> {
+    let name = spec.name.clone();
+    let nl_err = |source| ShellError::Netlink {
+        instance: name.clone(),
+        source,
+    };
+    let netlink = Netlink::connect().map_err(nl_err)?;
+    let link = netlink.link(&spec.interface).await.map_err(nl_err)?;
+
+    // Resolve the VIPs' interfaces and remove leftovers of a killed run.
+    let mut links = BTreeMap::new();
+    links.insert(spec.interface.clone(), link.clone());
+    let mut vips = Vec::new();
+    for v in &spec.vips {
+        let dev = v.dev.clone().unwrap_or_else(|| spec.interface.clone());
+        if !links.contains_key(&dev) {
+            let l = netlink.link(&dev).await.map_err(nl_err)?;
+            links.insert(dev.clone(), l);
+        }
+        let ifindex = links.get(&dev).map_or(link.index, |l| l.index);
+        vips.push(Vip {
+            address: v.address,
+            prefix_len: v.prefix_len,
+            ifindex,
+            dev,
+        });
+    }
+    for v in &vips {
+        if let Err(error) = netlink.del_address(v.ifindex, v.address).await {
+            tracing::warn!(instance = %name, vip = %v.address, %error, "cannot remove stale VIP");
+        }
+    }
+
+    let primary = match spec.source {
+        Some(a) => a,
+        None => {
+            let vip_addrs: Vec<IpAddr> = vips.iter().map(|v| v.address).collect();
+            let found = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = wait_primary(&netlink, link.index, spec.params.family, &vip_addrs) => r.map_err(nl_err)?,
+            };
+            found.ok_or_else(|| ShellError::NoPrimaryAddress {
+                instance: name.clone(),
+                interface: spec.interface.clone(),
+                family: spec.params.family,
+                waited: PRIMARY_WAIT,
+            })?
+        }
+    };
+    let params = InstanceParams {
+        primary_address: primary,
+        ..spec.params.clone()
+    };
+    params.validate().map_err(|source| ShellError::Params {
+        instance: name.clone(),
+        source,
+    })?;
+    let sock_err = |source| ShellError::Socket {
+        instance: name.clone(),
+        source,
+    };
+    let socket = TxSocket::open(&spec.interface, link.index, primary).map_err(sock_err)?;
+    let mut rx_sub: Subscription = io
+        .receivers
+        .subscribe(
+            &spec.interface,
+            link.index,
+            params.family,
+            params.vrid,
+            spec.unicast_peers.is_empty(),
+        )
+        .map_err(sock_err)?;
+    let _ = shared.rx_stats.set(rx_sub.stats());
+    let destinations = if spec.unicast_peers.is_empty() {
+        vec![params.multicast_group()]
+    } else {
+        spec.unicast_peers.clone()
+    };
+
+    // One announcer per interface carrying VIPs.
+    let mut announcers = Vec::new();
+    for (dev, l) in &links {
+        let addrs: Vec<IpAddr> = vips
+            .iter()
+            .filter(|v| &v.dev == dev)
+            .map(|v| v.address)
+            .collect();
+        if addrs.is_empty() {
+            continue;
+        }
+        match l.mac.map(|mac| Announcer::new(l.index, mac, &addrs)) {
+            Some(Ok(a)) => announcers.push((a, addrs)),
+            Some(Err(error)) => {
+                tracing::warn!(instance = %name, %dev, %error, "cannot open announcement sockets; no gratuitous ARP/NA")
+            }
+            None => {
+                tracing::info!(instance = %name, %dev, "no Ethernet address; no gratuitous ARP/NA")
+            }
+        }
+    }
+
+    // Tracking: the own interface (weight 0), configured interfaces,
+    // scripts, backends.
+    let mut items = vec![Tracked {
+        kind: TrackedKind::Interface(spec.interface.clone()),
+        weight: 0,
+        up: link.up,
+    }];
+    for (ifname, weight) in &spec.track_interfaces {
+        let up = match netlink.link(ifname).await {
+            Ok(l) => l.up,
+            Err(NetlinkError::NoSuchInterface(_)) => false,
+            Err(e) => return Err(nl_err(e)),
+        };
+        items.push(Tracked {
+            kind: TrackedKind::Interface(ifname.clone()),
+            weight: *weight,
+            up,
+        });
+    }
+    // One runner per script, shared with the other instances tracking it;
+    // keepalived assumes a script is up until it fails (no `init_fail`),
+    // and a runner already running gives its present status.
+    let script_subs: Vec<ScriptSubscription> = spec
+        .track_scripts
+        .iter()
+        .filter_map(|s| io.scripts.subscribe(s))
+        .collect();
+    for s in &spec.track_scripts {
+        let up = script_subs
+            .iter()
+            .find(|sub| sub.name() == s.name)
+            .is_none_or(|sub| sub.watch().borrow().up);
+        items.push(Tracked {
+            kind: TrackedKind::Script(s.name.clone()),
+            weight: s.weight,
+            up,
+        });
+    }
+    if let Some(weight) = spec.track_backends {
+        items.push(Tracked {
+            kind: TrackedKind::Backends,
+            weight,
+            up: *backends_rx.borrow_and_update(),
+        });
+    }
+    let tracking = Tracking::new(spec.params.priority, items);
+
+    let (mut link_rx, link_task) = watch_links().map_err(nl_err)?;
+    let (script_tx, mut script_rx) = mpsc::channel::<HealthEvent<String>>(16);
+    let scripts_cancel = cancel.child_token();
+    let mut script_handles = Vec::new();
+    for sub in &script_subs {
+        script_handles.push(tokio::spawn(forward_script(
+            sub.name().to_owned(),
+            sub.watch(),
+            script_tx.clone(),
+            scripts_cancel.clone(),
+        )));
+    }
+    drop(script_tx);
+
+    let mut machine = Machine::new(&params);
+    machine.set_start_as_master(spec.start_as_master);
+    let notifier = Notifier::new(&name, spec.notify.clone(), Arc::new(NotifyStats::default()));
+    let mut shell = Shell {
+        name: name.clone(),
+        params,
+        machine,
+        socket,
+        netlink,
+        destinations,
+        unicast_peers: spec.unicast_peers.clone(),
+        vips,
+        announcers: Arc::new(announcers),
+        garp: spec.garp,
+        garp_task: None,
+        notifier,
+        hook,
+        state_tx,
+        shared,
+        tracking,
+    };
+    tracing::info!(
+        instance = %name, interface = %spec.interface, vrid = shell.params.vrid,
+        priority = shell.params.priority, version = ?shell.params.version,
+        primary = %primary, destinations = ?shell.destinations, "VRRP instance starting"
+    );
+
+    shell.apply_tracking(Instant::now()).await;
+    shell.input(Instant::now(), Input::Startup).await;
+
+    let mut rx_open = true;
+    let mut scripts_open = true;
+    let mut links_open = true;
+    let mut backends_open = true;
+    loop {
+        let adver = shell.machine.deadline(Timer::Advertisement);
+        let down = shell.machine.deadline(Timer::MasterDown);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = sleep_opt(adver) => {
+                shell.input(Instant::now(), Input::TimerExpired(Timer::Advertisement)).await;
+            }
+            _ = sleep_opt(down) => {
+                shell.input(Instant::now(), Input::TimerExpired(Timer::MasterDown)).await;
+            }
+            pkt = rx_sub.recv(), if rx_open => match pkt {
+                Some(pkt) => shell.on_packet(pkt).await,
+                None => {
+                    tracing::error!(instance = %shell.name, "receive socket closed; no advertisements will be heard");
+                    rx_open = false;
+                }
+            },
+            ev = link_rx.recv(), if links_open => match ev {
+                Some(LinkEvent { name: ifname, up }) => {
+                    if shell.tracking.set(&TrackedKind::Interface(ifname.clone()), up) {
+                        tracing::info!(instance = %shell.name, interface = %ifname, up, "tracked interface changed");
+                        shell.apply_tracking(Instant::now()).await;
+                    }
+                }
+                None => {
+                    tracing::warn!(instance = %shell.name, "link monitor ended; interface tracking stopped");
+                    links_open = false;
+                }
+            },
+            ev = script_rx.recv(), if scripts_open => match ev {
+                Some(ev) => {
+                    if shell.tracking.set(&TrackedKind::Script(ev.target.clone()), ev.up) {
+                        tracing::info!(instance = %shell.name, script = %ev.target, up = ev.up, reason = %ev.reason, "tracked script changed");
+                        shell.apply_tracking(Instant::now()).await;
+                    }
+                }
+                None => scripts_open = false,
+            },
+            r = backends_rx.changed(), if backends_open => match r {
+                Ok(()) => {
+                    let healthy = *backends_rx.borrow_and_update();
+                    if shell.tracking.set(&TrackedKind::Backends, healthy) {
+                        tracing::info!(instance = %shell.name, healthy, "backend health changed");
+                        shell.apply_tracking(Instant::now()).await;
+                    }
+                }
+                Err(_) => backends_open = false,
+            },
+        }
+    }
+
+    tracing::info!(instance = %shell.name, "VRRP instance stopping");
+    shell.input(Instant::now(), Input::Shutdown).await;
+    // Whatever the state was, leave no VIP behind.
+    shell.remove_vips().await;
+    scripts_cancel.cancel();
+    for h in script_handles {
+        let _ = h.await;
+    }
+    // The runners stop with their last subscriber.
+    drop(script_subs);
+    drop(rx_sub);
+    link_task.abort();
+    if let Some(t) = shell.garp_task.take() {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// Feed a shared script's status changes into this instance's loop.
+async fn forward_script(
+    name: String,
+    mut status: watch::Receiver<super::scripts::ScriptStatus>,
+    tx: mpsc::Sender<HealthEvent<String>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = status.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let s = status.borrow_and_update().clone();
+                let ev = HealthEvent { target: name.clone(), up: s.up, reason: s.reason };
+                if tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Find the primary address: the first IPv4 address of the interface that
+/// is not a VIP, or its first usable IPv6 link-local address. Waits up to
+/// [`PRIMARY_WAIT`] for one to appear (or finish DAD).
+async fn wait_primary(
+    nl: &Netlink,
+    ifindex: u32,
+    family: Family,
+    vips: &[IpAddr],
+) -> Result<Option<IpAddr>, NetlinkError> {
+    let start = Instant::now();
+    loop {
+        let found = nl.addresses(ifindex).await?.into_iter().find(|a| {
+            Family::of(&a.address) == family
+                && !a.tentative
+                && !vips.contains(&a.address)
+                && (family == Family::V4 || a.link_local)
+        });
+        if let Some(a) = found {
+            return Ok(Some(a.address));
+        }
+        if start.elapsed() >= PRIMARY_WAIT {
+            return Ok(None);
+        }
+        tokio::time::sleep(PRIMARY_POLL).await;
+    }
+}
+
+fn state_word(s: State) -> &'static str {
+    match s {
+        State::Master => "MASTER",
+        State::Backup => "BACKUP",
+        State::Fault => "FAULT",
+        State::Initialize => "STOP",
+    }
+}
+
+impl Shell {
+    /// Feed one input and carry out the actions.
+    async fn input(&mut self, now: Instant, input: Input) {
+        let actions = self.machine.handle(now, input);
+        for a in actions {
+            self.shared.counters().record_action(&a);
+            self.execute(a).await;
+        }
+    }
+
+    async fn execute(&mut self, a: Action) {
+        match a {
+            Action::SendAdvertisement { priority } => self.send_advert(priority),
+            // Deadlines are read back from the machine by the loop.
+            Action::SetTimer { .. } | Action::CancelTimer { .. } => {}
+            Action::Transition { from, to } => self.transition(from, to).await,
+        }
+    }
+
+    fn send_advert(&self, priority: u8) {
+        for dst in &self.destinations {
+            let msg = match self.params.encode_advertisement(priority, *dst) {
+                Ok(m) => m,
+                Err(error) => {
+                    bump(&self.shared.stats.send_errors);
+                    tracing::error!(instance = %self.name, %error, "cannot encode advertisement");
+                    continue;
+                }
+            };
+            if let Err(error) = self.socket.send(&msg, *dst) {
+                bump(&self.shared.stats.send_errors);
+                tracing::warn!(instance = %self.name, %dst, %error, "cannot send advertisement");
+            }
+        }
+    }
+
+    fn publish(&self, to: State) {
+        if let Some(h) = &self.hook {
+            h(&self.name, to);
+        }
+        self.state_tx.send_replace(StateInfo {
+            state: to,
+            priority: self.machine.priority(),
+        });
+    }
+
+    async fn transition(&mut self, from: State, to: State) {
+        tracing::info!(instance = %self.name, ?from, ?to, priority = self.machine.priority(), "VRRP transition");
+        if to == State::Master {
+            for v in self.vips.clone() {
+                if let Err(error) = self
+                    .netlink
+                    .add_address(v.ifindex, v.address, v.prefix_len)
+                    .await
+                {
+                    bump(&self.shared.stats.address_errors);
+                    tracing::error!(instance = %self.name, vip = %v.address, dev = %v.dev, %error, "cannot add VIP");
+                }
+            }
+            self.publish(to);
+            self.start_announcements();
+        } else if from == State::Master {
+            if let Some(t) = self.garp_task.take() {
+                t.abort();
+            }
+            self.publish(to);
+            self.remove_vips().await;
+        } else {
+            self.publish(to);
+        }
+        self.notifier.notify(state_word(to));
+    }
+
+    async fn remove_vips(&self) {
+        for v in &self.vips {
+            if let Err(error) = self.netlink.del_address(v.ifindex, v.address).await {
+                bump(&self.shared.stats.address_errors);
+                tracing::error!(instance = %self.name, vip = %v.address, dev = %v.dev, %error, "cannot remove VIP");
+            }
+        }
+    }
+
+    fn start_announcements(&mut self) {
+        if let Some(t) = self.garp_task.take() {
+            t.abort();
+        }
+        if self.announcers.is_empty() || self.garp.repeat == 0 {
+            return;
+        }
+        let announcers = Arc::clone(&self.announcers);
+        let garp = self.garp;
+        let shared = Arc::clone(&self.shared);
+        let name = self.name.clone();
+        self.garp_task = Some(tokio::spawn(async move {
+            announce_schedule(&announcers, garp, &shared, &name).await;
+        }));
+    }
+
+    async fn on_packet(&mut self, pkt: RxPacket) {
+        let src = pkt.meta.src;
+        if src == self.params.primary_address {
+            bump(&self.shared.stats.own_packets);
+            return;
+        }
+        if !source_allowed(&self.unicast_peers, &src) {
+            self.shared.counters().rx_not_unicast_peer += 1;
+            tracing::debug!(instance = %self.name, %src, "advertisement from a source that is not a unicast peer rejected");
+            return;
+        }
+        match self.accept(&pkt.payload, &pkt.meta) {
+            Ok(adv) => {
+                self.input(Instant::now(), Input::Advertisement(adv)).await;
+            }
+            Err(error) => {
+                self.shared.counters().record_rx_error(&error);
+                tracing::debug!(instance = %self.name, %src, %error, "advertisement rejected");
+            }
+        }
+    }
+
+    fn accept(&self, payload: &[u8], meta: &RxMeta) -> Result<ReceivedAdvert, codec::RxError> {
+        let decoded = codec::decode(payload, meta, &self.params.rx_options())?;
+        codec::check(&decoded.advert, &self.params)?;
+        self.shared
+            .counters()
+            .record_received(&decoded, self.params.checksum_mode);
+        Ok(ReceivedAdvert::from_advert(&decoded.advert, meta.src))
+    }
+
+    async fn apply_tracking(&mut self, now: Instant) {
+        let effect = self.tracking.effect();
+        if effect.priority != self.machine.priority() {
+            tracing::info!(instance = %self.name, priority = effect.priority, "effective priority changed");
+            self.input(now, Input::PriorityChanged(effect.priority))
+                .await;
+            let state = self.machine.state();
+            self.state_tx.send_replace(StateInfo {
+                state,
+                priority: self.machine.priority(),
+            });
+        }
+        self.input(now, Input::Fault(effect.fault)).await;
+    }
+}
+
+/// Bursts of announcements: one now, one after `master_delay`, then one
+/// every `refresh`. Runs until aborted (when leaving Master).
+async fn announce_schedule(
+    announcers: &[(Announcer, Vec<IpAddr>)],
+    garp: GarpConfig,
+    shared: &Shared,
+    name: &str,
+) {
+    burst(announcers, garp, shared, name).await;
+    if !garp.master_delay.is_zero() {
+        tokio::time::sleep(garp.master_delay).await;
+        burst(announcers, garp, shared, name).await;
+    }
+    if let Some(every) = garp.refresh {
+        loop {
+            tokio::time::sleep(every).await;
+            burst(announcers, garp, shared, name).await;
+        }
+    }
+}
+
+async fn burst(
+    announcers: &[(Announcer, Vec<IpAddr>)],
+    garp: GarpConfig,
+    shared: &Shared,
+    name: &str,
+) {
+    for i in 0..garp.repeat {
+        for (a, addrs) in announcers {
+            for addr in addrs {
+                match a.announce(*addr) {
+                    Ok(()) => bump(&shared.stats.garp_sent),
+                    Err(error) => {
+                        bump(&shared.stats.garp_errors);
+                        tracing::debug!(instance = %name, vip = %addr, %error, "announcement failed");
+                    }
+                }
+            }
+        }
+        if i + 1 < garp.repeat && !garp.interval.is_zero() {
+            tokio::time::sleep(garp.interval).await;
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Tracking, notify scripts and the daemon-facing API of the VRRP shell,
+//! run in-process inside a network namespace (via `NetNs::enter_thread`)
+//! against keepalived as the peer.
+//!
+//! lbctl (priority 150) tracks a veth `trk0` (weight -100), a
+//! `vrrp_script` (`test -e FLAG`, weight -100) and backend health (weight
+//! -100); keepalived (priority 100) preempts whenever lbctl's effective
+//! priority drops to 50, and lbctl preempts back when it recovers. A
+//! notify script logs every transition; the state hook and the watch
+//! channel must agree with the VIPs seen in the namespace.
+//!
+//! Needs root, keepalived and iproute2.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use lbctl::vrrp::{State, StateHook, run_instances};
+use tests::netns::{ChildGuard, NetNs, unique_name, veth_pair, wait_until};
+use tokio_util::sync::CancellationToken;
+
+const VIP: &str = "10.78.0.100";
+const POLL: Duration = Duration::from_millis(10);
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// A step of the test: make something fail, or recover.
+type Action<'a> = Box<dyn Fn() -> Result<()> + 'a>;
+
+/// Commands from the test thread to the namespace thread.
+enum Cmd {
+    Backends(bool),
+    Stop,
+}
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn lb_toml(dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[node]
+interface = "eth0"
+
+[[vrrp_instance]]
+name = "VI_T"
+interface = "eth0"
+virtual_router_id = 61
+priority = 150
+advert_int = "100ms"
+virtual_ipaddress = ["{VIP}/32"]
+track_interface = [{{ name = "trk0", weight = -100 }}]
+track_script = [{{ name = "chk_flag" }}]
+track_backends = {{ weight = -100 }}
+notify = ["sh", "-c", "echo \"$0 $1\" >> {notify}"]
+garp_master_delay = "0s"
+
+[[vrrp_script]]
+name = "chk_flag"
+command = ["test", "-e", "{flag}"]
+interval = "100ms"
+timeout = "90ms"
+weight = -100
+rise = 1
+fall = 1
+"#,
+        notify = dir.join("notify.log").display(),
+        flag = dir.join("flag").display(),
+    )
+}
+
+const KEEPALIVED: &str = "global_defs {
+  router_id peer
+  script_user root
+  enable_script_security
+}
+vrrp_instance VI_T {
+  interface eth0
+  state BACKUP
+  virtual_router_id 61
+  priority 100
+  advert_int 0.1
+  version 3
+  virtual_ipaddress {
+    10.78.0.100/32
+  }
+}
+";
+
+#[test]
+fn tracking_moves_the_vip_and_notifies() -> Result<()> {
+    let dir = Dir(std::env::temp_dir().join(unique_name("vrrp-trk", "files")));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0)?;
+    let flag = dir.0.join("flag");
+    std::fs::write(&flag, "")?;
+
+    let a = NetNs::new(&unique_name("vrrp-trk", "a"))?;
+    let b = NetNs::new(&unique_name("vrrp-trk", "b"))?;
+    veth_pair(&a, "eth0", &b, "eth0")?;
+    a.addr_add("eth0", "10.78.0.1/24")?;
+    b.addr_add("eth0", "10.78.0.2/24")?;
+    a.link_up("eth0")?;
+    b.link_up("eth0")?;
+    // The tracked interface: a second veth whose peer we take down, so
+    // trk0 loses its carrier like a NIC whose cable is pulled.
+    veth_pair(&a, "trk0", &b, "trk0p")?;
+    a.link_up("trk0")?;
+    b.link_up("trk0p")?;
+
+    let kconf = dir.0.join("k.conf");
+    std::fs::write(&kconf, KEEPALIVED)?;
+    let klog = std::fs::File::create(dir.0.join("k.log"))?;
+    let mut kcmd = b.command("keepalived");
+    kcmd.args(["-n", "-l", "-P", "-G", "-f"])
+        .arg(&kconf)
+        .arg("-p")
+        .arg(dir.0.join("k.pid"))
+        .arg("-r")
+        .arg(dir.0.join("k.vrrp.pid"))
+        .arg("-c")
+        .arg(dir.0.join("k.chk.pid"))
+        .stdin(std::process::Stdio::null())
+        .stdout(klog.try_clone()?)
+        .stderr(klog);
+    let _keepalived = ChildGuard::new(kcmd.spawn().context("start keepalived")?);
+
+    let cfg = lbctl::config::parse(&lb_toml(&dir.0), "lb.toml")?;
+    let hooked: Arc<Mutex<Vec<State>>> = Arc::default();
+    let hook_log = Arc::clone(&hooked);
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Cmd>();
+    let (watch_tx, watch_rx) = std::sync::mpsc::channel::<(State, u8)>();
+
+    // The node: a tokio runtime on a thread inside namespace `a`.
+    let node = a.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let hook: StateHook = Arc::new(move |_name: &str, s: State| {
+                hook_log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(s);
+            });
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, Some(hook), &cancel).await?;
+            let h = instances.get("VI_T").ok_or_else(|| anyhow!("no VI_T"))?;
+            let mut states = h.subscribe();
+            let (cmd_atx, mut cmd_arx) = tokio::sync::mpsc::unbounded_channel();
+            // Bridge the std channel into the runtime.
+            std::thread::spawn(move || {
+                while let Ok(c) = cmd_rx.recv() {
+                    if cmd_atx.send(c).is_err() {
+                        break;
+                    }
+                }
+            });
+            loop {
+                tokio::select! {
+                    r = states.changed() => {
+                        if r.is_err() { break; }
+                        let s = *states.borrow_and_update();
+                        let _ = watch_tx.send((s.state, s.priority));
+                    }
+                    c = cmd_arx.recv() => match c {
+                        Some(Cmd::Backends(up)) => h.set_backends_healthy(up),
+                        Some(Cmd::Stop) | None => break,
+                    },
+                }
+            }
+            let counters = h.shell_counters();
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            ensure!(
+                counters.garp_sent > 0,
+                "no gratuitous ARP sent: {counters:?}"
+            );
+            Ok(())
+        })
+    })?;
+
+    let result = (|| -> Result<()> {
+        let holds = |ns: &NetNs| ns.has_addr(VIP);
+        wait_until(SETTLE, POLL, || holds(&a) && !holds(&b))
+            .context("lbctl never became sole master")?;
+        let mut phases = Vec::new();
+        // Each way of losing priority: keepalived takes over; recovery: back.
+        let steps: [(&str, Action<'_>, Action<'_>); 3] = [
+            (
+                "interface trk0 loses carrier",
+                Box::new(|| b.link_down("trk0p")),
+                Box::new(|| b.link_up("trk0p")),
+            ),
+            (
+                "vrrp_script fails",
+                Box::new(|| Ok(std::fs::remove_file(&flag)?)),
+                Box::new(|| Ok(std::fs::write(&flag, "")?)),
+            ),
+            (
+                "no healthy backend",
+                Box::new(|| Ok(cmd_tx.send(Cmd::Backends(false))?)),
+                Box::new(|| Ok(cmd_tx.send(Cmd::Backends(true))?)),
+            ),
+        ];
+        for (what, fail, recover) in &steps {
+            fail()?;
+            let t = wait_until(SETTLE, POLL, || holds(&b) && !holds(&a))
+                .with_context(|| format!("{what}: keepalived did not take over"))?;
+            recover()?;
+            let back = wait_until(SETTLE, POLL, || holds(&a) && !holds(&b))
+                .with_context(|| format!("{what} recovered: lbctl did not preempt back"))?;
+            println!("TRACK {what}: moved in {t:?}, back in {back:?}");
+            phases.push(what);
+        }
+        ensure!(phases.len() == 3);
+        // Priority was published as 50 at least once per step.
+        let seen: Vec<(State, u8)> = watch_rx.try_iter().collect();
+        ensure!(
+            seen.iter().filter(|(_, p)| *p == 50).count() >= 3,
+            "watch channel did not carry the lowered priority: {seen:?}"
+        );
+        Ok(())
+    })();
+
+    let _ = cmd_tx.send(Cmd::Stop);
+    let node_result = node
+        .join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r);
+    if result.is_err() || node_result.is_err() {
+        for f in ["k.log", "notify.log"] {
+            eprintln!(
+                "==== {f} ====\n{}",
+                std::fs::read_to_string(dir.0.join(f)).unwrap_or_default()
+            );
+        }
+    }
+    result?;
+    node_result?;
+    ensure!(!a.has_addr(VIP), "clean shutdown left the VIP behind");
+
+    // Hook and notify saw every transition: Backup, Master, then 3 x
+    // (Backup, Master), then STOP.
+    let hooked = hooked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let masters = hooked.iter().filter(|s| **s == State::Master).count();
+    ensure!(
+        masters == 4,
+        "hook saw {masters} Master transitions: {hooked:?}"
+    );
+    ensure!(
+        hooked.last() == Some(&State::Initialize),
+        "no final stop: {hooked:?}"
+    );
+    let notify = wait_until(Duration::from_secs(2), POLL, || {
+        std::fs::read_to_string(dir.0.join("notify.log")).is_ok_and(|t| {
+            t.lines().filter(|l| *l == "VI_T MASTER").count() == 4 && t.contains("VI_T STOP")
+        })
+    });
+    ensure!(
+        notify.is_some(),
+        "notify log: {}",
+        std::fs::read_to_string(dir.0.join("notify.log")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// A `vrrp_script` tracked by two instances runs once per interval, as in
+/// keepalived, and both instances apply its result with their own weight.
+/// No VRRP peer needed: a veth pair whose other end is idle.
+#[test]
+fn shared_script_runs_once() -> Result<()> {
+    let dir = Dir(std::env::temp_dir().join(unique_name("vrrp-shs", "files")));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0)?;
+    let flag = dir.0.join("flag");
+    let runs = dir.0.join("runs");
+    std::fs::write(&flag, "")?;
+    let ns = NetNs::new(&unique_name("vrrp-shs", "a"))?;
+    let idle = NetNs::new(&unique_name("vrrp-shs", "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    ns.addr_add("eth0", "10.79.0.1/24")?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+
+    let inst = |vrid: u8, weight: i32| {
+        format!(
+            "[[vrrp_instance]]\nname = \"VI_{vrid}\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\n\
+             priority = 150\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.79.0.{vrid}/32\"]\n\
+             track_script = [{{ name = \"chk\", weight = {weight} }}]\ngarp_master_repeat = 1\n\n"
+        )
+    };
+    let toml = format!(
+        "[node]\ninterface = \"eth0\"\n\n{}{}[[vrrp_script]]\nname = \"chk\"\n\
+         command = [\"sh\", \"-c\", \"echo run >> {runs}; test -e {flag}\"]\n\
+         interval = \"100ms\"\ntimeout = \"90ms\"\nweight = -10\nrise = 1\nfall = 1\n",
+        inst(71, -50),
+        inst(72, -30),
+        runs = runs.display(),
+        flag = flag.display(),
+    );
+    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    let flag2 = flag.clone();
+    let runs2 = runs.clone();
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let get = |n: &str| instances.get(n).ok_or_else(|| anyhow!("no {n}"));
+            let (h1, h2) = (get("VI_71")?, get("VI_72")?);
+            // Both instances started (they subscribe from their tasks).
+            for _ in 0..300 {
+                if h1.state().state != State::Initialize && h2.state().state != State::Initialize {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ensure!(
+                h1.state().state != State::Initialize && h2.state().state != State::Initialize,
+                "instances did not start: {:?} {:?}",
+                h1.state(),
+                h2.state()
+            );
+            ensure!(
+                instances.shared_io().scripts.running() == 1,
+                "one runner for two instances"
+            );
+            // Let the script run for a while, all up.
+            let start = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let lines = std::fs::read_to_string(&runs2)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            let elapsed = start.elapsed();
+            let per_interval = elapsed.as_millis() / 100;
+            println!(
+                "SHARED SCRIPT: {lines} runs in {elapsed:?} (interval 100 ms) for 2 instances"
+            );
+            ensure!(
+                lines >= 3 && (lines as u128) <= per_interval + 3,
+                "script ran {lines} times in {elapsed:?}: not once per interval"
+            );
+            // Failing the script lowers both priorities by their own weights.
+            std::fs::remove_file(&flag2)?;
+            let t0 = std::time::Instant::now();
+            let mut ok = false;
+            for _ in 0..200 {
+                if h1.state().priority == 100 && h2.state().priority == 120 {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ensure!(
+                ok,
+                "priorities after failure: {:?} {:?}",
+                h1.state(),
+                h2.state()
+            );
+            println!(
+                "SHARED SCRIPT: both instances lowered (150-50, 150-30) {:?} after the failure",
+                t0.elapsed()
+            );
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)
+}
