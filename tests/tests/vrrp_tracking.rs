@@ -147,6 +147,7 @@ fn tracking_moves_the_vip_and_notifies() -> Result<()> {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(s);
+                None
             });
             let cancel = CancellationToken::new();
             let instances = run_instances(&cfg, Some(hook), &cancel).await?;

@@ -154,10 +154,56 @@ pub struct BackendStatus {
 pub struct VrrpStatus {
     /// Name.
     pub name: String,
-    /// "MASTER", "BACKUP", "FAULT", or "UNKNOWN" before the first report.
+    /// "MASTER", "BACKUP", "FAULT", "INIT" (starting), "STOPPED" (the
+    /// instance ended with an error, see the log), or "UNKNOWN" before the
+    /// first report of an external VRRP driver.
     pub state: String,
     /// Whether its VIPs have healthy backends (`track_backends` input).
     pub backends_healthy: bool,
+    /// Virtual router id.
+    #[serde(default)]
+    pub vrid: u8,
+    /// Interface adverts are sent on.
+    #[serde(default)]
+    pub interface: String,
+    /// VRRP version (2 or 3).
+    #[serde(default)]
+    pub version: u8,
+    /// Configured priority.
+    #[serde(default)]
+    pub base_priority: u8,
+    /// Effective priority (after tracking), the one advertised.
+    #[serde(default)]
+    pub priority: u8,
+    /// Counters; `None` when the daemon does not run the instance itself.
+    #[serde(default)]
+    pub counters: Option<VrrpCounters>,
+}
+
+/// A summary of one VRRP instance's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpCounters {
+    /// Valid advertisements received.
+    pub adverts_received: u64,
+    /// Advertisements sent.
+    pub adverts_sent: u64,
+    /// Advertisements rejected (every reason; the log at debug says which).
+    pub adverts_rejected: u64,
+    /// Priority-0 advertisements received (a master stepping down).
+    pub priority_zero_received: u64,
+    /// Priority-0 advertisements sent.
+    pub priority_zero_sent: u64,
+    /// Transitions into MASTER.
+    pub became_master: u64,
+    /// Transitions into BACKUP.
+    pub became_backup: u64,
+    /// Transitions into FAULT.
+    pub became_fault: u64,
+    /// Gratuitous ARPs / unsolicited NAs sent.
+    pub garp_sent: u64,
+    /// Errors: sending adverts, adding/removing VIPs, announcements,
+    /// receive socket.
+    pub errors: u64,
 }
 
 /// Counters.
@@ -401,17 +447,47 @@ pub fn render_status(s: &StatusReport) -> String {
     }
     if !s.vrrp.is_empty() {
         let _ = writeln!(o, "\nVRRP");
+        let _ = writeln!(
+            o,
+            "  {:<20} {:<8} {:>4} {:<12} {:>9} {:<9} {}",
+            "INSTANCE", "STATE", "VRID", "INTERFACE", "PRIO", "BACKENDS", "COUNTERS"
+        );
         for i in &s.vrrp {
+            let prio = if i.priority == i.base_priority {
+                i.priority.to_string()
+            } else {
+                format!("{}/{}", i.priority, i.base_priority)
+            };
+            let counters = i.counters.as_ref().map_or_else(
+                || "-".to_owned(),
+                |c| {
+                    format!(
+                        "adverts rx {} tx {} rejected {}, master {}x backup {}x fault {}x, garp {}, errors {}",
+                        c.adverts_received,
+                        c.adverts_sent,
+                        c.adverts_rejected,
+                        c.became_master,
+                        c.became_backup,
+                        c.became_fault,
+                        c.garp_sent,
+                        c.errors
+                    )
+                },
+            );
             let _ = writeln!(
                 o,
-                "  {:<20} {:<8} backends {}",
+                "  {:<20} {:<8} {:>4} {:<12} {:>9} {:<9} {}",
                 i.name,
                 i.state,
+                i.vrid,
+                i.interface,
+                prio,
                 if i.backends_healthy {
                     "healthy"
                 } else {
                     "unhealthy"
-                }
+                },
+                counters
             );
         }
     }

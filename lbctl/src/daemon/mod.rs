@@ -7,10 +7,20 @@
 //! ([`reconcile::desired_state`], pure) and hands it to the data plane, which
 //! writes only what changed. Nothing else writes maps.
 //!
-//! VRRP hook: [`vrrp_channel`] gives a [`VrrpPort`] for the VRRP I/O shell
-//! (report role changes per instance with [`VrrpPort::state_changed`], read
+//! VRRP: by default ([`run`] with `vrrp: None`) the daemon runs the
+//! config's `[[vrrp_instance]]`s itself ([`crate::vrrp::run_instances`]),
+//! wired through the same hook an external driver would use:
+//! [`vrrp_channel`] gives a [`VrrpPort`] for the VRRP I/O shell (report role
+//! changes per instance with [`VrrpPort::state_changed`] or, to learn when
+//! the data plane follows, [`VrrpPort::state_changed_acked`]; read
 //! per-instance backend health for `track_backends` from
-//! [`VrrpPort::backends_healthy`]) and a [`VrrpHook`] to pass to [`run`].
+//! [`VrrpPort::backends_healthy`]) and a [`VrrpHook`] for the owner task.
+//! [`state_hook`] turns a port into the shell's [`StateHook`]: on a
+//! transition to MASTER the shell waits until the owner has made the
+//! instance's VIPs active before it adds the addresses and sends gratuitous
+//! ARP; leaving MASTER it removes the addresses first. On exit the
+//! instances stop cleanly (priority 0, addresses removed) before the data
+//! plane is detached or kept.
 
 pub mod neigh;
 pub mod pin;
@@ -19,9 +29,10 @@ pub mod reconcile;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -30,6 +41,7 @@ use crate::config::{self, Config, DataplaneKind, OnNoBackend, XdpMode};
 use crate::dataplane::DesiredState;
 use crate::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, XdpError, programs};
 use crate::health::{CheckHandle, CheckSpec, HealthEvent, spawn_check};
+use crate::vrrp::{self, StateHook};
 use neigh::{Resolution, Resolver};
 use reconcile::{BackendKey, Inputs, NeighTarget, VrrpRole};
 
@@ -57,6 +69,9 @@ pub enum DaemonError {
     /// Installing signal handlers.
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    /// A `[[vrrp_instance]]` cannot be started.
+    #[error("VRRP: {0}")]
+    Vrrp(#[from] vrrp::SpecError),
 }
 
 /// A VRRP role change reported by the VRRP shell.
@@ -68,10 +83,18 @@ pub struct VrrpUpdate {
     pub role: VrrpRole,
 }
 
+/// A role change on its way to the owner task, with whom to tell once the
+/// data plane follows.
+#[derive(Debug)]
+struct VrrpMsg {
+    update: VrrpUpdate,
+    applied: Option<oneshot::Sender<()>>,
+}
+
 /// The VRRP shell's side of the hook.
 #[derive(Clone, Debug)]
 pub struct VrrpPort {
-    updates: mpsc::UnboundedSender<VrrpUpdate>,
+    updates: mpsc::UnboundedSender<VrrpMsg>,
     backends: watch::Receiver<BTreeMap<String, bool>>,
 }
 
@@ -79,10 +102,31 @@ impl VrrpPort {
     /// Reports a role change of `instance`. Never blocks (usable from a
     /// synchronous state hook); ignored once the daemon is gone.
     pub fn state_changed(&self, instance: &str, role: VrrpRole) {
-        let _ = self.updates.send(VrrpUpdate {
-            instance: instance.to_owned(),
-            role,
+        let _ = self.updates.send(VrrpMsg {
+            update: VrrpUpdate {
+                instance: instance.to_owned(),
+                role,
+            },
+            applied: None,
         });
+    }
+
+    /// [`VrrpPort::state_changed`], and a receiver that resolves once the
+    /// owner has applied the new desired state to the data plane (or has
+    /// tried to: a failure is logged by the owner and retried on the next
+    /// event). It resolves with an error at once when the daemon is gone.
+    pub fn state_changed_acked(&self, instance: &str, role: VrrpRole) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        // On a send error the message, and with it the sender, is dropped:
+        // the receiver resolves at once.
+        let _ = self.updates.send(VrrpMsg {
+            update: VrrpUpdate {
+                instance: instance.to_owned(),
+                role,
+            },
+            applied: Some(tx),
+        });
+        rx
     }
 
     /// Per instance: `false` while a VIP gated by it has no backend that
@@ -95,8 +139,66 @@ impl VrrpPort {
 /// The daemon's side of the hook (pass to [`run`]).
 #[derive(Debug)]
 pub struct VrrpHook {
-    updates: mpsc::UnboundedReceiver<VrrpUpdate>,
+    updates: mpsc::UnboundedReceiver<VrrpMsg>,
     backends: watch::Sender<BTreeMap<String, bool>>,
+}
+
+/// The data plane's view of a VRRP protocol state: only MASTER forwards;
+/// Initialize counts as Backup.
+pub fn role_of(state: vrrp::State) -> VrrpRole {
+    match state {
+        vrrp::State::Master => VrrpRole::Master,
+        vrrp::State::Fault => VrrpRole::Fault,
+        vrrp::State::Backup | vrrp::State::Initialize => VrrpRole::Backup,
+    }
+}
+
+/// The VRRP shell's [`StateHook`] for `port`: every transition is reported
+/// with an acknowledgement, so the shell adds a VIP only once the data plane
+/// forwards it (see the module docs).
+pub fn state_hook(port: VrrpPort) -> StateHook {
+    Arc::new(move |instance: &str, state: vrrp::State| {
+        Some(port.state_changed_acked(instance, role_of(state)))
+    })
+}
+
+/// Why a new config's VRRP part cannot be applied by a reload, `None` when it
+/// can. Virtual routers are not restarted by a reload: stopping one hands
+/// its addresses to the peer (a failover) and a changed VRID, interface or
+/// address list could leave two masters, so any change to
+/// `[[vrrp_instance]]` or `[[vrrp_script]]` needs a restart. Which VIPs an
+/// instance gates (`vip.vrrp_instance`) is not VRRP config: it reloads.
+pub fn vrrp_reload_blocker(running: &Config, new: &Config) -> Option<String> {
+    if new.vrrp_instances == running.vrrp_instances && new.vrrp_scripts == running.vrrp_scripts {
+        return None;
+    }
+    let names = |c: &Config| -> BTreeSet<String> {
+        c.vrrp_instances.iter().map(|i| i.name.clone()).collect()
+    };
+    let (old_names, new_names) = (names(running), names(new));
+    let mut what: Vec<String> = Vec::new();
+    for n in new_names.difference(&old_names) {
+        what.push(format!("added {n}"));
+    }
+    for n in old_names.difference(&new_names) {
+        what.push(format!("removed {n}"));
+    }
+    for i in &new.vrrp_instances {
+        if running
+            .vrrp_instances
+            .iter()
+            .any(|o| o.name == i.name && o != i)
+        {
+            what.push(format!("changed {}", i.name));
+        }
+    }
+    if new.vrrp_scripts != running.vrrp_scripts {
+        what.push("[[vrrp_script]] changed".into());
+    }
+    Some(format!(
+        "VRRP configuration changed ({}); a reload does not restart virtual routers: restart lbctl to apply it",
+        what.join(", ")
+    ))
 }
 
 /// A connected pair of VRRP hook ends.
@@ -161,6 +263,10 @@ pub fn reload_blocker(running: &Config, opts: LoadOptions, new: &Config) -> Opti
 
 /// Runs the daemon until `shutdown` is cancelled or SIGINT/SIGTERM arrives.
 /// SIGHUP reloads the config.
+///
+/// `vrrp`: `None` runs the config's `[[vrrp_instance]]`s in this daemon
+/// (none configured: nothing runs); `Some(hook)` leaves VRRP to an external
+/// driver holding the matching [`VrrpPort`] (the daemon starts no instance).
 ///
 /// # Errors
 /// A bad config (nothing is applied), data plane, netlink or socket errors
@@ -229,10 +335,39 @@ pub async fn run(
     ));
 
     let (health_tx, health_rx) = mpsc::channel(256);
-    let (vrrp_rx, vrrp_backends) = match vrrp {
-        Some(h) => (Some(h.updates), Some(h.backends)),
-        None => (None, None),
+    // Built-in VRRP: the instances start Backup (their VIPs inactive) and
+    // report through the same hook an external driver would use.
+    let (hook, builtin) = match vrrp {
+        Some(h) => (h, None),
+        None => {
+            let (port, hook) = vrrp_channel();
+            let instances = if cfg.vrrp_instances.is_empty() {
+                None
+            } else {
+                let vrrp_cancel = CancellationToken::new();
+                match vrrp::run_instances(&cfg, Some(state_hook(port.clone())), &vrrp_cancel).await
+                {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        cancel.cancel();
+                        let _ = std::fs::remove_file(&socket);
+                        dp.detach_all();
+                        pin::remove_pins(&pins);
+                        return Err(e.into());
+                    }
+                }
+            };
+            (
+                hook,
+                instances.map(|instances| BuiltinVrrp {
+                    instances,
+                    backends: port.backends_healthy(),
+                }),
+            )
+        }
     };
+    let vrrp_rx = Some(hook.updates);
+    let vrrp_backends = Some(hook.backends);
     let mut owner = Owner {
         config_path,
         generation: 1,
@@ -253,12 +388,8 @@ pub async fn run(
         health_tx,
         cancel: cancel.clone(),
         vrrp_backends,
+        vrrp: builtin,
     };
-    if vrrp_rx.is_none() {
-        for i in &owner.cfg.vrrp_instances {
-            warn!(instance = %i.name, "VRRP is not wired into this daemon yet: VIPs gated by this instance stay inactive");
-        }
-    }
     owner.seed(&adopted);
     owner.start_checks();
     owner.reconcile();
@@ -271,6 +402,15 @@ pub async fn run(
     let result = owner
         .event_loop(shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
         .await;
+    // VRRP first: priority 0 from masters and the VIPs removed while the
+    // data plane still forwards (the owner loop is gone, so the shell's
+    // acknowledgements resolve at once).
+    if let Some(v) = owner.vrrp.take() {
+        for e in v.instances.shutdown().await {
+            warn!(error = %e, "VRRP instance ended with an error");
+        }
+        info!("VRRP instances stopped");
+    }
     cancel.cancel();
     owner.checks.clear();
     let _ = std::fs::remove_file(&socket);
@@ -330,6 +470,26 @@ struct Owner {
     health_tx: mpsc::Sender<HealthEvent<HealthTarget>>,
     cancel: CancellationToken,
     vrrp_backends: Option<watch::Sender<BTreeMap<String, bool>>>,
+    /// The daemon's own VRRP instances.
+    vrrp: Option<BuiltinVrrp>,
+}
+
+/// VRRP instances run by the daemon, and their `track_backends` feed.
+struct BuiltinVrrp {
+    instances: vrrp::Instances,
+    backends: watch::Receiver<BTreeMap<String, bool>>,
+}
+
+impl BuiltinVrrp {
+    /// Hands per-instance backend health to the instances.
+    fn feed_backends(&mut self) {
+        let healthy = self.backends.borrow_and_update().clone();
+        for (name, up) in healthy {
+            if let Some(h) = self.instances.get(&name) {
+                h.set_backends_healthy(up);
+            }
+        }
+    }
 }
 
 impl Owner {
@@ -338,7 +498,7 @@ impl Owner {
         shutdown: CancellationToken,
         mut health_rx: mpsc::Receiver<HealthEvent<HealthTarget>>,
         mut neigh_rx: watch::Receiver<BTreeMap<IpAddr, Resolution>>,
-        mut vrrp_rx: Option<mpsc::UnboundedReceiver<VrrpUpdate>>,
+        mut vrrp_rx: Option<mpsc::UnboundedReceiver<VrrpMsg>>,
         mut api_rx: mpsc::Receiver<ApiCall>,
     ) -> Result<(), DaemonError> {
         let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
@@ -377,15 +537,29 @@ impl Owner {
                     self.inputs.macs = macs;
                     self.reconcile();
                 }
-                Some(up) = async {
+                Some(msg) = async {
                     match vrrp_rx.as_mut() {
                         Some(rx) => rx.recv().await,
                         None => std::future::pending().await,
                     }
                 } => {
+                    let VrrpMsg { update: up, applied } = msg;
                     info!(instance = %up.instance, role = ?up.role, "VRRP role changed");
                     self.inputs.vrrp.insert(up.instance, up.role);
                     self.reconcile();
+                    if let Some(tx) = applied {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(()) = async {
+                    match self.vrrp.as_mut() {
+                        Some(v) => v.backends.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(v) = self.vrrp.as_mut() {
+                        v.feed_backends();
+                    }
                 }
                 Some(call) = api_rx.recv() => {
                     let resp = match call.request {
@@ -512,7 +686,9 @@ impl Owner {
                 return Err(e.to_string());
             }
         };
-        if let Some(why) = reload_blocker(&self.cfg, self.opts, &new) {
+        if let Some(why) = reload_blocker(&self.cfg, self.opts, &new)
+            .or_else(|| vrrp_reload_blocker(&self.cfg, &new))
+        {
             error!(reason = %why, "reload refused: the running config stays");
             return Err(why);
         }
@@ -637,14 +813,36 @@ impl Owner {
             .cfg
             .vrrp_instances
             .iter()
-            .map(|i| api::VrrpStatus {
-                name: i.name.clone(),
-                state: self
-                    .inputs
-                    .vrrp
-                    .get(&i.name)
-                    .map_or_else(|| "UNKNOWN".to_owned(), |r| format!("{r:?}").to_uppercase()),
-                backends_healthy: healthy.get(&i.name).copied().unwrap_or(true),
+            .map(|i| {
+                let handle = self.vrrp.as_ref().and_then(|v| v.instances.get(&i.name));
+                let reported = || {
+                    self.inputs
+                        .vrrp
+                        .get(&i.name)
+                        .map_or_else(|| "UNKNOWN".to_owned(), |r| format!("{r:?}").to_uppercase())
+                };
+                let (state, priority) = match handle {
+                    Some(h) if h.is_finished() => ("STOPPED".to_owned(), 0),
+                    Some(h) => {
+                        let s = h.state();
+                        (vrrp_state_word(s.state).to_owned(), s.priority)
+                    }
+                    None => (reported(), i.priority),
+                };
+                api::VrrpStatus {
+                    name: i.name.clone(),
+                    state,
+                    backends_healthy: healthy.get(&i.name).copied().unwrap_or(true),
+                    vrid: i.virtual_router_id,
+                    interface: i.interface.clone(),
+                    version: match i.version {
+                        config::VrrpVersion::V2 => 2,
+                        config::VrrpVersion::V3 => 3,
+                    },
+                    base_priority: i.priority,
+                    priority,
+                    counters: handle.map(vrrp_counters),
+                }
             })
             .collect();
         api::StatusReport {
@@ -705,6 +903,39 @@ impl Owner {
     }
 }
 
+/// The status word of a VRRP state.
+fn vrrp_state_word(s: vrrp::State) -> &'static str {
+    match s {
+        vrrp::State::Master => "MASTER",
+        vrrp::State::Backup => "BACKUP",
+        vrrp::State::Fault => "FAULT",
+        vrrp::State::Initialize => "INIT",
+    }
+}
+
+/// The counters summary of a running instance.
+fn vrrp_counters(h: &vrrp::InstanceHandle) -> api::VrrpCounters {
+    let c = h.counters();
+    let s = h.shell_counters();
+    api::VrrpCounters {
+        adverts_received: c.adverts_received,
+        adverts_sent: c.adverts_sent,
+        adverts_rejected: c.rx_rejected(),
+        priority_zero_received: c.priority_zero_received,
+        priority_zero_sent: c.priority_zero_sent,
+        became_master: c.became_master,
+        became_backup: c.became_backup,
+        became_fault: c.became_fault,
+        garp_sent: s.garp_sent,
+        errors: s.send_errors
+            + s.address_errors
+            + s.garp_errors
+            + s.recv_errors
+            + s.bad_ip_header
+            + s.socket_queue_full,
+    }
+}
+
 /// `lbctl decap`: attaches the `decap` program to `iface`, accepts tunnels to
 /// `addrs`, runs until SIGINT/SIGTERM or `shutdown`, then detaches.
 ///
@@ -737,4 +968,96 @@ pub async fn run_decap(
 /// The config does not load.
 pub fn socket_of_config(path: &Path) -> Result<PathBuf, config::ConfigError> {
     Ok(api::socket_path(&config::load(path)?.node.state_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vrrp: &str) -> Config {
+        let text = format!(
+            r#"[node]
+interface = "veth0"
+[[vip]]
+name = "a"
+address = "10.0.0.100"
+port = 80
+vrrp_instance = "VI_1"
+  [[vip.backend]]
+  address = "10.0.1.1"
+{vrrp}"#
+        );
+        config::parse(&text, "lb.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const VI_1: &str = r#"
+[[vrrp_instance]]
+name = "VI_1"
+interface = "veth0"
+virtual_router_id = 1
+priority = 150
+virtual_ipaddress = ["10.0.0.100"]
+"#;
+
+    #[test]
+    fn vrrp_changes_need_a_restart() {
+        let running = cfg(VI_1);
+        assert_eq!(vrrp_reload_blocker(&running, &cfg(VI_1)), None);
+
+        // A VIP gated differently is not VRRP config.
+        let ungated = config::parse(
+            &format!(
+                "[node]\ninterface = \"veth0\"\n[[vip]]\nname = \"a\"\naddress = \"10.0.0.100\"\nport = 80\n  [[vip.backend]]\n  address = \"10.0.1.1\"\n{VI_1}"
+            ),
+            "lb.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(vrrp_reload_blocker(&running, &ungated), None);
+
+        let changed = cfg(&VI_1.replace("priority = 150", "priority = 100"));
+        let why = vrrp_reload_blocker(&running, &changed).expect("refused");
+        assert!(
+            why.contains("changed VI_1") && why.contains("restart lbctl"),
+            "{why}"
+        );
+
+        let added = cfg(&format!(
+            "{VI_1}\n[[vrrp_instance]]\nname = \"VI_2\"\ninterface = \"veth0\"\nvirtual_router_id = 2\nvirtual_ipaddress = [\"10.0.0.101\"]\n"
+        ));
+        let why = vrrp_reload_blocker(&running, &added).expect("refused");
+        assert!(why.contains("added VI_2"), "{why}");
+        let why = vrrp_reload_blocker(&added, &running).expect("refused");
+        assert!(why.contains("removed VI_2"), "{why}");
+    }
+
+    #[test]
+    fn only_master_forwards() {
+        assert_eq!(role_of(vrrp::State::Master), VrrpRole::Master);
+        assert_eq!(role_of(vrrp::State::Backup), VrrpRole::Backup);
+        assert_eq!(role_of(vrrp::State::Initialize), VrrpRole::Backup);
+        assert_eq!(role_of(vrrp::State::Fault), VrrpRole::Fault);
+    }
+
+    #[tokio::test]
+    async fn acked_state_change_resolves_after_the_owner_or_when_it_is_gone() {
+        let (port, mut hook) = vrrp_channel();
+        let hook_fn = state_hook(port.clone());
+        let ack = hook_fn("VI_1", vrrp::State::Master).expect("an ack");
+        let msg = hook.updates.recv().await.expect("message");
+        assert_eq!(
+            msg.update,
+            VrrpUpdate {
+                instance: "VI_1".into(),
+                role: VrrpRole::Master
+            }
+        );
+        let tx = msg.applied.expect("ack sender");
+        tx.send(()).expect("send ack");
+        assert_eq!(ack.await, Ok(()));
+
+        // The owner is gone: the ack resolves at once, with an error.
+        drop(hook);
+        let ack = port.state_changed_acked("VI_1", VrrpRole::Backup);
+        assert!(ack.await.is_err());
+    }
 }

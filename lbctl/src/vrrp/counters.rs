@@ -76,6 +76,35 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Advertisements rejected for any reason (the sum of the `rx_*`
+    /// counters).
+    pub fn rx_rejected(&self) -> u64 {
+        [
+            self.rx_family_mismatch,
+            self.rx_bad_ttl,
+            self.rx_too_short,
+            self.rx_bad_version,
+            self.rx_bad_type,
+            self.rx_zero_address_count,
+            self.rx_length_mismatch,
+            self.rx_bad_checksum,
+            self.rx_v2_over_ipv6,
+            self.rx_unsupported_auth_type,
+            self.rx_invalid_auth_type,
+            self.rx_zero_interval,
+            self.rx_version_mismatch,
+            self.rx_unknown_vrid,
+            self.rx_local_is_owner,
+            self.rx_auth_type_mismatch,
+            self.rx_auth_mismatch,
+            self.rx_interval_mismatch,
+            self.rx_address_list_mismatch,
+            self.rx_not_unicast_peer,
+        ]
+        .iter()
+        .sum()
+    }
+
     /// Count a rejected packet under its reason.
     pub fn record_rx_error(&mut self, e: &RxError) {
         let c = match e {
@@ -208,6 +237,10 @@ mod tests {
         ];
         assert!(fields.iter().all(|&f| f == 1));
         assert_eq!(fields.len(), errors.len());
+        // rx_rejected sums them all, the shell's unicast-peer counter too.
+        assert_eq!(c.rx_rejected(), errors.len() as u64);
+        c.rx_not_unicast_peer += 1;
+        assert_eq!(c.rx_rejected(), errors.len() as u64 + 1);
     }
 
     #[test]

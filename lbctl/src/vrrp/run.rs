@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! let cancel = CancellationToken::new();
-//! let hook: StateHook = Arc::new(|instance, state| { /* flip the data plane's active flag */ });
+//! let hook: StateHook = Arc::new(|instance, state| {
+//!     /* flip the data plane's active flag; return Some(ack) if another task does it */
+//!     None
+//! });
 //! let instances = vrrp::run_instances(&cfg, Some(hook), &cancel).await?;
 //! let mut rx = instances.get("VI_1").unwrap().subscribe();   // watch::Receiver<StateInfo>
 //! instances.get("VI_1").unwrap().set_backends_healthy(false); // track_backends

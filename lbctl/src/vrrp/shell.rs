@@ -9,13 +9,18 @@
 //! (interface link state over rtnetlink, `vrrp_script` runners, backend
 //! health from the daemon) and cancellation.
 //!
-//! On a transition **to Master** the shell, in this order: adds the VIPs
-//! (rtnetlink; IPv6 with `nodad`), publishes the new state (the
-//! [`StateHook`] and the watch channel, so the daemon switches the data
-//! plane's active flag in the same step), starts the gratuitous ARP /
-//! unsolicited NA schedule, and runs the notify script. **Leaving Master**:
-//! stops the announcements, publishes the new state (data plane inactive
-//! first), removes the VIPs, notifies. On shutdown (cancellation) the
+//! On a transition **to Master** the shell, in this order: publishes the
+//! new state (the [`StateHook`], waiting for its [`HookAck`] when it hands
+//! one back, and the watch channel: the daemon switches the data plane's
+//! active flag in this step), adds the VIPs (rtnetlink; IPv6 with `nodad`),
+//! starts the gratuitous ARP / unsolicited NA schedule, and runs the notify
+//! script. **Leaving Master**: stops the announcements, removes the VIPs,
+//! publishes the new state (data plane inactive, acknowledged), notifies.
+//! The order keeps one invariant: while a VIP is a local address of this
+//! node, the data plane forwards it. Otherwise a packet of an established
+//! flow that reaches the node in between (the peers still have its MAC)
+//! would meet the kernel's TCP stack, which has no socket for it and
+//! answers with a reset. On shutdown (cancellation) the
 //! machine's Shutdown sends priority 0 when Master and the VIPs are
 //! removed. At startup VIPs left behind by a killed predecessor are
 //! removed before anything else.
@@ -113,11 +118,21 @@ pub struct StateInfo {
     pub priority: u8,
 }
 
-/// Called synchronously by the shell on every transition, right after the
-/// VIPs were added (to Master) or right before they are removed (from
+/// Called synchronously by the shell on every transition, right before the
+/// VIPs are added (to Master) or right after they were removed (from
 /// Master): the place to flip the data plane's active flag. Arguments:
-/// instance name, new state. Must not block.
-pub type StateHook = Arc<dyn Fn(&str, State) + Send + Sync>;
+/// instance name, new state. Must not block: a hook whose effect is applied
+/// elsewhere (another task) returns a [`HookAck`], and the shell waits for
+/// it, at most [`HOOK_ACK_TIMEOUT`], before it goes on.
+pub type StateHook = Arc<dyn Fn(&str, State) -> Option<HookAck> + Send + Sync>;
+
+/// Resolved (or dropped) once the effect of a [`StateHook`] call is in
+/// place.
+pub type HookAck = tokio::sync::oneshot::Receiver<()>;
+
+/// The longest the shell waits for a [`HookAck`]; past it, it logs and goes
+/// on (a stuck data plane must not stop the protocol).
+pub const HOOK_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shell-level counters (packet-level ones are in [`Counters`]).
 #[derive(Debug, Default)]
@@ -764,9 +779,21 @@ impl Shell {
         }
     }
 
-    fn publish(&self, to: State) {
-        if let Some(h) = &self.hook {
-            h(&self.name, to);
+    /// Calls the hook (waiting for its acknowledgement) and publishes the
+    /// state on the watch channel.
+    async fn publish(&self, to: State) {
+        if let Some(ack) = self.hook.as_ref().and_then(|h| h(&self.name, to)) {
+            let started = Instant::now();
+            match tokio::time::timeout(HOOK_ACK_TIMEOUT, ack).await {
+                // A dropped sender means nobody will apply it (the daemon
+                // is stopping): nothing to wait for.
+                Ok(_) => {
+                    tracing::debug!(instance = %self.name, ?to, took = ?started.elapsed(), "state hook acknowledged");
+                }
+                Err(_) => {
+                    tracing::warn!(instance = %self.name, ?to, timeout = ?HOOK_ACK_TIMEOUT, "state hook not acknowledged in time; going on");
+                }
+            }
         }
         self.state_tx.send_replace(StateInfo {
             state: to,
@@ -777,6 +804,7 @@ impl Shell {
     async fn transition(&mut self, from: State, to: State) {
         tracing::info!(instance = %self.name, ?from, ?to, priority = self.machine.priority(), "VRRP transition");
         if to == State::Master {
+            self.publish(to).await;
             for v in self.vips.clone() {
                 if let Err(error) = self
                     .netlink
@@ -787,16 +815,15 @@ impl Shell {
                     tracing::error!(instance = %self.name, vip = %v.address, dev = %v.dev, %error, "cannot add VIP");
                 }
             }
-            self.publish(to);
             self.start_announcements();
         } else if from == State::Master {
             if let Some(t) = self.garp_task.take() {
                 t.abort();
             }
-            self.publish(to);
             self.remove_vips().await;
+            self.publish(to).await;
         } else {
-            self.publish(to);
+            self.publish(to).await;
         }
         self.notifier.notify(state_word(to));
     }
