@@ -449,8 +449,8 @@ pub fn render_status(s: &StatusReport) -> String {
         let _ = writeln!(o, "\nVRRP");
         let _ = writeln!(
             o,
-            "  {:<20} {:<8} {:>4} {:<12} {:>9} {:<9} {}",
-            "INSTANCE", "STATE", "VRID", "INTERFACE", "PRIO", "BACKENDS", "COUNTERS"
+            "  {:<20} {:<8} {:>4} {:<12} {:>9} {:<9} COUNTERS",
+            "INSTANCE", "STATE", "VRID", "INTERFACE", "PRIO", "BACKENDS"
         );
         for i in &s.vrrp {
             let prio = if i.priority == i.base_priority {
@@ -544,6 +544,53 @@ mod tests {
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"type":"error","message":"lb.toml:3:1: bad"}"#);
         assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn vrrp_status_renders_and_reads_old_answers() {
+        let s = StatusReport {
+            vrrp: vec![VrrpStatus {
+                name: "VI_1".into(),
+                state: "MASTER".into(),
+                backends_healthy: false,
+                vrid: 51,
+                interface: "eth0".into(),
+                version: 3,
+                base_priority: 150,
+                priority: 100,
+                counters: Some(VrrpCounters {
+                    adverts_sent: 7,
+                    became_master: 1,
+                    garp_sent: 5,
+                    ..VrrpCounters::default()
+                }),
+            }],
+            ..StatusReport::default()
+        };
+        let text = render_status(&s);
+        let line = text
+            .lines()
+            .find(|l| l.contains("VI_1"))
+            .expect("instance line");
+        for want in [
+            "MASTER",
+            "51",
+            "eth0",
+            "100/150",
+            "unhealthy",
+            "tx 7",
+            "master 1x",
+            "garp 5",
+        ] {
+            assert!(line.contains(want), "{want:?} missing in {line:?}");
+        }
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), s);
+        // An answer of a daemon without the new fields still decodes.
+        let old: VrrpStatus =
+            serde_json::from_str(r#"{"name":"VI_1","state":"BACKUP","backends_healthy":true}"#)
+                .unwrap();
+        assert_eq!((old.vrid, old.counters), (0, None));
     }
 
     #[tokio::test]
