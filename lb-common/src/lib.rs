@@ -29,7 +29,7 @@ pub const PROTO_UDP: u8 = 17;
 
 /// Key of the VIP map: (address, port, protocol). A port of 0 is the
 /// port-less VIP that catches every port of its address.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
     /// IPv4 in the first 4 bytes (rest zero) or IPv6, network order.
@@ -79,7 +79,7 @@ pub struct VipInfo {
 }
 
 /// Value of the backend map, indexed by backend id (`1..MAX_BACKENDS`; 0 is [`NO_BACKEND`]).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Backend {
     /// Backend address (IPIP outer destination), network order.
@@ -106,7 +106,7 @@ pub mod backend_flags {
 
 /// Key of the connection table, and the input of [`flow_hash`]: the flow's
 /// 5-tuple with the fields its VIP does not hash on set to zero.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ConnKey {
     /// Client address, network order.
@@ -136,7 +136,7 @@ pub struct ConnValue {
 }
 
 /// Node-wide settings, the single entry of the `CONFIG` array map.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LbConfig {
     /// MAC address of the interface the program runs on (source of forwarded frames).
@@ -277,7 +277,7 @@ impl Reason {
 }
 
 /// Key of the address maps: VIP addresses (fast "is this for us" test) and decap addresses.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct AddrKey {
     /// Outer destination, network order.

@@ -155,7 +155,7 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),
     };
-    if (vip.flags | cfg.flags as u32) & (vip_flags::DEBUG | config_flags::DEBUG as u32) != 0 {
+    if vip.flags & vip_flags::DEBUG != 0 || cfg.flags & config_flags::DEBUG != 0 {
         debug!(ctx, "vip {} -> backend {}", vip.vip_id, backend_id);
     }
 

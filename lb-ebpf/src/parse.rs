@@ -35,6 +35,7 @@ pub unsafe fn store<T>(addr: usize, v: T) {
 }
 
 /// What the parser learned about a packet to a VIP.
+#[repr(C, align(8))]
 pub struct Parsed {
     /// Offset of the IP header (14, or 18 with a VLAN tag). A `u8` on purpose:
     /// refilled from the stack with a byte load, the verifier knows it is < 256.
