@@ -14,6 +14,8 @@ pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_RING_SIZE: u32 = 65537;
 /// Default capacity of the connection table.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+/// Entries of the VIP address pre-filter array (see [`vip_slot`]).
+pub const VIP_SLOTS: u32 = 1 << 16;
 /// Backend id that means "no backend" in a Maglev ring.
 pub const NO_BACKEND: u32 = 0;
 
@@ -319,21 +321,33 @@ const fn word(a: &[u8; 16], i: usize) -> u32 {
 /// over a connection key whose fields the VIP leaves out of its hash are zero.
 ///
 /// The data plane and user space both call this, so tests and tools can
-/// predict which backend a flow gets. `family` and padding do not enter it.
+/// predict which backend a flow gets. IPv4 keys hash only the first word of
+/// each address (the rest is zero); padding never enters.
 #[inline(always)]
 pub const fn flow_hash(t: &ConnKey) -> u32 {
     let mut h = HASH_SEED;
     h = mix(h, word(&t.src, 0));
-    h = mix(h, word(&t.src, 1));
-    h = mix(h, word(&t.src, 2));
-    h = mix(h, word(&t.src, 3));
     h = mix(h, word(&t.dst, 0));
-    h = mix(h, word(&t.dst, 1));
-    h = mix(h, word(&t.dst, 2));
-    h = mix(h, word(&t.dst, 3));
+    if t.family != FAMILY_V4 {
+        h = mix(h, word(&t.src, 1));
+        h = mix(h, word(&t.src, 2));
+        h = mix(h, word(&t.src, 3));
+        h = mix(h, word(&t.dst, 1));
+        h = mix(h, word(&t.dst, 2));
+        h = mix(h, word(&t.dst, 3));
+    }
     h = mix(h, (t.sport as u32) << 16 | t.dport as u32);
     h = mix(h, t.proto as u32);
     fmix(h ^ 37)
+}
+
+/// Slot of an address (map layout) in the data plane's VIP pre-filter
+/// array: the XOR of its four 32-bit words, folded to 16 bits. A slot in use
+/// means "maybe a VIP"; collisions only cost a VIP lookup that misses.
+#[inline(always)]
+pub const fn vip_slot(addr: &[u8; 16]) -> u32 {
+    let x = word(addr, 0) ^ word(addr, 1) ^ word(addr, 2) ^ word(addr, 3);
+    (x ^ (x >> 16)) & (VIP_SLOTS - 1)
 }
 
 #[cfg(feature = "user")]
