@@ -135,6 +135,9 @@ pub struct ConnValue {
     pub backend_id: u32,
     /// [`Backend::generation`] at the time of the choice.
     pub generation: u32,
+    /// The flow's [`flow_hash`], kept so a hit needs no rehash (IPIP uses it
+    /// for the outer source bits and the IPv6 flow label).
+    pub hash: u32,
 }
 
 /// Node-wide settings, the single entry of the `CONFIG` array map.
@@ -384,7 +387,7 @@ mod tests {
         assert_eq!(size_of::<VipInfo>(), 16);
         assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<ConnKey>(), 40);
-        assert_eq!(size_of::<ConnValue>(), 8);
+        assert_eq!(size_of::<ConnValue>(), 12);
         assert_eq!(size_of::<LbConfig>(), 40);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<AddrKey>(), 20);

@@ -154,8 +154,9 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
 
     let mut p = p;
     mask_key(&mut p.key, vip.flags);
-    let hash = flow_hash(&p.key);
-    let (backend_id, backend) = match choose_backend(&p.key, hash, &vip, cfg) {
+    // Computed on a connection-table miss, or later if IPIP needs it.
+    let mut hash = None;
+    let (backend_id, backend) = match choose_backend(&p.key, &mut hash, &vip, cfg) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),
     };
@@ -164,9 +165,10 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
     }
 
     let (action, reason) = if vip.flags & vip_flags::FWD_IPIP != 0 {
-        encap(ctx, &p, &backend, cfg, hash)
+        let hash = hash.unwrap_or_else(|| flow_hash(&p.key));
+        encap(ctx, &p, backend, cfg, hash)
     } else {
-        dr(ctx, &p, &backend, cfg)
+        dr(ctx, &p, backend, cfg)
     };
     if action == XDP_TX {
         add(&BACKEND_STATS, backend_id, frame_len);
@@ -195,22 +197,22 @@ fn mask_key(k: &mut ConnKey, flags: u32) {
 }
 
 #[inline(always)]
-fn live_backend(id: u32) -> Option<Backend> {
+fn live_backend(id: u32) -> Option<&'static Backend> {
     let b = BACKENDS.get(id)?;
     if b.flags & backend_flags::ALIVE == 0 {
         return None;
     }
-    Some(*b)
+    Some(b)
 }
 
 /// Connection table first, then the VIP's live Maglev ring.
 #[inline(always)]
 fn choose_backend(
     key: &ConnKey,
-    hash: u32,
+    hash_out: &mut Option<u32>,
     vip: &VipInfo,
     cfg: &LbConfig,
-) -> Option<(u32, Backend)> {
+) -> Option<(u32, &'static Backend)> {
     let use_conns = vip.flags & vip_flags::NO_CONN_TABLE == 0;
     if use_conns {
         // SAFETY: the value is copied out before any other map operation.
@@ -220,6 +222,7 @@ fn choose_backend(
                 && b.generation == v.generation
             {
                 count(Reason::ConnHit);
+                *hash_out = Some(v.hash);
                 return Some((v.backend_id, b));
             }
             count(Reason::ConnStale);
@@ -231,6 +234,8 @@ fn choose_backend(
     if ring_size == 0 {
         return None;
     }
+    let hash = flow_hash(key);
+    *hash_out = Some(hash);
     let idx = (vip.vip_id * 2 + (vip.slot & 1)) * cfg.ring_stride + hash % ring_size;
     let id = *RINGS.get(idx)?;
     if id == NO_BACKEND {
@@ -241,6 +246,7 @@ fn choose_backend(
         let v = ConnValue {
             backend_id: id,
             generation: b.generation,
+            hash,
         };
         let _ = CONNS.insert(key, v, 0);
     }
