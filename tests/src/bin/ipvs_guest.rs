@@ -506,7 +506,7 @@ health_check = { type = "none" }
             .append(true)
             .open(log_path())
             .expect("log file");
-        let child = Command::new(LBCTL)
+        Command::new(LBCTL)
             .args(["--log-format", "text", "run", "--config"])
             .arg(conf())
             .env("LBCTL_LOG", "info")
@@ -514,13 +514,16 @@ health_check = { type = "none" }
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("starting lbctl run");
+            .expect("starting lbctl run")
+    }
+
+    /// Waits until the control socket of `child` answers.
+    fn ready(child: &mut Child) {
         let deadline = Instant::now() + SETTLE;
-        loop {
-            if lbctl(&["status"]).0 {
-                return child;
-            }
+        while !lbctl(&["status"]).0 {
             if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
                 show_log();
                 panic!("lbctl's control socket did not answer");
             }
@@ -638,6 +641,7 @@ health_check = { type = "none" }
 
         // Start: every check passes at its first run.
         let mut child = start();
+        ready(&mut child);
         let all_up = [
             FOREIGN,
             FOREIGN_DEST,
@@ -736,6 +740,7 @@ health_check = { type = "none" }
         let _ = std::fs::remove_file(Path::new(DIR).join("state/lbctl.sock"));
         stays("daemon-crash", &reloaded, Duration::from_millis(500));
         let mut child = start();
+        ready(&mut child);
         stays("daemon-restart", &reloaded, Duration::from_secs(2));
 
         // Checks pass again: weight back, removed real server back.
@@ -765,6 +770,7 @@ health_check = { type = "none" }
         // so IPVS runs and says why.
         write_conf(&lb_toml("auto", 50, false, ""));
         let mut child = start();
+        ready(&mut child);
         settle(
             "daemon-auto-apply",
             &all_up
