@@ -651,6 +651,84 @@ mod tests {
         assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
     }
 
+    #[test]
+    fn ipvs_status_renders_kernel_weights_and_connections() {
+        let s = StatusReport {
+            config: "lb.toml".into(),
+            interface: "eth0".into(),
+            dataplane: "ipvs".into(),
+            dataplane_note: Some("auto: XDP unavailable (no BPF); using IPVS".into()),
+            xdp_mode: "-".into(),
+            config_generation: 2,
+            foreign_services: vec!["TCP 192.0.2.9:443".into()],
+            vips: vec![VipStatus {
+                name: "web".into(),
+                vip: "10.0.0.1:80/tcp".into(),
+                forwarding: "dr".into(),
+                active: true,
+                ipvs: Some(IpvsServiceView {
+                    service: "TCP 10.0.0.1:80".into(),
+                    owned: true,
+                    scheduler: "mh".into(),
+                    flags: vec!["mh-port".into()],
+                    connections: 7,
+                    ..Default::default()
+                }),
+                backends: vec![
+                    BackendStatus {
+                        address: "10.0.1.1".into(),
+                        weight: 100,
+                        health: "down".into(),
+                        ipvs: Some(IpvsDestView {
+                            weight: 0,
+                            forwarding: "Route".into(),
+                            active_conns: 3,
+                            inactive_conns: 4,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    BackendStatus {
+                        address: "10.0.1.2".into(),
+                        weight: 5,
+                        health: "down".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            vrrp: vec![],
+        };
+        let text = render_status(&s);
+        assert!(
+            text.contains("dataplane ipvs\n  auto: XDP unavailable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("TCP 10.0.0.1:80 mh mh-port  conns 7"),
+            "{text}"
+        );
+        let row = |addr: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(addr))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            row("10.0.1.1"),
+            ["10.0.1.1", "100", "down", "0", "Route", "3", "4", "0", "0"]
+        );
+        assert_eq!(
+            row("10.0.1.2"),
+            ["10.0.1.2", "5", "down", "-", "-", "-", "-", "0", "0"]
+        );
+        assert!(text.contains("left alone)\n  TCP 192.0.2.9:443"), "{text}");
+        // An older daemon's JSON (no IPVS fields) still decodes.
+        let old = r#"{"config":"c","interface":"eth0","xdp_mode":"skb","config_generation":1,"vips":[],"vrrp":[]}"#;
+        let st: StatusReport = serde_json::from_str(old).unwrap();
+        assert!(render_status(&st).contains("dataplane xdp skb"));
+    }
+
     #[tokio::test]
     async fn socket_is_private_and_answers() {
         let dir = std::env::temp_dir().join(format!("lbctl-api-test-{}", std::process::id()));
