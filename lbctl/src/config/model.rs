@@ -99,6 +99,34 @@ pub struct Node {
     pub conn_table_size: u32,
     /// Size of the VIP maps (1..=`lb_common::MAX_VIPS`); at least the number of VIPs.
     pub max_vips: u32,
+    /// IPVS: what a backend that fails its check becomes, for VIPs without
+    /// their own `on_unhealthy`.
+    pub on_unhealthy: OnUnhealthy,
+}
+
+/// IPVS: what happens to a real server that fails its health check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnUnhealthy {
+    /// Weight 0 (keepalived's `inhibit_on_failure`): no new connections,
+    /// established ones run out on it.
+    #[default]
+    Drain,
+    /// Deleted from the service (keepalived's default).
+    Remove,
+}
+
+/// IPVS scheduler of a VIP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Source hashing.
+    Sh,
+    /// Maglev hashing (the XDP path's algorithm).
+    #[default]
+    Mh,
 }
 
 /// `node.dataplane`.
@@ -170,6 +198,9 @@ pub enum Forwarding {
     Dr,
     /// IPIP / IP6IP6 (or mixed) encapsulation (LVS "TUN"); outer family is the backend's.
     Ipip,
+    /// NAT (LVS "MASQ"): IPVS data plane only; backend in the VIP's family,
+    /// routing its replies back through this node.
+    Nat,
 }
 
 /// Which parts of the flow the VIP hashes on. Destination address and
@@ -254,6 +285,14 @@ pub struct Vip {
     /// The VRRP instance gating this VIP: active only while that instance is
     /// MASTER. `None`: always active. Always names an existing instance.
     pub vrrp_instance: Option<String>,
+    /// IPVS scheduler (default [`Scheduler::Mh`]).
+    pub scheduler: Scheduler,
+    /// IPVS: what a failed backend becomes (the VIP's, else the node's).
+    pub on_unhealthy: OnUnhealthy,
+    /// IPVS persistence timeout (whole seconds): clients stick to one real
+    /// server for that long. `None`: not persistent, except port-less VIPs,
+    /// which IPVS schedules only as persistent services (300 s then).
+    pub persistence_timeout: Option<Duration>,
     /// Backends, in file order (at least one; addresses unique within the VIP).
     pub backends: Vec<Backend>,
 }
