@@ -203,45 +203,8 @@ pub enum Forwarding {
     Nat,
 }
 
-/// Which parts of the flow the VIP hashes on. Destination address and
-/// protocol are always part of the hash; the others can be left out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HashFields {
-    /// Hash the client address.
-    pub src_addr: bool,
-    /// Hash the client port.
-    pub src_port: bool,
-    /// Hash the VIP port.
-    pub dst_port: bool,
-}
-
-impl Default for HashFields {
-    fn default() -> Self {
-        Self {
-            src_addr: true,
-            src_port: true,
-            dst_port: true,
-        }
-    }
-}
-
-impl HashFields {
-    /// The `lb_common::vip_flags::HASH_NO_*` bits for this selection.
-    pub fn vip_flags(self) -> u32 {
-        use lb_common::vip_flags::{HASH_NO_DST_PORT, HASH_NO_SRC_ADDR, HASH_NO_SRC_PORT};
-        let mut flags = 0;
-        if !self.src_addr {
-            flags |= HASH_NO_SRC_ADDR;
-        }
-        if !self.src_port {
-            flags |= HASH_NO_SRC_PORT;
-        }
-        if !self.dst_port {
-            flags |= HASH_NO_DST_PORT;
-        }
-        flags
-    }
-}
+/// Which parts of the flow the VIP hashes on: the data plane's own type.
+pub use crate::dataplane::state::HashFields;
 
 /// What a VIP does with new flows when no backend can take them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use crate::config::{self, Config, OnNoBackend, Probe, VipIdentity};
 use crate::dataplane::{
-    BackendSpec, DesiredState, Forwarding, HashFields, NodeSettings, Protocol, VipSpec, VipState,
+    BackendSpec, DesiredState, Forwarding, NodeSettings, Protocol, VipSpec, VipState,
 };
 use crate::health::{CheckKind, CheckSpec, HttpCheck, ScriptCheck, Status, StatusSet, UdpCheck};
 
@@ -167,11 +167,7 @@ pub fn desired_state(cfg: &Config, inputs: &Inputs) -> DesiredState {
                     config::Forwarding::Dr | config::Forwarding::Nat => Forwarding::Dr,
                     config::Forwarding::Ipip => Forwarding::Ipip,
                 },
-                hash: HashFields {
-                    src_addr: vip.hash.src_addr,
-                    src_port: vip.hash.src_port,
-                    dst_port: vip.hash.dst_port,
-                },
+                hash: vip.hash,
                 ring_size: vip.table_size,
                 active: vip_active(vip, inputs),
                 debug: false,
