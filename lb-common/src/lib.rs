@@ -14,6 +14,8 @@ pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_RING_SIZE: u32 = 65537;
 /// Default capacity of the connection table.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+/// Entries of the VIP address pre-filter array (see [`vip_slot`]).
+pub const VIP_SLOTS: u32 = 1 << 16;
 /// Backend id that means "no backend" in a Maglev ring.
 pub const NO_BACKEND: u32 = 0;
 
@@ -29,7 +31,7 @@ pub const PROTO_UDP: u8 = 17;
 
 /// Key of the VIP map: (address, port, protocol). A port of 0 is the
 /// port-less VIP that catches every port of its address.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
     /// IPv4 in the first 4 bytes (rest zero) or IPv6, network order.
@@ -79,7 +81,7 @@ pub struct VipInfo {
 }
 
 /// Value of the backend map, indexed by backend id (`1..MAX_BACKENDS`; 0 is [`NO_BACKEND`]).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Backend {
     /// Backend address (IPIP outer destination), network order.
@@ -106,7 +108,7 @@ pub mod backend_flags {
 
 /// Key of the connection table, and the input of [`flow_hash`]: the flow's
 /// 5-tuple with the fields its VIP does not hash on set to zero.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ConnKey {
     /// Client address, network order.
@@ -133,10 +135,13 @@ pub struct ConnValue {
     pub backend_id: u32,
     /// [`Backend::generation`] at the time of the choice.
     pub generation: u32,
+    /// The flow's [`flow_hash`], kept so a hit needs no rehash (IPIP uses it
+    /// for the outer source bits and the IPv6 flow label).
+    pub hash: u32,
 }
 
 /// Node-wide settings, the single entry of the `CONFIG` array map.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LbConfig {
     /// MAC address of the interface the program runs on (source of forwarded frames).
@@ -277,7 +282,7 @@ impl Reason {
 }
 
 /// Key of the address maps: VIP addresses (fast "is this for us" test) and decap addresses.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct AddrKey {
     /// Outer destination, network order.
@@ -319,21 +324,33 @@ const fn word(a: &[u8; 16], i: usize) -> u32 {
 /// over a connection key whose fields the VIP leaves out of its hash are zero.
 ///
 /// The data plane and user space both call this, so tests and tools can
-/// predict which backend a flow gets. `family` and padding do not enter it.
+/// predict which backend a flow gets. IPv4 keys hash only the first word of
+/// each address (the rest is zero); padding never enters.
 #[inline(always)]
 pub const fn flow_hash(t: &ConnKey) -> u32 {
     let mut h = HASH_SEED;
     h = mix(h, word(&t.src, 0));
-    h = mix(h, word(&t.src, 1));
-    h = mix(h, word(&t.src, 2));
-    h = mix(h, word(&t.src, 3));
     h = mix(h, word(&t.dst, 0));
-    h = mix(h, word(&t.dst, 1));
-    h = mix(h, word(&t.dst, 2));
-    h = mix(h, word(&t.dst, 3));
+    if t.family != FAMILY_V4 {
+        h = mix(h, word(&t.src, 1));
+        h = mix(h, word(&t.src, 2));
+        h = mix(h, word(&t.src, 3));
+        h = mix(h, word(&t.dst, 1));
+        h = mix(h, word(&t.dst, 2));
+        h = mix(h, word(&t.dst, 3));
+    }
     h = mix(h, (t.sport as u32) << 16 | t.dport as u32);
     h = mix(h, t.proto as u32);
     fmix(h ^ 37)
+}
+
+/// Slot of an address (map layout) in the data plane's VIP pre-filter
+/// array: the XOR of its four 32-bit words, folded to 16 bits. A slot in use
+/// means "maybe a VIP"; collisions only cost a VIP lookup that misses.
+#[inline(always)]
+pub const fn vip_slot(addr: &[u8; 16]) -> u32 {
+    let x = word(addr, 0) ^ word(addr, 1) ^ word(addr, 2) ^ word(addr, 3);
+    (x ^ (x >> 16)) & (VIP_SLOTS - 1)
 }
 
 #[cfg(feature = "user")]
@@ -370,7 +387,7 @@ mod tests {
         assert_eq!(size_of::<VipInfo>(), 16);
         assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<ConnKey>(), 40);
-        assert_eq!(size_of::<ConnValue>(), 8);
+        assert_eq!(size_of::<ConnValue>(), 12);
         assert_eq!(size_of::<LbConfig>(), 40);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<AddrKey>(), 20);

@@ -17,8 +17,8 @@
 #![no_std]
 #![no_main]
 
-mod csum;
 mod parse;
+mod pkt;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
@@ -33,7 +33,8 @@ use lb_common::{
     MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipInfo, VipKey, backend_flags, config_flags,
     flow_hash, vip_flags,
 };
-use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed, load, store};
+use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
+use pkt::{copy_mac, fold, get32, ld16, ld32, st_mac, st16, st32, st128, sum16};
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -46,9 +47,11 @@ const OUTER_TTL: u8 = 64;
 /// VIPs by (address, port, protocol).
 #[map]
 static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
-/// Addresses that carry at least one VIP: one lookup rejects most non-VIP traffic.
+/// VIP address pre-filter: slot [`lb_common::vip_slot`] counts the VIPs whose
+/// address folds to it. An array lookup (inlined by the verifier) turns away
+/// most non-VIP traffic without hashing a key.
 #[map]
-static VIP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+static VIP_PREFILTER: Array<u32> = Array::with_max_entries(lb_common::VIP_SLOTS, 0);
 /// Maglev rings: VIP `v`, slot `s` occupies `[(2v+s)*stride, (2v+s)*stride + ring_size)`.
 /// Sized by user space at load time; mmapable so a table is written with memcpy.
 #[map]
@@ -120,12 +123,13 @@ pub fn reflect(ctx: XdpContext) -> u32 {
     if data + 12 > ctx.data_end() {
         return XDP_DROP;
     }
-    // SAFETY: 12 bytes checked above.
+    // SAFETY: 12 bytes checked; the packet starts 2-aligned.
     unsafe {
-        let dst: [u8; 6] = load(data);
-        let src: [u8; 6] = load(data + 6);
-        store(data, src);
-        store(data + 6, dst);
+        let (d0, d1, d2) = (ld16(data), ld16(data + 2), ld16(data + 4));
+        copy_mac(data, data + 6);
+        st16(data + 6, d0);
+        st16(data + 8, d1);
+        st16(data + 10, d2);
     }
     XDP_TX
 }
@@ -150,19 +154,21 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
 
     let mut p = p;
     mask_key(&mut p.key, vip.flags);
-    let hash = flow_hash(&p.key);
-    let (backend_id, backend) = match choose_backend(&p.key, hash, &vip, cfg) {
+    // Computed on a connection-table miss, or later if IPIP needs it.
+    let mut hash = None;
+    let (backend_id, backend) = match choose_backend(&p.key, &mut hash, &vip, cfg) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),
     };
-    if (vip.flags | cfg.flags as u32) & (vip_flags::DEBUG | config_flags::DEBUG as u32) != 0 {
+    if vip.flags & vip_flags::DEBUG != 0 || cfg.flags & config_flags::DEBUG != 0 {
         debug!(ctx, "vip {} -> backend {}", vip.vip_id, backend_id);
     }
 
     let (action, reason) = if vip.flags & vip_flags::FWD_IPIP != 0 {
-        encap(ctx, &p, &backend, cfg, hash)
+        let hash = hash.unwrap_or_else(|| flow_hash(&p.key));
+        encap(ctx, &p, backend, cfg, hash)
     } else {
-        dr(ctx, &p, &backend, cfg)
+        dr(ctx, &p, backend, cfg)
     };
     if action == XDP_TX {
         add(&BACKEND_STATS, backend_id, frame_len);
@@ -191,22 +197,22 @@ fn mask_key(k: &mut ConnKey, flags: u32) {
 }
 
 #[inline(always)]
-fn live_backend(id: u32) -> Option<Backend> {
+fn live_backend(id: u32) -> Option<&'static Backend> {
     let b = BACKENDS.get(id)?;
     if b.flags & backend_flags::ALIVE == 0 {
         return None;
     }
-    Some(*b)
+    Some(b)
 }
 
 /// Connection table first, then the VIP's live Maglev ring.
 #[inline(always)]
 fn choose_backend(
     key: &ConnKey,
-    hash: u32,
+    hash_out: &mut Option<u32>,
     vip: &VipInfo,
     cfg: &LbConfig,
-) -> Option<(u32, Backend)> {
+) -> Option<(u32, &'static Backend)> {
     let use_conns = vip.flags & vip_flags::NO_CONN_TABLE == 0;
     if use_conns {
         // SAFETY: the value is copied out before any other map operation.
@@ -216,6 +222,7 @@ fn choose_backend(
                 && b.generation == v.generation
             {
                 count(Reason::ConnHit);
+                *hash_out = Some(v.hash);
                 return Some((v.backend_id, b));
             }
             count(Reason::ConnStale);
@@ -227,6 +234,8 @@ fn choose_backend(
     if ring_size == 0 {
         return None;
     }
+    let hash = flow_hash(key);
+    *hash_out = Some(hash);
     let idx = (vip.vip_id * 2 + (vip.slot & 1)) * cfg.ring_stride + hash % ring_size;
     let id = *RINGS.get(idx)?;
     if id == NO_BACKEND {
@@ -237,6 +246,7 @@ fn choose_backend(
         let v = ConnValue {
             backend_id: id,
             generation: b.generation,
+            hash,
         };
         let _ = CONNS.insert(key, v, 0);
     }
@@ -250,44 +260,42 @@ fn dr(ctx: &XdpContext, _p: &Parsed, b: &Backend, cfg: &LbConfig) -> (u32, Reaso
     if data + 12 > ctx.data_end() {
         return (XDP_DROP, Reason::DropMalformed);
     }
-    // SAFETY: 12 bytes checked above.
+    // SAFETY: 12 bytes checked.
     unsafe {
-        store(data, b.mac);
-        store(data + 6, cfg.iface_mac);
+        st_mac(data, &b.mac);
+        st_mac(data + 6, &cfg.iface_mac);
     }
     (XDP_TX, Reason::FwdDr)
 }
 
+/// Outer IPv4 source, raw (wire bytes in memory order).
 #[inline(always)]
-fn outer_src_v4(cfg: &LbConfig, hash: u32) -> [u8; 4] {
-    let base = u32::from_be_bytes(cfg.ipip_src_v4);
+fn outer_src_v4(cfg: &LbConfig, hash: u32) -> u32 {
+    let raw = u32::from_ne_bytes(cfg.ipip_src_v4);
     let bits = cfg.ipip_src_flow_bits_v4 as u32;
     if bits == 0 || bits > 16 {
-        return cfg.ipip_src_v4;
+        return raw;
     }
     let mask = (1u32 << bits) - 1;
-    ((base & !mask) | (hash & mask)).to_be_bytes()
+    let base = u32::from_be(raw);
+    ((base & !mask) | (hash & mask)).to_be()
 }
 
+/// Low 32 bits of the outer IPv6 source, raw.
 #[inline(always)]
-fn outer_src_v6(cfg: &LbConfig, hash: u32) -> [u8; 16] {
-    let mut a = cfg.ipip_src_v6;
+fn outer_src_v6_low(cfg: &LbConfig, hash: u32) -> u32 {
+    let raw = get32(&cfg.ipip_src_v6, 3);
     let bits = cfg.ipip_src_flow_bits_v6 as u32;
     if bits == 0 || bits > 32 {
-        return a;
+        return raw;
     }
     let mask = if bits == 32 {
         u32::MAX
     } else {
         (1u32 << bits) - 1
     };
-    let low = u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
-    let v = ((low & !mask) | (hash & mask)).to_be_bytes();
-    a[12] = v[0];
-    a[13] = v[1];
-    a[14] = v[2];
-    a[15] = v[3];
-    a
+    let base = u32::from_be(raw);
+    ((base & !mask) | (hash & mask)).to_be()
 }
 
 /// IPIP / IP6IP6 (and 4-in-6, 6-in-4): grow the head, write L2 and the outer header.
@@ -304,7 +312,7 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
         }
         return too_big(ctx, p, cfg, mtu - overhead);
     }
-    let l3_off = p.l3_off as usize;
+    let vlan = p.l3_off == 18;
     let vlan_tci = p.vlan_tci;
     // SAFETY: helper call on the program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
@@ -317,89 +325,81 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
     } else {
         IPPROTO_IPV6
     };
+    let ip = if vlan { data + 18 } else { data + 14 };
     if outer_v4 {
-        if data + 18 + 20 > end {
+        if data + 18 > end || ip + 20 > end {
             return (XDP_DROP, Reason::DropAdjust);
         }
-        let ip = data + l3_off;
-        if ip + 20 > end {
-            return (XDP_DROP, Reason::DropAdjust);
-        }
-        write_l2(data, b.mac, cfg.iface_mac, vlan_tci, l3_off, ETH_P_IPV4);
+        let w0 = u16::from_ne_bytes([0x45, p.tos]);
+        let w1 = ((inner_len + 20) as u16).to_be();
+        let w3 = 0x4000u16.to_be(); // DF
+        let w4 = u16::from_ne_bytes([OUTER_TTL, inner_proto]);
         let src = outer_src_v4(cfg, hash);
-        let tot = ((inner_len + 20) as u16).to_be_bytes();
-        let mut h: [u8; 20] = [
-            0x45,
-            p.tos,
-            tot[0],
-            tot[1],
-            0,
-            0,
-            0x40,
-            0,
-            OUTER_TTL,
-            inner_proto,
-            0,
-            0,
-            src[0],
-            src[1],
-            src[2],
-            src[3],
-            b.addr[0],
-            b.addr[1],
-            b.addr[2],
-            b.addr[3],
-        ];
-        let c = csum::ipv4_header(&h).to_be_bytes();
-        h[10] = c[0];
-        h[11] = c[1];
-        // SAFETY: 20 bytes at `ip` checked above.
-        unsafe { store(ip, h) };
-    } else {
-        if data + 18 + 40 > end {
-            return (XDP_DROP, Reason::DropAdjust);
-        }
-        let ip = data + l3_off;
-        if ip + 40 > end {
-            return (XDP_DROP, Reason::DropAdjust);
-        }
-        write_l2(data, b.mac, cfg.iface_mac, vlan_tci, l3_off, ETH_P_IPV6);
-        let pl = (inner_len as u16).to_be_bytes();
-        let fl = hash & 0x000f_ffff;
-        let vcf = (6u32 << 28) | ((p.tos as u32) << 20) | fl;
-        let mut h = [0u8; 8];
-        let v = vcf.to_be_bytes();
-        h[0] = v[0];
-        h[1] = v[1];
-        h[2] = v[2];
-        h[3] = v[3];
-        h[4] = pl[0];
-        h[5] = pl[1];
-        h[6] = inner_proto;
-        h[7] = OUTER_TTL;
-        // SAFETY: 40 bytes at `ip` checked above.
+        let dst = get32(&b.addr, 0);
+        let sum = w0 as u32
+            + w1 as u32
+            + w3 as u32
+            + w4 as u32
+            + (src & 0xffff)
+            + (src >> 16)
+            + (dst & 0xffff)
+            + (dst >> 16);
+        // SAFETY: 18 bytes at `data` and 20 at `ip` checked above.
         unsafe {
-            store(ip, h);
-            store(ip + 8, outer_src_v6(cfg, hash));
-            store(ip + 24, b.addr);
+            write_l2(data, &b.mac, &cfg.iface_mac, vlan, vlan_tci, ETH_P_IPV4);
+            st16(ip, w0);
+            st16(ip + 2, w1);
+            st16(ip + 4, 0);
+            st16(ip + 6, w3);
+            st16(ip + 8, w4);
+            st16(ip + 10, fold(sum));
+            st32(ip + 12, src);
+            st32(ip + 16, dst);
+        }
+    } else {
+        if data + 18 > end || ip + 40 > end {
+            return (XDP_DROP, Reason::DropAdjust);
+        }
+        let vcf = ((6u32 << 28) | ((p.tos as u32) << 20) | (hash & 0x000f_ffff)).to_be();
+        // SAFETY: 18 bytes at `data` and 40 at `ip` checked above.
+        unsafe {
+            write_l2(data, &b.mac, &cfg.iface_mac, vlan, vlan_tci, ETH_P_IPV6);
+            st32(ip, vcf);
+            st16(ip + 4, (inner_len as u16).to_be());
+            st16(ip + 6, u16::from_ne_bytes([inner_proto, OUTER_TTL]));
+            st32(ip + 8, get32(&cfg.ipip_src_v6, 0));
+            st32(ip + 12, get32(&cfg.ipip_src_v6, 1));
+            st32(ip + 16, get32(&cfg.ipip_src_v6, 2));
+            st32(ip + 20, outer_src_v6_low(cfg, hash));
+            st128(ip + 24, &b.addr);
         }
     }
     (XDP_TX, Reason::FwdIpip)
 }
 
 /// Writes Ethernet (and the VLAN tag, when the frame had one) at `data`.
+///
+/// # Safety
+/// 18 bytes at `data` are inside the packet.
 #[inline(always)]
-fn write_l2(data: usize, dst: [u8; 6], src: [u8; 6], vlan_tci: u16, l3_off: usize, ethertype: u16) {
-    // SAFETY: callers checked 18 bytes at `data`.
+unsafe fn write_l2(
+    data: usize,
+    dst: &[u8; 6],
+    src: &[u8; 6],
+    vlan: bool,
+    vlan_tci: u16,
+    ethertype: u16,
+) {
+    // SAFETY: the caller's contract.
     unsafe {
-        store(data, dst);
-        store(data + 6, src);
-        if l3_off == 18 {
-            store(data + 12, ETH_P_VLAN.to_be_bytes());
-            store(data + 14, vlan_tci.to_be_bytes());
-            store(data + 16, ethertype.to_be_bytes());
+        st_mac(data, dst);
+        st_mac(data + 6, src);
+        if vlan {
+            st16(data + 12, ETH_P_VLAN.to_be());
+            st16(data + 14, vlan_tci.to_be());
+            st16(data + 16, ethertype.to_be());
         } else {
-            store(data + 12, ethertype.to_be_bytes());
+            st16(data + 12, ethertype.to_be());
         }
     }
 }
@@ -425,7 +425,7 @@ fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &LbConfig, mtu: u32) -> (u32, Reas
 
 /// Grows the head by `grow`, cuts the frame to `l3_off + total` bytes, and
 /// rewrites L2 as a reply (source MAC ours, destination the sender's).
-/// Returns the new `data` pointer with `l3_off + total` bytes checked.
+/// Returns the new `data` pointer.
 #[inline(always)]
 fn reply_frame(
     ctx: &XdpContext,
@@ -451,16 +451,15 @@ fn reply_frame(
     }
     // SAFETY: `data + grow + 18` checked above, and grow >= 28 > 18.
     unsafe {
-        let old_src: [u8; 6] = load(data + grow + 6);
+        copy_mac(data, data + grow + 6);
+        st_mac(data + 6, &cfg.iface_mac);
         if vlan {
-            let tag: [u8; 4] = load(data + grow + 12);
-            store(data + 12, tag);
-            store(data + 16, ethertype.to_be_bytes());
+            st16(data + 12, ld16(data + grow + 12));
+            st16(data + 14, ld16(data + grow + 14));
+            st16(data + 16, ethertype.to_be());
         } else {
-            store(data + 12, ethertype.to_be_bytes());
+            st16(data + 12, ethertype.to_be());
         }
-        store(data, old_src);
-        store(data + 6, cfg.iface_mac);
     }
     Some(data)
 }
@@ -477,21 +476,22 @@ fn too_big_v4(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, R
     }
     // SAFETY: 56 bytes at `ip` checked above.
     unsafe {
-        let client: [u8; 4] = load(ip + 28 + 12);
-        let vip: [u8; 4] = load(ip + 28 + 16);
-        store(
-            ip,
-            [0x45u8, 0, 0, 56, 0, 0, 0, 0, OUTER_TTL, IPPROTO_ICMP, 0, 0],
-        );
-        store(ip + 12, vip);
-        store(ip + 16, client);
-        let c = csum::fold(csum::sum_packet::<10>(ip, 0));
-        store(ip + 10, c.to_be_bytes());
-        let m = (mtu as u16).to_be_bytes();
+        let client = ld32(ip + 28 + 12);
+        let vip = ld32(ip + 28 + 16);
+        st16(ip, u16::from_ne_bytes([0x45, 0]));
+        st16(ip + 2, 56u16.to_be());
+        st32(ip + 4, 0);
+        st16(ip + 8, u16::from_ne_bytes([OUTER_TTL, IPPROTO_ICMP]));
+        st16(ip + 10, 0);
+        st32(ip + 12, vip);
+        st32(ip + 16, client);
+        st16(ip + 10, fold(sum16::<10>(ip, 0)));
         let icmp = ip + 20;
-        store(icmp, [3u8, 4, 0, 0, 0, 0, m[0], m[1]]);
-        let c = csum::fold(csum::sum_packet::<18>(icmp, 0));
-        store(icmp + 2, c.to_be_bytes());
+        st16(icmp, u16::from_ne_bytes([3, 4]));
+        st16(icmp + 2, 0);
+        st16(icmp + 4, 0);
+        st16(icmp + 6, (mtu as u16).to_be());
+        st16(icmp + 2, fold(sum16::<18>(icmp, 0)));
     }
     (XDP_TX, Reason::TooBigSent)
 }
@@ -508,18 +508,27 @@ fn too_big_v6(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, R
     }
     // SAFETY: 96 bytes at `ip` checked above.
     unsafe {
-        let client: [u8; 16] = load(ip + 48 + 8);
-        let vip: [u8; 16] = load(ip + 48 + 24);
-        store(ip, [0x60u8, 0, 0, 0, 0, 56, IPPROTO_ICMPV6, 255]);
-        store(ip + 8, vip);
-        store(ip + 24, client);
+        // new source = quoted destination (the VIP), new destination = quoted source
+        let q = ip + 48;
+        let mut i = 0;
+        while i < 16 {
+            let client = ld32(q + 8 + i);
+            let vip = ld32(q + 24 + i);
+            st32(ip + 8 + i, vip);
+            st32(ip + 24 + i, client);
+            i += 4;
+        }
+        st32(ip, (6u32 << 28).to_be());
+        st16(ip + 4, 56u16.to_be());
+        st16(ip + 6, u16::from_ne_bytes([IPPROTO_ICMPV6, 255]));
         let icmp = ip + 40;
-        let m = mtu.to_be_bytes();
-        store(icmp, [2u8, 0, 0, 0, m[0], m[1], m[2], m[3]]);
+        st16(icmp, u16::from_ne_bytes([2, 0]));
+        st16(icmp + 2, 0);
+        st32(icmp + 4, mtu.to_be());
         // pseudo-header: both addresses (ip+8..ip+40), length 56, next header 58
-        let s = csum::sum_packet::<16>(ip + 8, 56 + IPPROTO_ICMPV6 as u32);
-        let c = csum::fold(csum::sum_packet::<28>(icmp, s));
-        store(icmp + 2, c.to_be_bytes());
+        let pseudo = 56u16.to_be() as u32 + (IPPROTO_ICMPV6 as u16).to_be() as u32;
+        let s = sum16::<16>(ip + 8, pseudo);
+        st16(icmp + 2, fold(sum16::<28>(icmp, s)));
     }
     (XDP_TX, Reason::TooBigSent)
 }
@@ -541,61 +550,57 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
     if data + 14 > end {
         return (XDP_PASS, None);
     }
-    // SAFETY: bounds checked before each load.
-    let mut ethertype = u16::from_be_bytes(unsafe { load(data + 12) });
-    let mut l3_off = 14usize;
-    if ethertype == ETH_P_VLAN {
+    // SAFETY: 14 bytes checked.
+    let mut ethertype = unsafe { ld16(data + 12) };
+    let mut vlan = false;
+    if ethertype == ETH_P_VLAN.to_be() {
         if data + 18 > end {
             return (XDP_PASS, None);
         }
         // SAFETY: 18 bytes checked.
-        ethertype = u16::from_be_bytes(unsafe { load(data + 16) });
-        l3_off = 18;
+        ethertype = unsafe { ld16(data + 16) };
+        vlan = true;
     }
-    let ip = data + l3_off;
-    let (outer_len, inner_proto, key) = if ethertype == ETH_P_IPV4 {
+    let ip = if vlan { data + 18 } else { data + 14 };
+    let mut key = AddrKey::default();
+    let (outer_len, inner_proto) = if ethertype == ETH_P_IPV4.to_be() {
         if ip + 20 > end {
             return (XDP_PASS, None);
         }
         // SAFETY: 20 bytes checked.
-        let h: [u8; 20] = unsafe { load(ip) };
-        let ihl = ((h[0] & 0x0f) as usize) << 2;
-        if h[0] >> 4 != 4 || ihl < 20 || (h[9] != IPPROTO_IPIP && h[9] != IPPROTO_IPV6) {
+        let (w0, frags, w4, dst) = unsafe {
+            (
+                ld16(ip),
+                u16::from_be(ld16(ip + 6)),
+                ld16(ip + 8),
+                ld32(ip + 16),
+            )
+        };
+        let ihl = ((w0 as u8 & 0x0f) as usize) << 2;
+        let proto = (w4 >> 8) as u8;
+        if w0 as u8 >> 4 != 4 || ihl < 20 || (proto != IPPROTO_IPIP && proto != IPPROTO_IPV6) {
             return (XDP_PASS, None);
         }
-        if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        if frags & 0x3fff != 0 {
             // An outer fragment: the kernel reassembles (it has no tunnel to give it to, so it drops).
             return (XDP_PASS, None);
         }
-        let mut key = AddrKey {
-            family: FAMILY_V4,
-            ..Default::default()
-        };
-        key.addr[0] = h[16];
-        key.addr[1] = h[17];
-        key.addr[2] = h[18];
-        key.addr[3] = h[19];
-        (ihl, h[9], key)
-    } else if ethertype == ETH_P_IPV6 {
+        key.family = FAMILY_V4;
+        pkt::set32(&mut key.addr, 0, dst);
+        (ihl, proto)
+    } else if ethertype == ETH_P_IPV6.to_be() {
         if ip + 40 > end {
             return (XDP_PASS, None);
         }
         // SAFETY: 40 bytes checked.
-        let nh: u8 = unsafe { load(ip + 6) };
+        let nh = unsafe { ld16(ip + 6) } as u8;
         if nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 {
             return (XDP_PASS, None);
         }
+        key.family = FAMILY_V6;
         // SAFETY: 40 bytes checked.
-        let dst: [u8; 16] = unsafe { load(ip + 24) };
-        (
-            40usize,
-            nh,
-            AddrKey {
-                addr: dst,
-                family: FAMILY_V6,
-                _pad: [0; 3],
-            },
-        )
+        unsafe { pkt::ld128(ip + 24, &mut key.addr) };
+        (40usize, nh)
     } else {
         return (XDP_PASS, None);
     };
@@ -608,34 +613,33 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
     } else {
         ETH_P_IPV6
     };
-    let inner = ip + outer_len;
-    if inner + 1 > end {
-        return (XDP_DROP, Some(Reason::DropMalformed));
-    }
-    // SAFETY: 1 byte checked.
-    let ver: u8 = unsafe { load(inner) };
-    if (inner_type == ETH_P_IPV4 && ver >> 4 != 4) || (inner_type == ETH_P_IPV6 && ver >> 4 != 6) {
-        return (XDP_DROP, Some(Reason::DropMalformed));
-    }
-    // Move L2 forward over the outer header, then drop the bytes in front.
     if outer_len > 60 {
         return (XDP_DROP, Some(Reason::DropMalformed));
     }
+    let inner = ip + outer_len;
+    if inner + 2 > end {
+        return (XDP_DROP, Some(Reason::DropMalformed));
+    }
+    // SAFETY: 2 bytes checked.
+    let ver = unsafe { ld16(inner) } as u8 >> 4;
+    if (inner_type == ETH_P_IPV4 && ver != 4) || (inner_type == ETH_P_IPV6 && ver != 6) {
+        return (XDP_DROP, Some(Reason::DropMalformed));
+    }
+    // Move L2 forward over the outer header, then drop the bytes in front.
     let new_l2 = data + outer_len;
     if new_l2 + 18 > end || data + 18 > end {
         return (XDP_DROP, Some(Reason::DropMalformed));
     }
-    // SAFETY: both 18-byte ranges checked above.
+    // SAFETY: both 18-byte ranges checked above; they do not overlap (outer_len >= 20).
     unsafe {
-        let macs: [u8; 12] = load(data);
-        store(new_l2, macs);
-        if l3_off == 18 {
-            let tci: [u8; 2] = load(data + 14);
-            store(new_l2 + 12, ETH_P_VLAN.to_be_bytes());
-            store(new_l2 + 14, tci);
-            store(new_l2 + 16, inner_type.to_be_bytes());
+        copy_mac(new_l2, data);
+        copy_mac(new_l2 + 6, data + 6);
+        if vlan {
+            st16(new_l2 + 12, ETH_P_VLAN.to_be());
+            st16(new_l2 + 14, ld16(data + 14));
+            st16(new_l2 + 16, inner_type.to_be());
         } else {
-            store(new_l2 + 12, inner_type.to_be_bytes());
+            st16(new_l2 + 12, inner_type.to_be());
         }
     }
     // SAFETY: helper call on the program's own context.
@@ -665,16 +669,12 @@ pub(crate) fn lookup_vip(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> O
     unsafe { VIPS.get(key) }.copied()
 }
 
-/// Whether any VIP lives on this address.
+/// Whether a VIP may live on this address (false means certainly not).
 #[inline(always)]
-pub(crate) fn is_vip_addr(addr: &[u8; 16], family: u8) -> bool {
-    let key = AddrKey {
-        addr: *addr,
-        family,
-        _pad: [0; 3],
-    };
-    // SAFETY: the value is only tested for presence.
-    unsafe { VIP_ADDRS.get(key) }.is_some()
+pub(crate) fn is_vip_addr(addr: &[u8; 16]) -> bool {
+    VIP_PREFILTER
+        .get(lb_common::vip_slot(addr))
+        .is_some_and(|n| *n != 0)
 }
 
 #[cfg(not(test))]

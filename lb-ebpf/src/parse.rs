@@ -1,6 +1,7 @@
 //! Header parsing for the `lb` program: Ethernet (one 802.1Q tag), IPv4
 //! (options), IPv6 (extension headers), TCP, UDP, and the ICMP/ICMPv6
-//! too-big errors that belong to a VIP flow.
+//! too-big errors that belong to a VIP flow. Packet fields are read as raw
+//! 16-bit words (see `pkt`).
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -8,33 +9,29 @@ use aya_ebpf::{
 };
 use lb_common::{ConnKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason, VipInfo, vip_flags};
 
-use crate::{IPPROTO_ICMP, IPPROTO_ICMPV6, is_vip_addr, lookup_vip};
+use crate::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, is_vip_addr, lookup_vip,
+    pkt::{ld16, ld32, ld128, set32, sum16},
+};
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_VLAN: u16 = 0x8100;
 
-/// Unaligned read of a `T` at a packet address.
-///
-/// # Safety
-/// The caller has checked `addr + size_of::<T>() <= data_end`.
+/// Low (first on the wire) byte of a raw word.
 #[inline(always)]
-pub unsafe fn load<T: Copy>(addr: usize) -> T {
-    // SAFETY: bounds are the caller's contract; packet memory has no alignment.
-    unsafe { core::ptr::read_unaligned(addr as *const T) }
+fn lo(w: u16) -> u8 {
+    w as u8
 }
 
-/// Unaligned write of a `T` at a packet address.
-///
-/// # Safety
-/// The caller has checked `addr + size_of::<T>() <= data_end`.
+/// High (second on the wire) byte of a raw word.
 #[inline(always)]
-pub unsafe fn store<T>(addr: usize, v: T) {
-    // SAFETY: bounds are the caller's contract; packet memory has no alignment.
-    unsafe { core::ptr::write_unaligned(addr as *mut T, v) }
+fn hi(w: u16) -> u8 {
+    (w >> 8) as u8
 }
 
 /// What the parser learned about a packet to a VIP.
+#[repr(C, align(8))]
 pub struct Parsed {
     /// Offset of the IP header (14, or 18 with a VLAN tag). A `u8` on purpose:
     /// refilled from the stack with a byte load, the verifier knows it is < 256.
@@ -93,11 +90,6 @@ impl Exit {
 }
 
 #[inline(always)]
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
-#[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
     let data = ctx.data();
     let end = ctx.data_end();
@@ -105,17 +97,18 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         return Err(Exit::PassMalformed);
     }
     // SAFETY: 14 bytes checked.
-    let mut ethertype = be16(unsafe { load(data + 12) });
+    let mut ethertype = unsafe { ld16(data + 12) };
     let mut l3_off = 14usize;
     let mut vlan_tci = 0u16;
-    if ethertype == ETH_P_VLAN {
+    if ethertype == ETH_P_VLAN.to_be() {
         if data + 18 > end {
             return Err(Exit::PassMalformed);
         }
         // SAFETY: 18 bytes checked.
-        vlan_tci = be16(unsafe { load(data + 14) });
-        // SAFETY: 18 bytes checked.
-        ethertype = be16(unsafe { load(data + 16) });
+        unsafe {
+            vlan_tci = u16::from_be(ld16(data + 14));
+            ethertype = ld16(data + 16);
+        }
         l3_off = 18;
     }
     let mut p = Parsed {
@@ -129,9 +122,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         icmp_error: false,
         vip: None,
     };
-    if ethertype == ETH_P_IPV4 {
+    if ethertype == ETH_P_IPV4.to_be() {
         parse_v4(data + l3_off, end, &mut p)?;
-    } else if ethertype == ETH_P_IPV6 {
+    } else if ethertype == ETH_P_IPV6.to_be() {
         parse_v6(data + l3_off, end, &mut p)?;
     } else {
         return Err(Exit::NotIp);
@@ -147,25 +140,21 @@ fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), 
     if l4 + need > end || l4_len < need {
         return Err(Exit::DropMalformed);
     }
-    // SAFETY: at least 8 bytes checked.
-    let pp: [u8; 8] = unsafe { load(l4) };
     if proto == PROTO_TCP {
         // SAFETY: 20 bytes checked.
-        let doff: u8 = unsafe { load(l4 + 12) };
-        let hdr = ((doff >> 4) as usize) << 2;
+        let hdr = ((lo(unsafe { ld16(l4 + 12) }) >> 4) as usize) << 2;
         if hdr < 20 || hdr > l4_len {
             return Err(Exit::DropMalformed);
         }
     } else {
-        let ulen = be16([pp[4], pp[5]]) as usize;
+        // SAFETY: 8 bytes checked.
+        let ulen = u16::from_be(unsafe { ld16(l4 + 4) }) as usize;
         if ulen < 8 || ulen > l4_len {
             return Err(Exit::DropMalformed);
         }
     }
-    Ok((
-        u16::from_ne_bytes([pp[0], pp[1]]),
-        u16::from_ne_bytes([pp[2], pp[3]]),
-    ))
+    // SAFETY: at least 8 bytes checked.
+    unsafe { Ok((ld16(l4), ld16(l4 + 2))) }
 }
 
 /// A fragment can be placed only by a port-less VIP that hashes without ports.
@@ -183,36 +172,38 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     if ip + 20 > end {
         return Err(Exit::PassMalformed);
     }
-    // SAFETY: 20 bytes checked.
-    let h: [u8; 20] = unsafe { load(ip) };
-    if h[0] >> 4 != 4 {
+    // SAFETY: 20 bytes checked (for every read below).
+    let w0 = unsafe { ld16(ip) };
+    if lo(w0) >> 4 != 4 {
         return Err(Exit::PassMalformed);
     }
-    p.key.dst[0] = h[16];
-    p.key.dst[1] = h[17];
-    p.key.dst[2] = h[18];
-    p.key.dst[3] = h[19];
-    if !is_vip_addr(&p.key.dst, FAMILY_V4) {
+    // SAFETY: 20 bytes checked.
+    set32(&mut p.key.dst, 0, unsafe { ld32(ip + 16) });
+    if !is_vip_addr(&p.key.dst) {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V4;
-    p.key.src[0] = h[12];
-    p.key.src[1] = h[13];
-    p.key.src[2] = h[14];
-    p.key.src[3] = h[15];
-    p.tos = h[1];
-    p.key.proto = h[9];
-    let ihl = ((h[0] & 0x0f) as usize) << 2;
-    let tot = be16([h[2], h[3]]) as usize;
+    // SAFETY: 20 bytes checked.
+    let (tot, frags, w4) = unsafe {
+        set32(&mut p.key.src, 0, ld32(ip + 12));
+        (
+            u16::from_be(ld16(ip + 2)) as usize,
+            u16::from_be(ld16(ip + 6)),
+            ld16(ip + 8),
+        )
+    };
+    p.tos = hi(w0);
+    p.key.proto = hi(w4);
+    let ihl = ((lo(w0) & 0x0f) as usize) << 2;
     if ihl < 20 || tot < ihl || ip + tot > end {
         return Err(Exit::DropMalformed);
     }
     p.ip_len = tot as u32;
     p.ip_hdr_len = ihl as u32;
-    if !header_checksum_ok(&h, ip, ihl, end) {
+    if !header_checksum_ok(ip, ihl, end) {
         return Err(Exit::DropMalformed);
     }
-    let frag = be16([h[6], h[7]]) & 0x3fff != 0;
+    let frag = frags & 0x3fff != 0;
     let l4 = ip + ihl;
     if p.key.proto == IPPROTO_ICMP {
         if frag {
@@ -241,8 +232,9 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
 /// Verifies the IPv4 header checksum over the base header and any options
 /// (a router drops such packets; so does the balancer, rather than forward them).
 #[inline(always)]
-fn header_checksum_ok(h: &[u8; 20], ip: usize, ihl: usize, end: usize) -> bool {
-    let mut s = crate::csum::sum_bytes(h, 0);
+fn header_checksum_ok(ip: usize, ihl: usize, end: usize) -> bool {
+    // SAFETY: the caller checked 20 bytes at `ip`.
+    let mut s = unsafe { sum16::<10>(ip, 0) };
     let opt_words = (ihl - 20) / 2;
     for i in 0..20usize {
         if i >= opt_words {
@@ -253,10 +245,9 @@ fn header_checksum_ok(h: &[u8; 20], ip: usize, ihl: usize, end: usize) -> bool {
             return false;
         }
         // SAFETY: 2 bytes checked.
-        let w: [u8; 2] = unsafe { load(at) };
-        s += be16(w) as u32;
+        s += unsafe { ld16(at) } as u32;
     }
-    crate::csum::fold(s) == 0
+    crate::pkt::fold(s) == 0
 }
 
 /// ICMP destination-unreachable/fragmentation-needed to a VIP: the flow is
@@ -267,46 +258,46 @@ fn icmp_v4(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::DropMalformed);
     }
     // SAFETY: 8 bytes checked.
-    let t: [u8; 2] = unsafe { load(icmp) };
-    if t[0] != 3 || t[1] != 4 {
+    let t = unsafe { ld16(icmp) };
+    if lo(t) != 3 || hi(t) != 4 {
         return Err(Exit::PassIcmp);
     }
     let inner = icmp + 8;
     if inner + 20 > end {
         return Err(Exit::DropMalformed);
     }
-    // SAFETY: 20 bytes checked.
-    let h: [u8; 20] = unsafe { load(inner) };
-    let ihl = ((h[0] & 0x0f) as usize) << 2;
-    if h[0] >> 4 != 4 || ihl < 20 {
+    // SAFETY: 20 bytes checked (for every read of the quoted header).
+    let (w0, w4, qsrc, qdst) = unsafe {
+        (
+            ld16(inner),
+            ld16(inner + 8),
+            ld32(inner + 12),
+            ld32(inner + 16),
+        )
+    };
+    let ihl = ((lo(w0) & 0x0f) as usize) << 2;
+    if lo(w0) >> 4 != 4 || ihl < 20 {
         return Err(Exit::DropMalformed);
     }
-    let proto = h[9];
+    let proto = hi(w4);
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Exit::PassIcmp);
     }
     // The quoted source must be the VIP the error was sent to.
-    if h[12] != p.key.dst[0]
-        || h[13] != p.key.dst[1]
-        || h[14] != p.key.dst[2]
-        || h[15] != p.key.dst[3]
-    {
+    if qsrc != crate::pkt::get32(&p.key.dst, 0) {
         return Err(Exit::PassIcmp);
     }
     let l4 = inner + ihl;
     if l4 + 4 > end {
         return Err(Exit::DropMalformed);
     }
-    // SAFETY: 4 bytes checked.
-    let pp: [u8; 4] = unsafe { load(l4) };
-    p.key.src = [0; 16];
-    p.key.src[0] = h[16];
-    p.key.src[1] = h[17];
-    p.key.src[2] = h[18];
-    p.key.src[3] = h[19];
+    set32(&mut p.key.src, 0, qdst);
     p.key.proto = proto;
-    p.key.sport = u16::from_ne_bytes([pp[2], pp[3]]);
-    p.key.dport = u16::from_ne_bytes([pp[0], pp[1]]);
+    // SAFETY: 4 bytes checked.
+    unsafe {
+        p.key.sport = ld16(l4 + 2);
+        p.key.dport = ld16(l4);
+    }
     p.icmp_error = true;
     p.vip = lookup_vip(&p.key.dst, FAMILY_V4, p.key.dport, proto);
     if p.vip.is_none() {
@@ -327,27 +318,29 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     if ip + 40 > end {
         return Err(Exit::PassMalformed);
     }
-    // SAFETY: 40 bytes checked.
-    let vcf: [u8; 8] = unsafe { load(ip) };
-    if vcf[0] >> 4 != 6 {
+    // SAFETY: 40 bytes checked (for every read of the fixed header).
+    let w0 = unsafe { ld16(ip) };
+    if lo(w0) >> 4 != 6 {
         return Err(Exit::PassMalformed);
     }
     // SAFETY: 40 bytes checked.
-    p.key.dst = unsafe { load(ip + 24) };
-    if !is_vip_addr(&p.key.dst, FAMILY_V6) {
+    unsafe { ld128(ip + 24, &mut p.key.dst) };
+    if !is_vip_addr(&p.key.dst) {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V6;
     // SAFETY: 40 bytes checked.
-    p.key.src = unsafe { load(ip + 8) };
-    p.tos = (vcf[0] << 4) | (vcf[1] >> 4);
-    let pl = be16([vcf[4], vcf[5]]) as usize;
+    let (pl, w3) = unsafe {
+        ld128(ip + 8, &mut p.key.src);
+        (u16::from_be(ld16(ip + 4)) as usize, ld16(ip + 6))
+    };
+    p.tos = (lo(w0) << 4) | (hi(w0) >> 4);
     if ip + 40 + pl > end {
         return Err(Exit::DropMalformed);
     }
     p.ip_len = 40 + pl as u32;
     p.ip_hdr_len = 40;
-    let mut nh = vcf[6];
+    let mut nh = lo(w3);
     let mut off = 40usize;
     let mut frag = false;
     for _ in 0..MAX_EXT_HEADERS {
@@ -357,19 +350,19 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
                 return Err(Exit::DropMalformed);
             }
             // SAFETY: 8 bytes checked.
-            let x: [u8; 2] = unsafe { load(e) };
-            nh = x[0];
-            off += ((x[1] as usize) + 1) << 3;
+            let x = unsafe { ld16(e) };
+            nh = lo(x);
+            off += ((hi(x) as usize) + 1) << 3;
         } else if nh == NH_FRAGMENT {
             let e = ip + off;
             if e + 8 > end {
                 return Err(Exit::DropMalformed);
             }
             // SAFETY: 8 bytes checked.
-            let x: [u8; 4] = unsafe { load(e) };
-            nh = x[0];
+            let (x, fo) = unsafe { (ld16(e), u16::from_be(ld16(e + 2))) };
+            nh = lo(x);
             // offset (13 bits) and the M flag; a lone "atomic fragment" (both 0) is whole.
-            if be16([x[2], x[3]]) & 0xfff9 != 0 {
+            if fo & 0xfff9 != 0 {
                 frag = true;
             }
             off += 8;
@@ -416,35 +409,35 @@ fn icmp_v6(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::DropMalformed);
     }
     // SAFETY: 8 bytes checked.
-    let t: [u8; 2] = unsafe { load(icmp) };
-    if t[0] != 2 {
+    if lo(unsafe { ld16(icmp) }) != 2 {
         return Err(Exit::PassIcmp);
     }
     let inner = icmp + 8;
     if inner + 44 > end {
         return Err(Exit::DropMalformed);
     }
-    // SAFETY: 44 bytes checked.
-    let h: [u8; 8] = unsafe { load(inner) };
-    if h[0] >> 4 != 6 {
+    // SAFETY: 44 bytes checked (for every read of the quoted packet).
+    let (w0, w3) = unsafe { (ld16(inner), ld16(inner + 6)) };
+    if lo(w0) >> 4 != 6 {
         return Err(Exit::DropMalformed);
     }
-    let proto = h[6];
+    let proto = lo(w3);
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Exit::PassIcmp);
     }
+    let mut qsrc = [0u8; 16];
     // SAFETY: 44 bytes checked.
-    let qsrc: [u8; 16] = unsafe { load(inner + 8) };
+    unsafe { ld128(inner + 8, &mut qsrc) };
     if qsrc != p.key.dst {
         return Err(Exit::PassIcmp);
     }
     // SAFETY: 44 bytes checked.
-    p.key.src = unsafe { load(inner + 24) };
-    // SAFETY: 44 bytes checked.
-    let pp: [u8; 4] = unsafe { load(inner + 40) };
+    unsafe {
+        ld128(inner + 24, &mut p.key.src);
+        p.key.sport = ld16(inner + 42);
+        p.key.dport = ld16(inner + 40);
+    }
     p.key.proto = proto;
-    p.key.sport = u16::from_ne_bytes([pp[2], pp[3]]);
-    p.key.dport = u16::from_ne_bytes([pp[0], pp[1]]);
     p.icmp_error = true;
     p.vip = lookup_vip(&p.key.dst, FAMILY_V6, p.key.dport, proto);
     if p.vip.is_none() {

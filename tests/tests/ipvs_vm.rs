@@ -1,5 +1,6 @@
-//! The host half of the kernel-VM IPVS test: builds `ipvs_guest` as a static
-//! binary, packs it into an initramfs with ipvsadm and Debian 6.1's IPVS
+//! The host half of the kernel-VM IPVS test: builds `ipvs_guest` and
+//! `lbctl` as static binaries (lbctl without its eBPF object: the guest runs
+//! IPVS, and `dataplane = "auto"` must fall back), packs them into an initramfs with ipvsadm and Debian 6.1's IPVS
 //! modules, boots the kernel under qemu (software emulation, a few seconds)
 //! and asserts on the markers the guest prints on the serial console.
 //!
@@ -16,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The whole boot, test and power-off; about 7 s here under TCG.
+/// The whole boot, test and power-off; about 30 s here under TCG.
 const VM_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn scripts() -> PathBuf {
@@ -43,9 +44,10 @@ fn vm_ready(dir: &Path, kv: &str) -> bool {
         && dir.join("qemu/usr/bin/qemu-system-x86_64").is_file()
 }
 
-/// Builds `ipvs_guest` statically (glibc with `+crt-static`: no musl target
-/// here) in its own target directory and returns the executable.
-fn build_guest(target_dir: &Path) -> PathBuf {
+/// Builds `ipvs_guest` and `lbctl` statically (glibc with `+crt-static`: no
+/// musl target here) in their own target directory and returns the
+/// executables.
+fn build_guest(target_dir: &Path) -> Vec<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
         .args([
@@ -54,6 +56,10 @@ fn build_guest(target_dir: &Path) -> PathBuf {
             "tests",
             "--bin",
             "ipvs_guest",
+            "-p",
+            "lbctl",
+            "--bin",
+            "lbctl",
             "--target",
             "x86_64-unknown-linux-gnu",
             "--message-format=json",
@@ -68,13 +74,18 @@ fn build_guest(target_dir: &Path) -> PathBuf {
         .stderr(Stdio::inherit())
         .output()
         .expect("running cargo");
-    assert!(out.status.success(), "building the guest binary failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "ipvs_guest")
-        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no ipvs_guest executable")
+    assert!(out.status.success(), "building the guest binaries failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    ["ipvs_guest", "lbctl"]
+        .iter()
+        .map(|name| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["target"]["name"] == *name)
+                .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+                .unwrap_or_else(|| panic!("cargo reported no {name} executable"))
+        })
+        .collect()
 }
 
 #[test]
@@ -101,21 +112,25 @@ fn ipvs_data_plane_in_a_debian_6_1_guest() {
         || std::env::temp_dir().join("lbctl-kernel-vm"),
         Path::to_path_buf,
     );
-    let guest = build_guest(&target.join("kernel-vm-guest"));
+    let built = build_guest(&target.join("kernel-vm-guest"));
 
     let work = target.join("kernel-vm-work");
     std::fs::create_dir_all(&work).expect("work dir");
-    let bin = work.join("ipvs_guest");
-    std::fs::copy(&guest, &bin).expect("copying the guest binary");
-    // Smaller initramfs; a missing `strip` only costs size.
-    let _ = Command::new("strip").arg(&bin).status();
+    let mut bins = Vec::new();
+    for exe in &built {
+        let bin = work.join(exe.file_name().expect("executable name"));
+        std::fs::copy(exe, &bin).expect("copying a guest binary");
+        // Smaller initramfs; a missing `strip` only costs size.
+        let _ = Command::new("strip").arg(&bin).status();
+        bins.push(bin);
+    }
     let initrd = work.join("ipvs-initrd.gz");
     let st = Command::new("sh")
         .arg(scripts().join("build-initramfs.sh"))
         .arg(dir.join("kcloud"))
         .arg(&kv)
         .arg(&initrd)
-        .arg(&bin)
+        .args(&bins)
         .status()
         .expect("running build-initramfs.sh");
     assert!(st.success(), "build-initramfs.sh failed");
@@ -174,6 +189,18 @@ fn ipvs_data_plane_in_a_debian_6_1_guest() {
         "IPVS-VM: PASS status",
         "IPVS-VM: PASS stop",
         "IPVS-VM: PASS tcp",
+        "IPVS-VM: PASS daemon-apply",
+        "IPVS-VM: PASS daemon-health",
+        "IPVS-VM: PASS daemon-status",
+        "IPVS-VM: PASS daemon-reload",
+        "IPVS-VM: PASS daemon-bad-reload",
+        "IPVS-VM: PASS daemon-crash",
+        "IPVS-VM: PASS daemon-restart",
+        "IPVS-VM: PASS daemon-rise",
+        "IPVS-VM: PASS daemon-stop",
+        "IPVS-VM: PASS daemon-auto-apply",
+        "IPVS-VM: PASS daemon-auto-stop",
+        "IPVS-VM: PASS daemon",
         "IPVS-VM: ALL PASS",
         "=== GUEST TEST END rc=0",
     ] {

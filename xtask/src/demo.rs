@@ -83,6 +83,9 @@ struct Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         for c in &mut self.children {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -99,9 +102,7 @@ impl Drop for Demo {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if !self.keep {
-            let _ = clean();
-        }
+        let _ = clean();
     }
 }
 
@@ -258,6 +259,20 @@ pub fn demo(keep: bool) -> Result<()> {
     in_ns("sw", &["ip", "link", "add", "br0", "type", "bridge"])?;
     in_ns("sw", &["ip", "link", "set", "br0", "up"])?;
     link("client", "10.99.0.10")?;
+    // The client's TCP stack leaves checksums for the NIC to fill in (partial
+    // checksums on veth); XDP_TX forwards the frame as is, so turn that off.
+    run(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns("client"),
+            "ethtool",
+            "-K",
+            "veth-client",
+            "tx",
+            "off",
+        ])
+        .stdout(Stdio::null()))?;
     link("lb", "10.99.0.2")?;
     for (name, addr, _) in SERVERS {
         link(name, addr)?;

@@ -91,8 +91,19 @@ pub struct StatusReport {
     pub config: String,
     /// Interface the program runs on.
     pub interface: String,
-    /// Attach mode actually used ("driver" / "skb"; "adopted" when taken over).
+    /// Data plane running: "xdp" or "ipvs".
+    #[serde(default)]
+    pub dataplane: String,
+    /// Why the data plane differs from the configured one (`auto` fell
+    /// back to IPVS).
+    #[serde(default)]
+    pub dataplane_note: Option<String>,
+    /// XDP attach mode actually used ("driver" / "skb"; "adopted" when
+    /// taken over); "-" with IPVS.
     pub xdp_mode: String,
+    /// IPVS: services in the kernel that lbctl does not own (left alone).
+    #[serde(default)]
+    pub foreign_services: Vec<String>,
     /// Configs loaded so far (1 + successful reloads).
     pub config_generation: u64,
     /// VIPs in config order.
@@ -118,8 +129,62 @@ pub struct VipStatus {
     pub packets: u64,
     /// Bytes to the VIP.
     pub bytes: u64,
+    /// IPVS: the kernel's virtual service (`None` with XDP, or when the
+    /// kernel has none for this VIP).
+    #[serde(default)]
+    pub ipvs: Option<IpvsServiceView>,
     /// Backends (a sorry server in use is listed last).
     pub backends: Vec<BackendStatus>,
+}
+
+/// The kernel's IPVS virtual service of a VIP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvsServiceView {
+    /// As `ipvsadm -Ln` names it ("TCP 10.0.0.1:80").
+    pub service: String,
+    /// lbctl created it; `false`: it belongs to someone else and is left alone.
+    pub owned: bool,
+    /// Scheduler ("mh", "wrr", ...).
+    pub scheduler: String,
+    /// Scheduler and service flags ("mh-port", "persistent", ...).
+    pub flags: Vec<String>,
+    /// Persistence timeout (s) of a persistent service.
+    pub persistence: Option<u32>,
+    /// Connections scheduled.
+    pub connections: u64,
+    /// Packets client to server.
+    pub in_packets: u64,
+    /// Packets server to client (NAT only; 0 for DR and tunnel).
+    pub out_packets: u64,
+    /// Bytes client to server.
+    pub in_bytes: u64,
+    /// Bytes server to client.
+    pub out_bytes: u64,
+}
+
+/// The kernel's IPVS real server of a backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvsDestView {
+    /// Weight in the kernel (0 while drained or down).
+    pub weight: u32,
+    /// "Route", "Tunnel" or "Masq" (as ipvsadm prints).
+    pub forwarding: String,
+    /// Active connections.
+    pub active_conns: u32,
+    /// Inactive connections.
+    pub inactive_conns: u32,
+    /// Persistence templates.
+    pub persistent_conns: u32,
+    /// Connections scheduled.
+    pub connections: u64,
+    /// Packets client to server.
+    pub in_packets: u64,
+    /// Packets server to client.
+    pub out_packets: u64,
+    /// Bytes client to server.
+    pub in_bytes: u64,
+    /// Bytes server to client.
+    pub out_bytes: u64,
 }
 
 /// One backend of a VIP.
@@ -147,6 +212,10 @@ pub struct BackendStatus {
     pub packets: u64,
     /// Bytes sent to it.
     pub bytes: u64,
+    /// IPVS: the kernel's real server (`None` with XDP, or when the kernel
+    /// has none: removed while unhealthy, see `on_unhealthy`).
+    #[serde(default)]
+    pub ipvs: Option<IpvsDestView>,
 }
 
 /// One VRRP instance.
@@ -395,24 +464,137 @@ pub async fn call(path: &Path, request: Request) -> Result<Response, ApiError> {
 pub fn render_status(s: &StatusReport) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
+    let plane = match s.dataplane.as_str() {
+        "ipvs" => "ipvs".to_owned(),
+        // Older daemons did not say: XDP.
+        _ => format!("xdp {}", s.xdp_mode),
+    };
     let _ = writeln!(
         o,
-        "config {} (generation {}), interface {} ({})",
-        s.config, s.config_generation, s.interface, s.xdp_mode
+        "config {} (generation {}), interface {}, dataplane {}",
+        s.config, s.config_generation, s.interface, plane
     );
+    if let Some(n) = &s.dataplane_note {
+        let _ = writeln!(o, "  {n}");
+    }
+    if s.dataplane == "ipvs" {
+        render_ipvs_vips(&mut o, s);
+    } else {
+        render_xdp_vips(&mut o, s);
+    }
+    if !s.foreign_services.is_empty() {
+        let _ = writeln!(o, "\nIPVS services of others (left alone)");
+        for f in &s.foreign_services {
+            let _ = writeln!(o, "  {f}");
+        }
+    }
+    render_vrrp(&mut o, s);
+    o
+}
+
+fn vip_header(v: &VipStatus) -> String {
+    let gate = v
+        .vrrp_instance
+        .as_ref()
+        .map_or_else(String::new, |i| format!(" vrrp {i}"));
+    format!(
+        "\nVIP {} {} {} {}{}",
+        v.name,
+        v.vip,
+        v.forwarding,
+        if v.active { "active" } else { "inactive" },
+        gate
+    )
+}
+
+fn backend_label(b: &BackendStatus) -> String {
+    if b.sorry_server {
+        format!("{} (sorry)", b.address)
+    } else {
+        b.address.clone()
+    }
+}
+
+/// The IPVS view: per VIP its service (scheduler, flags, connections,
+/// counters), per backend configured and kernel weight, method and
+/// connection counts.
+fn render_ipvs_vips(o: &mut String, s: &StatusReport) {
+    use std::fmt::Write as _;
     for v in &s.vips {
-        let gate = v
-            .vrrp_instance
-            .as_ref()
-            .map_or_else(String::new, |i| format!(" vrrp {i}"));
+        let svc = match &v.ipvs {
+            None => "  no IPVS service".to_owned(),
+            Some(i) => {
+                let mut sched = i.scheduler.clone();
+                for f in &i.flags {
+                    sched.push(' ');
+                    sched.push_str(f);
+                }
+                if let Some(p) = i.persistence {
+                    let _ = write!(sched, " {p}s");
+                }
+                format!(
+                    "  {}{} {}  conns {} packets {} bytes {}",
+                    i.service,
+                    if i.owned {
+                        ""
+                    } else {
+                        " (NOT lbctl's: left alone)"
+                    },
+                    sched,
+                    i.connections,
+                    i.in_packets,
+                    i.in_bytes
+                )
+            }
+        };
+        let _ = writeln!(o, "{}{svc}", vip_header(v));
         let _ = writeln!(
             o,
-            "\nVIP {} {} {} {}{}  packets {} bytes {}",
-            v.name,
-            v.vip,
-            v.forwarding,
-            if v.active { "active" } else { "inactive" },
-            gate,
+            "  {:<40} {:>6} {:<14} {:>7} {:<6} {:>6} {:>8} {:>10} {:>12}",
+            "BACKEND",
+            "WEIGHT",
+            "HEALTH",
+            "KWEIGHT",
+            "FWD",
+            "ACTIVE",
+            "INACTIVE",
+            "PACKETS",
+            "BYTES"
+        );
+        for b in &v.backends {
+            let (kw, fwd, act, inact) = match &b.ipvs {
+                Some(d) => (
+                    d.weight.to_string(),
+                    d.forwarding.clone(),
+                    d.active_conns.to_string(),
+                    d.inactive_conns.to_string(),
+                ),
+                None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<40} {:>6} {:<14} {:>7} {:<6} {:>6} {:>8} {:>10} {:>12}",
+                backend_label(b),
+                b.weight,
+                b.health,
+                kw,
+                fwd,
+                act,
+                inact,
+                b.packets,
+                b.bytes
+            );
+        }
+    }
+}
+
+fn render_xdp_vips(o: &mut String, s: &StatusReport) {
+    use std::fmt::Write as _;
+    for v in &s.vips {
+        let _ = writeln!(
+            o,
+            "{}  packets {} bytes {}",
+            vip_header(v),
             v.packets,
             v.bytes
         );
@@ -422,11 +604,7 @@ pub fn render_status(s: &StatusReport) -> String {
             "BACKEND", "WEIGHT", "HEALTH", "RING", "MAC", "PACKETS", "BYTES"
         );
         for b in &v.backends {
-            let addr = if b.sorry_server {
-                format!("{} (sorry)", b.address)
-            } else {
-                b.address.clone()
-            };
+            let addr = backend_label(b);
             let mac = b
                 .mac
                 .clone()
@@ -445,6 +623,10 @@ pub fn render_status(s: &StatusReport) -> String {
             );
         }
     }
+}
+
+fn render_vrrp(o: &mut String, s: &StatusReport) {
+    use std::fmt::Write as _;
     if !s.vrrp.is_empty() {
         let _ = writeln!(o, "\nVRRP");
         let _ = writeln!(
@@ -491,7 +673,6 @@ pub fn render_status(s: &StatusReport) -> String {
             );
         }
     }
-    o
 }
 
 /// Renders counters as text.
@@ -591,6 +772,84 @@ mod tests {
             serde_json::from_str(r#"{"name":"VI_1","state":"BACKUP","backends_healthy":true}"#)
                 .unwrap();
         assert_eq!((old.vrid, old.counters), (0, None));
+    }
+
+    #[test]
+    fn ipvs_status_renders_kernel_weights_and_connections() {
+        let s = StatusReport {
+            config: "lb.toml".into(),
+            interface: "eth0".into(),
+            dataplane: "ipvs".into(),
+            dataplane_note: Some("auto: XDP unavailable (no BPF); using IPVS".into()),
+            xdp_mode: "-".into(),
+            config_generation: 2,
+            foreign_services: vec!["TCP 192.0.2.9:443".into()],
+            vips: vec![VipStatus {
+                name: "web".into(),
+                vip: "10.0.0.1:80/tcp".into(),
+                forwarding: "dr".into(),
+                active: true,
+                ipvs: Some(IpvsServiceView {
+                    service: "TCP 10.0.0.1:80".into(),
+                    owned: true,
+                    scheduler: "mh".into(),
+                    flags: vec!["mh-port".into()],
+                    connections: 7,
+                    ..Default::default()
+                }),
+                backends: vec![
+                    BackendStatus {
+                        address: "10.0.1.1".into(),
+                        weight: 100,
+                        health: "down".into(),
+                        ipvs: Some(IpvsDestView {
+                            weight: 0,
+                            forwarding: "Route".into(),
+                            active_conns: 3,
+                            inactive_conns: 4,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    BackendStatus {
+                        address: "10.0.1.2".into(),
+                        weight: 5,
+                        health: "down".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            vrrp: vec![],
+        };
+        let text = render_status(&s);
+        assert!(
+            text.contains("dataplane ipvs\n  auto: XDP unavailable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("TCP 10.0.0.1:80 mh mh-port  conns 7"),
+            "{text}"
+        );
+        let row = |addr: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(addr))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            row("10.0.1.1"),
+            ["10.0.1.1", "100", "down", "0", "Route", "3", "4", "0", "0"]
+        );
+        assert_eq!(
+            row("10.0.1.2"),
+            ["10.0.1.2", "5", "down", "-", "-", "-", "-", "0", "0"]
+        );
+        assert!(text.contains("left alone)\n  TCP 192.0.2.9:443"), "{text}");
+        // An older daemon's JSON (no IPVS fields) still decodes.
+        let old = r#"{"config":"c","interface":"eth0","xdp_mode":"skb","config_generation":1,"vips":[],"vrrp":[]}"#;
+        let st: StatusReport = serde_json::from_str(old).unwrap();
+        assert!(render_status(&st).contains("dataplane xdp skb"));
     }
 
     #[tokio::test]

@@ -99,6 +99,34 @@ pub struct Node {
     pub conn_table_size: u32,
     /// Size of the VIP maps (1..=`lb_common::MAX_VIPS`); at least the number of VIPs.
     pub max_vips: u32,
+    /// IPVS: what a backend that fails its check becomes, for VIPs without
+    /// their own `on_unhealthy`.
+    pub on_unhealthy: OnUnhealthy,
+}
+
+/// IPVS: what happens to a real server that fails its health check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnUnhealthy {
+    /// Weight 0 (keepalived's `inhibit_on_failure`): no new connections,
+    /// established ones run out on it.
+    #[default]
+    Drain,
+    /// Deleted from the service (keepalived's default).
+    Remove,
+}
+
+/// IPVS scheduler of a VIP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Source hashing.
+    Sh,
+    /// Maglev hashing (the XDP path's algorithm).
+    #[default]
+    Mh,
 }
 
 /// `node.dataplane`.
@@ -170,47 +198,13 @@ pub enum Forwarding {
     Dr,
     /// IPIP / IP6IP6 (or mixed) encapsulation (LVS "TUN"); outer family is the backend's.
     Ipip,
+    /// NAT (LVS "MASQ"): IPVS data plane only; backend in the VIP's family,
+    /// routing its replies back through this node.
+    Nat,
 }
 
-/// Which parts of the flow the VIP hashes on. Destination address and
-/// protocol are always part of the hash; the others can be left out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HashFields {
-    /// Hash the client address.
-    pub src_addr: bool,
-    /// Hash the client port.
-    pub src_port: bool,
-    /// Hash the VIP port.
-    pub dst_port: bool,
-}
-
-impl Default for HashFields {
-    fn default() -> Self {
-        Self {
-            src_addr: true,
-            src_port: true,
-            dst_port: true,
-        }
-    }
-}
-
-impl HashFields {
-    /// The `lb_common::vip_flags::HASH_NO_*` bits for this selection.
-    pub fn vip_flags(self) -> u32 {
-        use lb_common::vip_flags::{HASH_NO_DST_PORT, HASH_NO_SRC_ADDR, HASH_NO_SRC_PORT};
-        let mut flags = 0;
-        if !self.src_addr {
-            flags |= HASH_NO_SRC_ADDR;
-        }
-        if !self.src_port {
-            flags |= HASH_NO_SRC_PORT;
-        }
-        if !self.dst_port {
-            flags |= HASH_NO_DST_PORT;
-        }
-        flags
-    }
-}
+/// Which parts of the flow the VIP hashes on: the data plane's own type.
+pub use crate::dataplane::state::HashFields;
 
 /// What a VIP does with new flows when no backend can take them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -254,6 +248,14 @@ pub struct Vip {
     /// The VRRP instance gating this VIP: active only while that instance is
     /// MASTER. `None`: always active. Always names an existing instance.
     pub vrrp_instance: Option<String>,
+    /// IPVS scheduler (default [`Scheduler::Mh`]).
+    pub scheduler: Scheduler,
+    /// IPVS: what a failed backend becomes (the VIP's, else the node's).
+    pub on_unhealthy: OnUnhealthy,
+    /// IPVS persistence timeout (whole seconds): clients stick to one real
+    /// server for that long. `None`: not persistent, except port-less VIPs,
+    /// which IPVS schedules only as persistent services (300 s then).
+    pub persistence_timeout: Option<Duration>,
     /// Backends, in file order (at least one; addresses unique within the VIP).
     pub backends: Vec<Backend>,
 }

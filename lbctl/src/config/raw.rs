@@ -34,6 +34,23 @@ pub(crate) struct RawNode {
     pub keep_dataplane_on_exit: Option<bool>,
     pub conn_table_size: Option<S<i64>>,
     pub max_vips: Option<S<i64>>,
+    pub on_unhealthy: Option<S<RawOnUnhealthy>>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawOnUnhealthy {
+    Drain,
+    Remove,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawScheduler {
+    Rr,
+    Wrr,
+    Sh,
+    Mh,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -75,6 +92,9 @@ pub(crate) struct RawVip {
     pub sorry_server: Option<S<String>>,
     pub vrrp_instance: Option<S<String>>,
     pub health_check: Option<S<RawHealthCheck>>,
+    pub scheduler: Option<S<RawScheduler>>,
+    pub on_unhealthy: Option<S<RawOnUnhealthy>>,
+    pub persistence_timeout: Option<S<RawDuration>>,
     #[serde(default)]
     pub backend: Vec<S<RawBackend>>,
 }
@@ -91,6 +111,7 @@ pub(crate) enum RawProtocol {
 pub(crate) enum RawForwarding {
     Dr,
     Ipip,
+    Nat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]

@@ -366,6 +366,143 @@ fn bad_cases() -> Vec<(String, &'static str, usize, usize)> {
     ]
 }
 
+/// `[node]` with the IPVS data plane (lines 1-3).
+const NODE_IPVS: &str = "[node]\ninterface = \"eth0\"\ndataplane = \"ipvs\"\n";
+
+fn vip_with(extra: &str) -> String {
+    VIP.replace("port = 80", &format!("port = 80\n{extra}"))
+}
+
+fn ipvs_cases() -> Vec<(String, &'static str, usize, usize)> {
+    vec![
+        // NAT with the default (xdp) data plane: at the value.
+        (
+            with_node(&vip_with("forwarding = \"nat\"")),
+            "forwarding = \"nat\" needs node.dataplane = \"ipvs\", but it is \"xdp\"",
+            7,
+            14,
+        ),
+        // NAT with auto: XDP may run.
+        (
+            format!(
+                "[node]\ninterface = \"eth0\"\ndataplane = \"auto\"\n{}",
+                vip_with("forwarding = \"nat\"")
+            ),
+            "but it is \"auto\" (which may run XDP)",
+            8,
+            14,
+        ),
+        // IPVS-only keys with xdp.
+        (
+            with_node(&vip_with("scheduler = \"wrr\"")),
+            "scheduler applies to the IPVS data plane only, but node.dataplane is \"xdp\"",
+            7,
+            13,
+        ),
+        (
+            with_node(&vip_with("persistence_timeout = \"60s\"")),
+            "persistence_timeout applies to the IPVS data plane only",
+            7,
+            23,
+        ),
+        (
+            with_node("on_unhealthy = \"remove\"\n"),
+            "on_unhealthy applies to the IPVS data plane only",
+            3,
+            16,
+        ),
+        (
+            with_node(&vip_with("on_unhealthy = \"drain\"")),
+            "on_unhealthy applies to the IPVS data plane only",
+            7,
+            16,
+        ),
+        // Bad values.
+        (
+            format!("{NODE_IPVS}{}", vip_with("scheduler = \"lc\"")),
+            "unknown variant `lc`, expected one of `rr`, `wrr`, `sh`, `mh`",
+            8,
+            13,
+        ),
+        (
+            format!("{NODE_IPVS}{}", vip_with("on_unhealthy = \"weight0\"")),
+            "unknown variant `weight0`, expected `drain` or `remove`",
+            8,
+            16,
+        ),
+        (
+            format!("{NODE_IPVS}{}", vip_with("persistence_timeout = \"1.5s\"")),
+            "persistence_timeout \"1.5s\" must be whole seconds from 1s to 31 days",
+            8,
+            23,
+        ),
+        (
+            format!("{NODE_IPVS}{}", vip_with("persistence_timeout = \"0s\"")),
+            "must be whole seconds",
+            8,
+            23,
+        ),
+        // NAT cannot cross families.
+        (
+            format!(
+                "{NODE_IPVS}{}",
+                vip_with("forwarding = \"nat\"").replace("10.0.1.1", "2001:db8::1")
+            ),
+            "backend 2001:db8::1 is IPv6 but VIP \"web\" is IPv4: nat forwarding needs the same family",
+            10,
+            11,
+        ),
+    ]
+}
+
+#[test]
+fn ipvs_keys_resolve_with_defaults() {
+    let text = format!(
+        "{NODE_IPVS}on_unhealthy = \"remove\"\n{}{}",
+        vip_with("forwarding = \"nat\"\nscheduler = \"sh\"\npersistence_timeout = \"5m\""),
+        VIP.replace("\"web\"", "\"api\"")
+            .replace("port = 80", "port = 81\non_unhealthy = \"drain\"")
+    );
+    let cfg = parse(&text, "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.node.dataplane, DataplaneKind::Ipvs);
+    assert_eq!(cfg.node.on_unhealthy, OnUnhealthy::Remove);
+    let web = cfg.vip("web").expect("web");
+    assert_eq!(web.forwarding, Forwarding::Nat);
+    assert_eq!(web.scheduler, Scheduler::Sh);
+    assert_eq!(web.persistence_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(web.on_unhealthy, OnUnhealthy::Remove, "the node's");
+    let api = cfg.vip("api").expect("api");
+    assert_eq!(api.scheduler, Scheduler::Mh, "default");
+    assert_eq!(api.on_unhealthy, OnUnhealthy::Drain, "the VIP's own");
+    assert_eq!(api.persistence_timeout, None);
+
+    // Defaults without any IPVS key.
+    let cfg = parse(&with_node(VIP), "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.node.on_unhealthy, OnUnhealthy::Drain);
+    assert_eq!(cfg.vips[0].scheduler, Scheduler::Mh);
+}
+
+/// The IPVS keys the example shows commented out (it runs XDP) are valid
+/// once the data plane is IPVS.
+#[test]
+fn example_ipvs_keys_parse_with_the_ipvs_data_plane() {
+    let text = EXAMPLE
+        .replace("dataplane = \"xdp\"", "dataplane = \"ipvs\"")
+        .replace("# on_unhealthy = ", "on_unhealthy = ")
+        .replace("# scheduler = ", "scheduler = ")
+        .replace("# persistence_timeout = ", "persistence_timeout = ");
+    assert_ne!(text, EXAMPLE);
+    let cfg = parse(&text, "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.node.on_unhealthy, OnUnhealthy::Drain);
+    let web = cfg.vip("web").expect("web");
+    assert_eq!(web.scheduler, Scheduler::Mh);
+    assert_eq!(web.persistence_timeout, None);
+    let dns = cfg.vip("dns").expect("dns");
+    assert_eq!(dns.scheduler, Scheduler::Sh);
+    assert_eq!(dns.persistence_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(dns.on_unhealthy, OnUnhealthy::Remove);
+}
+
 fn vrrp_cases() -> Vec<(String, &'static str, usize, usize)> {
     let inst = "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"10.0.0.100/32\"]\n";
     vec![
@@ -470,7 +607,12 @@ fn vrrp_cases() -> Vec<(String, &'static str, usize, usize)> {
 #[test]
 fn bad_configs_report_message_and_position() {
     let mut failures = Vec::new();
-    for (i, (text, msg, line, col)) in bad_cases().into_iter().chain(vrrp_cases()).enumerate() {
+    for (i, (text, msg, line, col)) in bad_cases()
+        .into_iter()
+        .chain(vrrp_cases())
+        .chain(ipvs_cases())
+        .enumerate()
+    {
         let err = match parse(&text, "lb.toml") {
             Ok(_) => {
                 failures.push(format!("case {i}: parsed, expected {msg:?}\n{text}"));

@@ -214,7 +214,8 @@ pub(crate) fn validate(raw: RawConfig, file: &str, text: &str) -> Result<Config,
     let ipip = ipip(&mut cx, raw.ipip.as_ref());
     let scripts = vrrp_scripts(&mut cx, &raw.vrrp_script);
     let instances = vrrp_instances(&mut cx, &raw.vrrp_instance, &scripts);
-    let vips = vips(&mut cx, &raw.vip, &ipip, &instances);
+    let dp = Dataplane::of(raw.node.get_ref());
+    let vips = vips(&mut cx, &raw.vip, &ipip, &instances, &dp);
 
     if let Some(node) = &node
         && let Some(extra) = raw.vip.get(node.max_vips as usize)
@@ -266,14 +267,62 @@ pub(crate) fn validate(raw: RawConfig, file: &str, text: &str) -> Result<Config,
     }
 }
 
+/// The data plane chosen in `[node]` (parsing it cannot fail), for the
+/// checks of IPVS-only keys.
+struct Dataplane {
+    kind: DataplaneKind,
+    on_unhealthy: OnUnhealthy,
+}
+
+impl Dataplane {
+    fn of(r: &RawNode) -> Self {
+        let kind = match r.dataplane.as_ref().map(|v| *v.get_ref()) {
+            None | Some(RawDataplane::Xdp) => DataplaneKind::Xdp,
+            Some(RawDataplane::Ipvs) => DataplaneKind::Ipvs,
+            Some(RawDataplane::Auto) => DataplaneKind::Auto,
+        };
+        Self {
+            kind,
+            on_unhealthy: r
+                .on_unhealthy
+                .as_ref()
+                .map_or(OnUnhealthy::default(), |v| on_unhealthy(*v.get_ref())),
+        }
+    }
+
+    /// Reports `key` (at `span`) when the XDP data plane is forced: the key
+    /// would do nothing.
+    fn ipvs_only(&self, cx: &mut Ctx<'_>, key: &str, span: Range<usize>) {
+        if self.kind == DataplaneKind::Xdp {
+            cx.err(
+                span,
+                format!(
+                    "{key} applies to the IPVS data plane only, but node.dataplane is \"xdp\": \
+                     expected node.dataplane = \"ipvs\" or \"auto\", or remove {key}"
+                ),
+            );
+        }
+    }
+}
+
+fn on_unhealthy(r: RawOnUnhealthy) -> OnUnhealthy {
+    match r {
+        RawOnUnhealthy::Drain => OnUnhealthy::Drain,
+        RawOnUnhealthy::Remove => OnUnhealthy::Remove,
+    }
+}
+
+/// Longest IPVS persistence timeout accepted (31 days).
+const MAX_PERSISTENCE: Duration = Duration::from_secs(31 * 24 * 3600);
+
 fn node(cx: &mut Ctx<'_>, raw: &S<RawNode>) -> Option<Node> {
     let r = raw.get_ref();
     let interface = cx.ifname(&r.interface);
-    let dataplane = match r.dataplane.as_ref().map(|v| *v.get_ref()) {
-        None | Some(RawDataplane::Xdp) => DataplaneKind::Xdp,
-        Some(RawDataplane::Ipvs) => DataplaneKind::Ipvs,
-        Some(RawDataplane::Auto) => DataplaneKind::Auto,
-    };
+    let dp = Dataplane::of(r);
+    let dataplane = dp.kind;
+    if let Some(o) = &r.on_unhealthy {
+        dp.ipvs_only(cx, "on_unhealthy", o.span());
+    }
     let xdp_mode = match r.xdp_mode.as_ref().map(|v| *v.get_ref()) {
         None | Some(RawXdpMode::Auto) => XdpMode::Auto,
         Some(RawXdpMode::Driver) => XdpMode::Driver,
@@ -315,6 +364,7 @@ fn node(cx: &mut Ctx<'_>, raw: &S<RawNode>) -> Option<Node> {
         keep_dataplane_on_exit: r.keep_dataplane_on_exit.unwrap_or(false),
         conn_table_size: conn_table_size?,
         max_vips: max_vips?,
+        on_unhealthy: dp.on_unhealthy,
     })
 }
 
@@ -786,7 +836,13 @@ fn vrrp_instances(
     out
 }
 
-fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInstance]) -> Vec<Vip> {
+fn vips(
+    cx: &mut Ctx<'_>,
+    raw: &[S<RawVip>],
+    ipip: &Ipip,
+    instances: &[VrrpInstance],
+    dp: &Dataplane,
+) -> Vec<Vip> {
     let mut out = Vec::new();
     let mut names: Seen<String> = Seen::new();
     let mut identities: Seen<VipIdentity> = Seen::new();
@@ -838,6 +894,62 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
         let forwarding = match r.forwarding.as_ref().map(|p| *p.get_ref()) {
             None | Some(RawForwarding::Dr) => Forwarding::Dr,
             Some(RawForwarding::Ipip) => Forwarding::Ipip,
+            Some(RawForwarding::Nat) => Forwarding::Nat,
+        };
+        if let (Forwarding::Nat, Some(f)) = (forwarding, &r.forwarding)
+            && dp.kind != DataplaneKind::Ipvs
+        {
+            let kind = match dp.kind {
+                DataplaneKind::Auto => "\"auto\" (which may run XDP)",
+                _ => "\"xdp\"",
+            };
+            cx.err(
+                f.span(),
+                format!(
+                    "forwarding = \"nat\" needs node.dataplane = \"ipvs\", but it is {kind}: \
+                     the XDP data plane forwards by \"dr\" or \"ipip\""
+                ),
+            );
+        }
+        let scheduler = match r.scheduler.as_ref() {
+            None => Scheduler::default(),
+            Some(v) => {
+                dp.ipvs_only(cx, "scheduler", v.span());
+                match *v.get_ref() {
+                    RawScheduler::Rr => Scheduler::Rr,
+                    RawScheduler::Wrr => Scheduler::Wrr,
+                    RawScheduler::Sh => Scheduler::Sh,
+                    RawScheduler::Mh => Scheduler::Mh,
+                }
+            }
+        };
+        let vip_on_unhealthy = match r.on_unhealthy.as_ref() {
+            None => dp.on_unhealthy,
+            Some(v) => {
+                dp.ipvs_only(cx, "on_unhealthy", v.span());
+                on_unhealthy(*v.get_ref())
+            }
+        };
+        let persistence_timeout = match r.persistence_timeout.as_ref() {
+            None => Some(None),
+            Some(v) => {
+                dp.ipvs_only(cx, "persistence_timeout", v.span());
+                cx.duration(v).and_then(|d| {
+                    if d.subsec_nanos() != 0 || d.is_zero() || d > MAX_PERSISTENCE {
+                        cx.err(
+                            v.span(),
+                            format!(
+                                "persistence_timeout \"{}\" must be whole seconds from 1s to 31 days (\"{}\")",
+                                v.get_ref().0,
+                                fmt_duration(MAX_PERSISTENCE)
+                            ),
+                        );
+                        None
+                    } else {
+                        Some(Some(d))
+                    }
+                })
+            }
         };
         let hash = r
             .hash
@@ -883,6 +995,14 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
             let Some(vip_addr) = address else { return };
             let (vf, bf) = (Family::of(&vip_addr), Family::of(&a));
             match forwarding {
+                Forwarding::Nat if vf != bf => cx.err(
+                    span,
+                    format!(
+                        "{what} {a} is {} but VIP \"{label}\" is {}: nat forwarding needs the same family",
+                        bf.name(),
+                        vf.name()
+                    ),
+                ),
                 Forwarding::Dr if vf != bf => cx.err(
                     span,
                     format!(
@@ -906,7 +1026,7 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
                         );
                     }
                 }
-                Forwarding::Dr => {}
+                Forwarding::Dr | Forwarding::Nat => {}
             }
         };
 
@@ -1035,6 +1155,9 @@ fn vips(cx: &mut Ctx<'_>, raw: &[S<RawVip>], ipip: &Ipip, instances: &[VrrpInsta
                 table_size: table_size?,
                 on_no_backend: on_no_backend?,
                 vrrp_instance: vrrp_instance?,
+                scheduler,
+                on_unhealthy: vip_on_unhealthy,
+                persistence_timeout: persistence_timeout?,
                 backends,
             })
         })();

@@ -5,7 +5,8 @@
 //! neighbour resolver, the control socket, signals and the VRRP shell send it
 //! events; after each it recomputes the [`DesiredState`]
 //! ([`reconcile::desired_state`], pure) and hands it to the data plane, which
-//! writes only what changed. Nothing else writes maps.
+//! writes only what changed. Nothing else writes maps. The data plane is XDP
+//! or kernel IPVS (`node.dataplane`, see [`plane`]).
 //!
 //! VRRP: by default ([`run`] with `vrrp: None`) the daemon runs the
 //! config's `[[vrrp_instance]]`s itself ([`crate::vrrp::run_instances`]),
@@ -24,6 +25,7 @@
 
 pub mod neigh;
 pub mod pin;
+pub mod plane;
 pub mod reconcile;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,6 +65,9 @@ pub enum DaemonError {
     /// Pinning / adoption.
     #[error("{0}")]
     Pin(#[from] pin::PinError),
+    /// The IPVS data plane.
+    #[error("{0}")]
+    Ipvs(#[from] crate::dataplane::ipvs::IpvsError),
     /// The control socket.
     #[error("control socket: {0}")]
     Api(#[from] api::ApiError),
@@ -253,6 +258,23 @@ pub fn reload_blocker(running: &Config, opts: LoadOptions, new: &Config) -> Opti
     if new.node.max_vips != opts.max_vips || new.node.conn_table_size != opts.conn_table_size {
         return Some("node.max_vips / node.conn_table_size changed; restart lbctl".into());
     }
+    if new.node.dataplane != running.node.dataplane {
+        return Some("node.dataplane changed; restart lbctl to switch data planes".into());
+    }
+    if new.node.keep_dataplane_on_exit != running.node.keep_dataplane_on_exit
+        || new.node.state_dir != running.node.state_dir
+    {
+        return Some("node.keep_dataplane_on_exit / node.state_dir changed; restart lbctl".into());
+    }
+    None
+}
+
+/// Why a new config cannot be applied to a running IPVS data plane, `None`
+/// when it can (IPVS has no load-time sizes and is not bound to the interface).
+pub fn ipvs_reload_blocker(running: &Config, new: &Config) -> Option<String> {
+    if new.node.dataplane != running.node.dataplane {
+        return Some("node.dataplane changed; restart lbctl to switch data planes".into());
+    }
     if new.node.keep_dataplane_on_exit != running.node.keep_dataplane_on_exit
         || new.node.state_dir != running.node.state_dir
     {
@@ -277,45 +299,33 @@ pub async fn run(
     vrrp: Option<VrrpHook>,
 ) -> Result<(), DaemonError> {
     let cfg = config::load(&config_path)?;
-    match cfg.node.dataplane {
-        DataplaneKind::Xdp => {}
-        DataplaneKind::Auto => info!("dataplane = \"auto\": using XDP"),
-        DataplaneKind::Ipvs => {
-            return Err(DaemonError::Unsupported(
-                "node.dataplane = \"ipvs\" is not supported by this daemon yet; use \"xdp\"".into(),
-            ));
-        }
-    }
     let resolver = Resolver::new()?;
-    let link = resolver.link(&cfg.node.interface).await?;
-
-    let opts = load_options(&cfg);
-    let pins = pin::PinDir::for_interface(&cfg.node.interface);
-    let mode = attach_mode(cfg.node.xdp_mode);
-    let started = if cfg.node.keep_dataplane_on_exit {
-        pin::start_pinned(&pins, opts, mode, &cfg.node.state_dir)?
-    } else {
-        // A data plane kept by an earlier run is replaced (keeping is off now).
-        pin::remove_pins(&pins);
-        let mut dp = XdpDataplane::load(opts)?;
-        let m = dp.attach(programs::LB, &cfg.node.interface, mode)?;
-        pin::Started {
-            dp,
-            mode: format!("{m:?}").to_lowercase(),
-            adopted: BTreeMap::new(),
-        }
+    // XDP needs the interface (and its MAC); IPVS is not bound to one.
+    let link = match cfg.node.dataplane {
+        DataplaneKind::Xdp => Some(resolver.link(&cfg.node.interface).await?),
+        DataplaneKind::Auto => match resolver.link(&cfg.node.interface).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                // XDP will fail to attach too, and IPVS does without.
+                warn!(error = %e, interface = %cfg.node.interface, "interface lookup failed");
+                None
+            }
+        },
+        DataplaneKind::Ipvs => None,
     };
-    let pin::Started {
-        mut dp,
-        mode: xdp_mode,
+    let opts = load_options(&cfg);
+    let plane::Started {
+        plane: dp,
         adopted,
-    } = started;
+        note: dataplane_note,
+    } = plane::start(&cfg)?;
+    let kernel_resolves = dp.kernel_resolves_next_hops();
+    info!(dataplane = dp.kind(), "data plane started");
 
     let listener = match api::bind(&api::socket_path(&cfg.node.state_dir)).await {
         Ok(l) => l,
         Err(e) => {
-            dp.detach_all();
-            pin::remove_pins(&pins);
+            dp.abort();
             return Err(e.into());
         }
     };
@@ -326,13 +336,20 @@ pub async fn run(
 
     let (targets_tx, targets_rx) = watch::channel(reconcile::neigh_targets(&cfg));
     let (neigh_tx, neigh_rx) = watch::channel(BTreeMap::new());
-    tokio::spawn(neigh::run(
-        resolver,
-        link.index,
-        targets_rx,
-        neigh_tx,
-        cancel.clone(),
-    ));
+    // Held open while the daemon runs when no resolver owns it (IPVS).
+    let _idle_neigh_tx = match (&link, kernel_resolves) {
+        (Some(link), false) => {
+            tokio::spawn(neigh::run(
+                resolver,
+                link.index,
+                targets_rx,
+                neigh_tx,
+                cancel.clone(),
+            ));
+            None
+        }
+        _ => Some(neigh_tx),
+    };
 
     let (health_tx, health_rx) = mpsc::channel(256);
     // Built-in VRRP: the instances start Backup (their VIPs inactive) and
@@ -351,8 +368,7 @@ pub async fn run(
                     Err(e) => {
                         cancel.cancel();
                         let _ = std::fs::remove_file(&socket);
-                        dp.detach_all();
-                        pin::remove_pins(&pins);
+                        dp.abort();
                         return Err(e.into());
                     }
                 }
@@ -373,9 +389,10 @@ pub async fn run(
         generation: 1,
         cfg,
         opts,
-        xdp_mode,
+        dataplane_note,
         inputs: Inputs {
-            iface_mac: link.mac,
+            iface_mac: link.as_ref().map_or([0; 6], |l| l.mac),
+            kernel_resolves_next_hops: kernel_resolves,
             ..Default::default()
         },
         checks: BTreeMap::new(),
@@ -391,11 +408,14 @@ pub async fn run(
         vrrp: builtin,
     };
     owner.seed(&adopted);
+    let kernel_health = owner.dp.kernel_health(&owner.cfg);
+    owner.inputs.health.extend(kernel_health);
     owner.start_checks();
     owner.reconcile();
     info!(
         config = %owner.config_path.display(),
         interface = %owner.cfg.node.interface,
+        dataplane = owner.dp.kind(),
         vips = owner.cfg.vips.len(),
         "lbctl running"
     );
@@ -414,20 +434,8 @@ pub async fn run(
     cancel.cancel();
     owner.checks.clear();
     let _ = std::fs::remove_file(&socket);
-    if owner.cfg.node.keep_dataplane_on_exit {
-        match pin::keep(&pins, &mut owner.dp, &owner.cfg.node.state_dir) {
-            Ok(()) => {
-                info!(dir = %pins.dir().display(), "data plane left running and pinned for the next lbctl run")
-            }
-            Err(e) => {
-                error!(error = %e, "pinning the data plane failed; detaching");
-                owner.dp.detach_all();
-                pin::remove_pins(&pins);
-            }
-        }
-    } else {
-        owner.dp.detach_all();
-    }
+    let Owner { dp, cfg, .. } = owner;
+    dp.stop(&cfg);
     result
 }
 
@@ -457,14 +465,14 @@ struct Owner {
     generation: u64,
     cfg: Config,
     opts: LoadOptions,
-    xdp_mode: String,
+    dataplane_note: Option<String>,
     inputs: Inputs,
     checks: BTreeMap<BackendKey, RunningCheck>,
     check_gen: u64,
     resolutions: BTreeMap<IpAddr, Resolution>,
     /// MACs of an adopted data plane, used until the resolver has an answer.
     seeded_macs: BTreeMap<IpAddr, [u8; 6]>,
-    dp: XdpDataplane,
+    dp: plane::Plane,
     last: Option<DesiredState>,
     targets_tx: watch::Sender<BTreeSet<NeighTarget>>,
     health_tx: mpsc::Sender<HealthEvent<HealthTarget>>,
@@ -686,9 +694,12 @@ impl Owner {
                 return Err(e.to_string());
             }
         };
-        if let Some(why) = reload_blocker(&self.cfg, self.opts, &new)
-            .or_else(|| vrrp_reload_blocker(&self.cfg, &new))
-        {
+        let blocker = match self.dp {
+            plane::Plane::Xdp { .. } => reload_blocker(&self.cfg, self.opts, &new),
+            plane::Plane::Ipvs(_) => ipvs_reload_blocker(&self.cfg, &new),
+        }
+        .or_else(|| vrrp_reload_blocker(&self.cfg, &new));
+        if let Some(why) = blocker {
             error!(reason = %why, "reload refused: the running config stays");
             return Err(why);
         }
@@ -709,6 +720,7 @@ impl Owner {
             }
         }
         self.cfg = new;
+        self.dp.configure(&self.cfg);
         self.generation += 1;
         self.targets_tx
             .send_replace(reconcile::neigh_targets(&self.cfg));
@@ -728,8 +740,24 @@ impl Owner {
         })
     }
 
-    fn status(&self) -> api::StatusReport {
+    fn status(&mut self) -> api::StatusReport {
         let stats = self.dp.stats().ok();
+        let ipvs = match self.dp.ipvs_status() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "reading the IPVS table for status failed");
+                None
+            }
+        };
+        let ipvs_services: BTreeMap<
+            crate::dataplane::ipvs::ServiceKey,
+            &crate::dataplane::ipvs::ServiceStatus,
+        > = ipvs
+            .iter()
+            .flat_map(|s| s.services.iter())
+            .map(|s| (s.key, s))
+            .collect();
+        let kernel_resolves = self.inputs.kernel_resolves_next_hops;
         let vips = self
             .cfg
             .vips
@@ -742,6 +770,9 @@ impl Owner {
                     .and_then(|d| d.vips.iter().find(|v| v.spec == spec));
                 let vc = stats.as_ref().and_then(|s| s.vips.get(&spec)).copied();
                 let bstats = stats.as_ref().and_then(|s| s.backends.get(&spec));
+                let svc = ipvs_services
+                    .get(&crate::dataplane::ipvs::service_key(&spec))
+                    .copied();
                 let sorry = match vip.on_no_backend {
                     OnNoBackend::SorryServer(a) => Some(a),
                     OnNoBackend::Drop => None,
@@ -767,13 +798,22 @@ impl Owner {
                             .and_then(|m| m.get(&b.addr))
                             .copied()
                             .unwrap_or_default();
+                        let dest = svc
+                            .filter(|s| s.owned)
+                            .and_then(|s| s.dests.iter().find(|d| d.key.addr == b.addr))
+                            .map(ipvs_dest_view);
                         api::BackendStatus {
                             address: b.addr.to_string(),
                             weight: b.weight,
                             health,
                             in_ring: b.in_ring(),
-                            mac: b.mac.as_ref().map(neigh::format_mac),
+                            mac: b
+                                .mac
+                                .filter(|_| !kernel_resolves)
+                                .as_ref()
+                                .map(neigh::format_mac),
                             neighbour: match self.resolutions.get(&b.addr) {
+                                _ if kernel_resolves => None,
                                 Some(Resolution::Pending { next_hop }) => {
                                     Some(format!("resolving {next_hop}"))
                                 }
@@ -781,6 +821,7 @@ impl Owner {
                                 None if b.mac.is_none() => Some("not resolved".into()),
                                 _ => None,
                             },
+                            ipvs: dest,
                             sorry_server: configured.is_none() && sorry == Some(b.addr),
                             checks: check.map_or(0, |c| c.checks),
                             check_failures: check.map_or(0, |c| c.failures),
@@ -795,7 +836,9 @@ impl Owner {
                     forwarding: match vip.forwarding {
                         config::Forwarding::Dr => "dr".into(),
                         config::Forwarding::Ipip => "ipip".into(),
+                        config::Forwarding::Nat => "nat".into(),
                     },
+                    ipvs: svc.map(ipvs_service_view),
                     active: desired.is_some_and(|d| d.active),
                     vrrp_instance: vip.vrrp_instance.clone(),
                     packets: vc.map_or(0, |c| c.packets),
@@ -848,14 +891,22 @@ impl Owner {
         api::StatusReport {
             config: self.config_path.display().to_string(),
             interface: self.cfg.node.interface.clone(),
-            xdp_mode: self.xdp_mode.clone(),
+            dataplane: self.dp.kind().to_owned(),
+            dataplane_note: self.dataplane_note.clone(),
+            xdp_mode: self.dp.mode().to_owned(),
+            foreign_services: ipvs
+                .iter()
+                .flat_map(|s| s.services.iter())
+                .filter(|s| !s.owned)
+                .map(|s| s.key.to_string())
+                .collect(),
             config_generation: self.generation,
             vips,
             vrrp,
         }
     }
 
-    fn stats(&self) -> Response {
+    fn stats(&mut self) -> Response {
         let stats = match self.dp.stats() {
             Ok(s) => s,
             Err(e) => {
@@ -933,6 +984,56 @@ fn vrrp_counters(h: &vrrp::InstanceHandle) -> api::VrrpCounters {
             + s.recv_errors
             + s.bad_ip_header
             + s.socket_queue_full,
+    }
+}
+
+/// The kernel's IPVS service in the status report's shape.
+fn ipvs_service_view(s: &crate::dataplane::ipvs::ServiceStatus) -> api::IpvsServiceView {
+    use crate::dataplane::ipvs::codec::svc_flags;
+    let c = &s.config;
+    let mut flags = Vec::new();
+    let sched = c.sched_name.as_str();
+    let hashing = matches!(sched, "mh" | "sh");
+    if hashing && c.flags & svc_flags::SCHED1 != 0 {
+        flags.push(format!("{sched}-fallback"));
+    }
+    if hashing && c.flags & svc_flags::SCHED2 != 0 {
+        flags.push(format!("{sched}-port"));
+    }
+    if c.flags & svc_flags::ONEPACKET != 0 {
+        flags.push("ops".to_owned());
+    }
+    let persistent = c.flags & svc_flags::PERSISTENT != 0;
+    if persistent {
+        flags.push("persistent".to_owned());
+    }
+    api::IpvsServiceView {
+        service: s.key.to_string(),
+        owned: s.owned,
+        scheduler: c.sched_name.clone(),
+        flags,
+        persistence: persistent.then_some(c.timeout),
+        connections: s.stats.conns,
+        in_packets: s.stats.inpkts,
+        out_packets: s.stats.outpkts,
+        in_bytes: s.stats.inbytes,
+        out_bytes: s.stats.outbytes,
+    }
+}
+
+/// The kernel's IPVS real server in the status report's shape.
+fn ipvs_dest_view(d: &crate::dataplane::ipvs::DestEntry) -> api::IpvsDestView {
+    api::IpvsDestView {
+        weight: d.config.weight,
+        forwarding: d.config.fwd.ipvsadm_name().to_owned(),
+        active_conns: d.active_conns,
+        inactive_conns: d.inact_conns,
+        persistent_conns: d.persist_conns,
+        connections: d.stats.conns,
+        in_packets: d.stats.inpkts,
+        out_packets: d.stats.outpkts,
+        in_bytes: d.stats.inbytes,
+        out_bytes: d.stats.outbytes,
     }
 }
 

@@ -9,7 +9,9 @@
 //!   MASTER; a VIP without `vrrp_instance` is always active;
 //! - a backend takes new flows when it is healthy, has a weight above 0 and
 //!   its L2 next hop has a MAC (a backend without a MAC is left out of the
-//!   ring, see [`BackendSpec::in_ring`]);
+//!   ring, see [`BackendSpec::in_ring`]); with a data plane that resolves
+//!   next hops itself (IPVS, [`Inputs::kernel_resolves_next_hops`]) every
+//!   backend counts as resolved ([`KERNEL_NEXT_HOP`]);
 //! - when no regular backend of a VIP can take new flows and the VIP has a
 //!   sorry server (`on_no_backend`), the sorry server is added to the VIP's
 //!   backends (weight 1, always healthy) so the ring is not empty.
@@ -20,7 +22,7 @@ use std::path::PathBuf;
 
 use crate::config::{self, Config, OnNoBackend, Probe, VipIdentity};
 use crate::dataplane::{
-    BackendSpec, DesiredState, Forwarding, HashFields, NodeSettings, Protocol, VipSpec, VipState,
+    BackendSpec, DesiredState, Forwarding, NodeSettings, Protocol, VipSpec, VipState,
 };
 use crate::health::{CheckKind, CheckSpec, HttpCheck, ScriptCheck, Status, StatusSet, UdpCheck};
 
@@ -62,7 +64,14 @@ pub struct Inputs {
     pub macs: BTreeMap<IpAddr, [u8; 6]>,
     /// MAC of the node's interface.
     pub iface_mac: [u8; 6],
+    /// The data plane resolves next hops itself (kernel IPVS): `macs` is
+    /// not used and every backend's `mac` is [`KERNEL_NEXT_HOP`].
+    pub kernel_resolves_next_hops: bool,
 }
+
+/// The `BackendSpec::mac` of every backend when the kernel resolves next
+/// hops (IPVS): "resolved", by the kernel. Never written to an XDP map.
+pub const KERNEL_NEXT_HOP: [u8; 6] = [0; 6];
 
 /// Maps a config protocol to the data plane's.
 pub fn protocol(p: config::Protocol) -> Protocol {
@@ -107,6 +116,15 @@ pub fn vip_active(vip: &config::Vip, inputs: &Inputs) -> bool {
     }
 }
 
+/// The L2 next hop of `addr` as far as the data plane needs it.
+fn next_hop(inputs: &Inputs, addr: IpAddr) -> Option<[u8; 6]> {
+    if inputs.kernel_resolves_next_hops {
+        Some(KERNEL_NEXT_HOP)
+    } else {
+        inputs.macs.get(&addr).copied()
+    }
+}
+
 /// The desired state of the data plane.
 pub fn desired_state(cfg: &Config, inputs: &Inputs) -> DesiredState {
     let vips = cfg
@@ -126,7 +144,7 @@ pub fn desired_state(cfg: &Config, inputs: &Inputs) -> DesiredState {
                         addr: b.address,
                         weight: u32::from(b.weight),
                         healthy: is_healthy(inputs, &key, &b.health_check.probe),
-                        mac: inputs.macs.get(&b.address).copied(),
+                        mac: next_hop(inputs, b.address),
                     }
                 })
                 .collect();
@@ -138,20 +156,18 @@ pub fn desired_state(cfg: &Config, inputs: &Inputs) -> DesiredState {
                     addr: sorry,
                     weight: 1,
                     healthy: true,
-                    mac: inputs.macs.get(&sorry).copied(),
+                    mac: next_hop(inputs, sorry),
                 });
             }
             VipState {
                 spec: vip_spec(&id),
                 forwarding: match vip.forwarding {
-                    config::Forwarding::Dr => Forwarding::Dr,
+                    // NAT is IPVS-only (validated): the IPVS data plane takes
+                    // it from its per-VIP options; nothing else sees it.
+                    config::Forwarding::Dr | config::Forwarding::Nat => Forwarding::Dr,
                     config::Forwarding::Ipip => Forwarding::Ipip,
                 },
-                hash: HashFields {
-                    src_addr: vip.hash.src_addr,
-                    src_port: vip.hash.src_port,
-                    dst_port: vip.hash.dst_port,
-                },
+                hash: vip.hash,
                 ring_size: vip.table_size,
                 active: vip_active(vip, inputs),
                 debug: false,
@@ -180,7 +196,7 @@ pub struct NeighTarget {
 pub fn neigh_targets(cfg: &Config) -> BTreeSet<NeighTarget> {
     let mut by_addr: BTreeMap<IpAddr, bool> = BTreeMap::new();
     for vip in &cfg.vips {
-        let dr = vip.forwarding == config::Forwarding::Dr;
+        let dr = vip.forwarding != config::Forwarding::Ipip;
         let sorry = match vip.on_no_backend {
             OnNoBackend::SorryServer(a) => Some(a),
             OnNoBackend::Drop => None,
@@ -435,6 +451,34 @@ health_check = { type = "tcp", interval = "1s", timeout = "500ms", rise = 1, fal
         inputs.macs.insert(ip("10.0.1.1"), MAC1);
         let s = desired_state(&c, &inputs);
         assert!(s.vips[0].backends[0].in_ring());
+    }
+
+    #[test]
+    fn kernel_resolved_next_hops_need_no_mac() {
+        let c = web();
+        let mut inputs = Inputs {
+            kernel_resolves_next_hops: true,
+            ..Default::default()
+        };
+        inputs.health.insert(key(&c, "10.0.1.1"), true);
+        let s = desired_state(&c, &inputs);
+        let b = &s.vips[0].backends;
+        assert!(
+            b[0].in_ring(),
+            "IPVS: healthy backend takes flows without a MAC"
+        );
+        assert_eq!(b[0].mac, Some(KERNEL_NEXT_HOP));
+        assert!(!b[1].in_ring(), "still down");
+        assert_eq!(b.len(), 3, "no sorry server while one backend is up");
+        inputs.health.insert(key(&c, "10.0.1.1"), false);
+        let s = desired_state(&c, &inputs);
+        assert!(
+            s.vips[0]
+                .backends
+                .last()
+                .is_some_and(|b| b.addr == ip("10.0.1.9") && b.in_ring()),
+            "sorry server, with no MAC either"
+        );
     }
 
     #[test]

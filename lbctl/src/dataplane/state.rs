@@ -68,6 +68,23 @@ impl Default for HashFields {
     }
 }
 
+impl HashFields {
+    /// The `lb_common::vip_flags::HASH_NO_*` bits for this selection.
+    pub fn vip_flags(self) -> u32 {
+        let mut flags = 0;
+        if !self.src_addr {
+            flags |= vip_flags::HASH_NO_SRC_ADDR;
+        }
+        if !self.src_port {
+            flags |= vip_flags::HASH_NO_SRC_PORT;
+        }
+        if !self.dst_port {
+            flags |= vip_flags::HASH_NO_DST_PORT;
+        }
+        flags
+    }
+}
+
 /// Identity of a VIP: (address, port, protocol); `port == None` is port-less.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct VipSpec {
@@ -157,15 +174,7 @@ impl VipState {
         if self.forwarding == Forwarding::Ipip {
             f |= vip_flags::FWD_IPIP;
         }
-        if !self.hash.src_addr {
-            f |= vip_flags::HASH_NO_SRC_ADDR;
-        }
-        if !self.hash.src_port {
-            f |= vip_flags::HASH_NO_SRC_PORT;
-        }
-        if !self.hash.dst_port {
-            f |= vip_flags::HASH_NO_DST_PORT;
-        }
+        f |= self.hash.vip_flags();
         if self.debug {
             f |= vip_flags::DEBUG;
         }

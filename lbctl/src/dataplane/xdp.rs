@@ -62,7 +62,7 @@ pub mod programs {
 /// Every map of the object (the names of the pins under a pin directory).
 pub const MAP_NAMES: [&str; 10] = [
     "VIPS",
-    "VIP_ADDRS",
+    "VIP_PREFILTER",
     "RINGS",
     "BACKENDS",
     "CONNS",
@@ -347,7 +347,8 @@ pub struct XdpDataplane {
     free_vip_ids: Vec<u32>,
     free_backend_ids: Vec<u32>,
     generations: Vec<u32>,
-    addr_refs: HashMap<AddrKey, u32>,
+    /// VIPs per pre-filter slot.
+    slot_refs: HashMap<u32, u32>,
     node: Option<LbConfig>,
     links: Vec<(String, &'static str, XdpLinkId)>,
 }
@@ -425,7 +426,7 @@ impl XdpDataplane {
             free_vip_ids: (0..opts.max_vips).rev().collect(),
             free_backend_ids: (1..MAX_BACKENDS).rev().collect(),
             generations: vec![0; MAX_BACKENDS as usize],
-            addr_refs: HashMap::new(),
+            slot_refs: HashMap::new(),
             node: None,
             links: Vec::new(),
         };
@@ -662,7 +663,7 @@ impl XdpDataplane {
                     },
                 );
             }
-            *self.addr_refs.entry(addr_key(spec.addr)).or_insert(0) += 1;
+            *self.slot_refs.entry(slot_of(spec.addr)).or_insert(0) += 1;
             self.vips.insert(
                 spec,
                 VipSlot {
@@ -684,10 +685,10 @@ impl XdpDataplane {
         self.free_backend_ids
             .retain(|id| !used_backends.contains(id));
         // The pre-filter's reference counts must match what `apply` will assume.
-        let refs: Vec<(AddrKey, u32)> = self.addr_refs.iter().map(|(k, v)| (*k, *v)).collect();
-        let mut m = self.hash::<AddrKey, u32>("VIP_ADDRS")?;
-        for (k, n) in refs {
-            m.insert(k, n, 0)?;
+        let refs: Vec<(u32, u32)> = self.slot_refs.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut m = self.array::<u32>("VIP_PREFILTER")?;
+        for (slot, n) in refs {
+            m.set(slot, n, 0)?;
         }
         info!(
             vips = self.vips.len(),
@@ -771,20 +772,18 @@ impl XdpDataplane {
         Ok(())
     }
 
-    fn addr_ref(&mut self, key: AddrKey, delta: i32) -> Result<(), XdpError> {
-        let n = self.addr_refs.get(&key).copied().unwrap_or(0);
+    fn slot_ref(&mut self, slot: u32, delta: i32) -> Result<(), XdpError> {
+        let n = self.slot_refs.get(&slot).copied().unwrap_or(0);
         let n = if delta > 0 {
             n + 1
         } else {
             n.saturating_sub(1)
         };
-        let mut m = self.hash::<AddrKey, u32>("VIP_ADDRS")?;
+        self.array::<u32>("VIP_PREFILTER")?.set(slot, n, 0)?;
         if n == 0 {
-            m.remove(&key).or_else(ignore_missing)?;
-            self.addr_refs.remove(&key);
+            self.slot_refs.remove(&slot);
         } else {
-            m.insert(key, n, 0)?;
-            self.addr_refs.insert(key, n);
+            self.slot_refs.insert(slot, n);
         }
         Ok(())
     }
@@ -846,7 +845,7 @@ impl XdpDataplane {
                     },
                 );
                 // The address pre-filter first: it only lets packets reach the VIP lookup.
-                self.addr_ref(addr_key(vip.spec.addr), 1)?;
+                self.slot_ref(slot_of(vip.spec.addr), 1)?;
                 report.vips_added += 1;
             }
 
@@ -966,7 +965,7 @@ impl XdpDataplane {
         self.hash::<VipKey, VipInfo>("VIPS")?
             .remove(&spec.key())
             .or_else(ignore_missing)?;
-        self.addr_ref(addr_key(spec.addr), -1)?;
+        self.slot_ref(slot_of(spec.addr), -1)?;
         for (_, id) in slot.backends {
             self.release_backend(id)?;
         }
@@ -1044,6 +1043,11 @@ impl Drop for XdpDataplane {
     fn drop(&mut self) {
         self.detach_all();
     }
+}
+
+/// Pre-filter slot of a VIP address.
+fn slot_of(addr: IpAddr) -> u32 {
+    lb_common::vip_slot(&addr_bytes(addr).0)
 }
 
 fn sum(v: &PerCpuValues<Counter>) -> CounterSum {

@@ -6,6 +6,13 @@
 //! plane, checks `ipvsadm -Ln` (the kernel's view, through ipvsadm's own
 //! code) after every step, and prints `IPVS-VM:` markers on the serial
 //! console for the host to assert on.
+//!
+//! Then the daemon: the static `/bin/lbctl` (built next to this binary)
+//! runs from an lb.toml with `dataplane = "ipvs"`; script health checks
+//! toggled by files, `lbctl reload`, a SIGKILL and restart, and SIGTERM show
+//! up in `ipvsadm -Ln` exactly; a service made with ipvsadm survives it all.
+//! Last, `dataplane = "auto"` falls back to IPVS (this lbctl is built
+//! without its eBPF object, so the XDP program cannot load).
 
 use std::{collections::BTreeSet, net::IpAddr, process::Command};
 
@@ -144,6 +151,7 @@ fn options(dir: &std::path::Path) -> IpvsOptions {
             scheduler: Some(Scheduler::Sh),
             forwarding: Some(IpvsForwarding::Nat),
             persistence: None,
+            unhealthy: None,
         },
     );
     o.vips.insert(
@@ -263,6 +271,7 @@ fn main() {
     expect("stop", &[FOREIGN, FOREIGN_DEST]);
 
     tcp_through_the_vip(&dir);
+    daemon::run();
     println!("IPVS-VM: ALL PASS");
 }
 
@@ -296,6 +305,7 @@ fn tcp_through_the_vip(dir: &std::path::Path) {
             scheduler: Some(Scheduler::Rr),
             forwarding: Some(IpvsForwarding::Nat),
             persistence: None,
+            unhealthy: None,
         },
     );
     let mut dp = IpvsDataplane::open(o).expect("open IPVS");
@@ -333,4 +343,451 @@ fn tcp_through_the_vip(dir: &std::path::Path) {
     assert!(svc.stats.conns >= 1, "{:?}", svc.stats);
     dp.remove_owned().expect("remove_owned");
     println!("IPVS-VM: PASS tcp");
+}
+
+/// `lbctl run` in the guest.
+mod daemon {
+    use std::{
+        path::{Path, PathBuf},
+        process::{Child, Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use nix::{sys::signal, unistd::Pid};
+
+    use super::{FOREIGN, FOREIGN_DEST, Line, table};
+
+    const LBCTL: &str = "/bin/lbctl";
+    const DIR: &str = "/tmp/lbd";
+    /// How long a change may take to show in the kernel (checks run every
+    /// 300 ms with rise = fall = 1; TCG is slow).
+    const SETTLE: Duration = Duration::from_secs(15);
+
+    fn conf() -> PathBuf {
+        Path::new(DIR).join("lb.toml")
+    }
+
+    fn down_file(addr: &str) -> String {
+        format!("{DIR}/down-{addr}")
+    }
+
+    /// A script check that fails while `down-ADDR` exists.
+    fn check(addr: &str) -> String {
+        format!(
+            r#"health_check = {{ type = "script", command = ["/bin/sh", "-c", "test ! -e {}"], interval = "300ms", timeout = "250ms", rise = 1, fall = 1 }}"#,
+            down_file(addr)
+        )
+    }
+
+    /// The lb.toml: `web_weight2` is the weight of 10.0.1.2, `reloaded`
+    /// drops the UDP VIP and adds 10.0.1.4.
+    fn lb_toml(dataplane: &str, web_weight2: u16, reloaded: bool, extra_vip: &str) -> String {
+        let mut t = format!(
+            r#"[node]
+interface = "lo"
+dataplane = "{dataplane}"
+state_dir = "{DIR}/state"
+
+[ipip]
+source_v4 = "10.0.0.254"
+
+[[vip]]
+name = "web"
+address = "10.0.0.1"
+port = 80
+{extra_vip}
+  [[vip.backend]]
+  address = "10.0.1.1"
+  weight = 100
+  {c1}
+  [[vip.backend]]
+  address = "10.0.1.2"
+  weight = {web_weight2}
+  {c2}
+"#,
+            c1 = check("10.0.1.1"),
+            c2 = check("10.0.1.2"),
+        );
+        if reloaded {
+            t.push_str(
+                r#"  [[vip.backend]]
+  address = "10.0.1.4"
+  weight = 10
+  health_check = { type = "none" }
+"#,
+            );
+        } else {
+            t.push_str(
+                r#"
+[[vip]]
+name = "dns"
+address = "10.0.0.2"
+port = 53
+protocol = "udp"
+forwarding = "ipip"
+scheduler = "wrr"
+health_check = { type = "none" }
+  [[vip.backend]]
+  address = "10.0.2.1"
+  weight = 3
+  [[vip.backend]]
+  address = "10.0.2.2"
+  weight = 4
+"#,
+            );
+        }
+        if dataplane == "ipvs" {
+            t.push_str(&format!(
+                r#"
+[[vip]]
+name = "web6"
+address = "2001:db8::1"
+port = 443
+forwarding = "nat"
+scheduler = "sh"
+on_unhealthy = "remove"
+  [[vip.backend]]
+  address = "2001:db8::10"
+  weight = 1
+  {c}
+"#,
+                c = check("2001:db8::10")
+            ));
+        }
+        t.push_str(
+            r#"
+[[vip]]
+name = "any"
+address = "10.0.0.3"
+hash = ["src_addr", "dst_addr", "protocol"]
+scheduler = "rr"
+persistence_timeout = "60s"
+health_check = { type = "none" }
+  [[vip.backend]]
+  address = "10.0.3.1"
+  weight = 1
+"#,
+        );
+        t
+    }
+
+    fn write_conf(text: &str) {
+        std::fs::write(conf(), text).expect("writing lb.toml");
+    }
+
+    fn lbctl(args: &[&str]) -> (bool, String) {
+        let out = Command::new(LBCTL)
+            .args(args)
+            .arg("--config")
+            .arg(conf())
+            .output()
+            .unwrap_or_else(|e| panic!("lbctl {args:?}: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn log_path() -> PathBuf {
+        Path::new(DIR).join("lbctl.log")
+    }
+
+    fn show_log() {
+        let log = std::fs::read_to_string(log_path()).unwrap_or_default();
+        println!("--- lbctl log\n{log}---");
+    }
+
+    /// Starts `lbctl run` and waits until its control socket answers.
+    fn start() -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path())
+            .expect("log file");
+        Command::new(LBCTL)
+            .args(["--log-format", "text", "run", "--config"])
+            .arg(conf())
+            .env("LBCTL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting lbctl run")
+    }
+
+    /// Waits until the control socket of `child` answers.
+    fn ready(child: &mut Child) {
+        let deadline = Instant::now() + SETTLE;
+        while !lbctl(&["status"]).0 {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                show_log();
+                panic!("lbctl's control socket did not answer");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal_and_wait(child: &mut Child, sig: signal::Signal) -> std::process::ExitStatus {
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        signal::kill(pid, sig).expect("kill");
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                show_log();
+                panic!("lbctl did not exit on {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn want(lines: &[&str]) -> std::collections::BTreeSet<Line> {
+        lines
+            .iter()
+            .map(|s| {
+                if s.contains(" -> ") {
+                    Line::Dest((*s).to_owned())
+                } else {
+                    Line::Service((*s).to_owned())
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until `ipvsadm -Ln` is exactly `lines`.
+    fn settle(step: &str, lines: &[&str]) {
+        let want = want(lines);
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let got = table();
+            if got == want {
+                println!("IPVS-VM: PASS {step}");
+                return;
+            }
+            if Instant::now() > deadline {
+                println!("IPVS-VM: FAIL {step}");
+                println!(
+                    "  missing:    {:?}",
+                    want.difference(&got).collect::<Vec<_>>()
+                );
+                println!(
+                    "  unexpected: {:?}",
+                    got.difference(&want).collect::<Vec<_>>()
+                );
+                show_log();
+                panic!("{step}: ipvsadm -Ln differs");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// `ipvsadm -Ln` stays exactly `lines` for `d` (nothing rewrote it).
+    fn stays(step: &str, lines: &[&str], d: Duration) {
+        let want = want(lines);
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            let got = table();
+            if got != want {
+                println!("IPVS-VM: FAIL {step}");
+                println!(
+                    "  missing:    {:?}",
+                    want.difference(&got).collect::<Vec<_>>()
+                );
+                println!(
+                    "  unexpected: {:?}",
+                    got.difference(&want).collect::<Vec<_>>()
+                );
+                show_log();
+                panic!("{step}: ipvsadm -Ln changed");
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        println!("IPVS-VM: PASS {step}");
+    }
+
+    fn status_json() -> serde_json::Value {
+        let (ok, text) = lbctl(&["status", "--json"]);
+        assert!(ok, "lbctl status --json: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("status JSON: {e}\n{text}"))
+    }
+
+    fn backend<'a>(st: &'a serde_json::Value, vip: &str, addr: &str) -> &'a serde_json::Value {
+        st["vips"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == vip))
+            .and_then(|v| v["backends"].as_array())
+            .and_then(|b| b.iter().find(|b| b["address"] == addr))
+            .unwrap_or_else(|| panic!("no backend {addr} of {vip} in {st:#}"))
+    }
+
+    const WEB: &str = "TCP 10.0.0.1:80 mh (mh-port)";
+    const DNS: &str = "UDP 10.0.0.2:53 wrr";
+    const WEB6: &str = "TCP [2001:db8::1]:443 sh (sh-port)";
+    const ANY: &str = "TCP 10.0.0.3:0 rr persistent 60";
+
+    pub fn run() {
+        let _ = std::fs::remove_dir_all(DIR);
+        std::fs::create_dir_all(DIR).expect("mkdir");
+        println!("IPVS-VM: daemon phase");
+        write_conf(&lb_toml("ipvs", 50, false, ""));
+        let (ok, text) = lbctl(&["check"]);
+        assert!(ok, "lbctl check: {text}");
+
+        // Start: every check passes at its first run.
+        let mut child = start();
+        ready(&mut child);
+        let all_up = [
+            FOREIGN,
+            FOREIGN_DEST,
+            WEB,
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 100",
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 50",
+            DNS,
+            "UDP 10.0.0.2:53 wrr -> 10.0.2.1:53 Tunnel 3",
+            "UDP 10.0.0.2:53 wrr -> 10.0.2.2:53 Tunnel 4",
+            WEB6,
+            "TCP [2001:db8::1]:443 sh (sh-port) -> [2001:db8::10]:443 Masq 1",
+            ANY,
+            "TCP 10.0.0.3:0 rr persistent 60 -> 10.0.3.1:0 Route 1",
+        ];
+        settle("daemon-apply", &all_up);
+
+        // Health: 10.0.1.1 fails -> weight 0 (drain); the NAT VIP's only
+        // backend fails -> removed (on_unhealthy = "remove").
+        for a in ["10.0.1.1", "2001:db8::10"] {
+            std::fs::write(down_file(a), b"").expect("down file");
+        }
+        let down = [
+            FOREIGN,
+            FOREIGN_DEST,
+            WEB,
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 0",
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 50",
+            DNS,
+            "UDP 10.0.0.2:53 wrr -> 10.0.2.1:53 Tunnel 3",
+            "UDP 10.0.0.2:53 wrr -> 10.0.2.2:53 Tunnel 4",
+            WEB6,
+            ANY,
+            "TCP 10.0.0.3:0 rr persistent 60 -> 10.0.3.1:0 Route 1",
+        ];
+        settle("daemon-health", &down);
+
+        // The status view: IPVS, kernel weights, the foreign service.
+        let st = status_json();
+        println!("{}", lbctl(&["status"]).1);
+        assert_eq!(st["dataplane"], "ipvs", "{st:#}");
+        assert!(st["dataplane_note"].is_null(), "{st:#}");
+        assert_eq!(
+            st["foreign_services"],
+            serde_json::json!(["TCP 192.0.2.9:443"])
+        );
+        let b1 = backend(&st, "web", "10.0.1.1");
+        assert_eq!(b1["health"], "down", "{b1:#}");
+        assert_eq!(b1["weight"], 100, "configured weight");
+        assert_eq!(b1["ipvs"]["weight"], 0, "kernel weight");
+        assert_eq!(b1["ipvs"]["forwarding"], "Route");
+        let b2 = backend(&st, "web", "10.0.1.2");
+        assert_eq!(b2["ipvs"]["weight"], 50, "{b2:#}");
+        assert!(b2["ipvs"]["active_conns"].is_u64() && b2["ipvs"]["inactive_conns"].is_u64());
+        assert!(
+            backend(&st, "web6", "2001:db8::10")["ipvs"].is_null(),
+            "removed"
+        );
+        let web = st["vips"].as_array().and_then(|v| v.first()).expect("web");
+        assert_eq!(web["ipvs"]["scheduler"], "mh", "{web:#}");
+        assert_eq!(web["ipvs"]["flags"], serde_json::json!(["mh-port"]));
+        assert_eq!(web["ipvs"]["owned"], true);
+        println!("IPVS-VM: PASS daemon-status");
+
+        // Reload: 10.0.1.2 50 -> 70, 10.0.1.4 added, the UDP VIP goes.
+        write_conf(&lb_toml("ipvs", 70, true, ""));
+        let (ok, text) = lbctl(&["reload"]);
+        assert!(ok, "lbctl reload: {text}");
+        println!("{text}");
+        let reloaded = [
+            FOREIGN,
+            FOREIGN_DEST,
+            WEB,
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 0",
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 70",
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.4:80 Route 10",
+            WEB6,
+            ANY,
+            "TCP 10.0.0.3:0 rr persistent 60 -> 10.0.3.1:0 Route 1",
+        ];
+        settle("daemon-reload", &reloaded);
+
+        // A bad reload is refused and changes nothing.
+        write_conf(&lb_toml("ipvs", 70, true, "scheduler = \"lc\""));
+        let (ok, text) = lbctl(&["reload"]);
+        assert!(!ok && text.contains("unknown variant `lc`"), "{text}");
+        let (ok, text) = lbctl(&["check"]);
+        assert!(!ok, "{text}");
+        write_conf(&lb_toml("ipvs", 70, true, ""));
+        stays("daemon-bad-reload", &reloaded, Duration::from_secs(1));
+
+        // Crash and restart: the kernel keeps the table; the new process
+        // reconciles with it and changes nothing (backends found serving
+        // start healthy, 10.0.1.1 is still failing).
+        let st = signal_and_wait(&mut child, signal::Signal::SIGKILL);
+        println!("lbctl killed: {st}");
+        let _ = std::fs::remove_file(Path::new(DIR).join("state/lbctl.sock"));
+        stays("daemon-crash", &reloaded, Duration::from_millis(500));
+        let mut child = start();
+        ready(&mut child);
+        stays("daemon-restart", &reloaded, Duration::from_secs(2));
+
+        // Checks pass again: weight back, removed real server back.
+        for a in ["10.0.1.1", "2001:db8::10"] {
+            std::fs::remove_file(down_file(a)).expect("rm down file");
+        }
+        let up = [
+            FOREIGN,
+            FOREIGN_DEST,
+            WEB,
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 100",
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 70",
+            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.4:80 Route 10",
+            WEB6,
+            "TCP [2001:db8::1]:443 sh (sh-port) -> [2001:db8::10]:443 Masq 1",
+            ANY,
+            "TCP 10.0.0.3:0 rr persistent 60 -> 10.0.3.1:0 Route 1",
+        ];
+        settle("daemon-rise", &up);
+
+        // SIGTERM: lbctl's services go, the foreign one stays.
+        let st = signal_and_wait(&mut child, signal::Signal::SIGTERM);
+        assert!(st.success(), "lbctl exit status {st}");
+        settle("daemon-stop", &[FOREIGN, FOREIGN_DEST]);
+
+        // auto: the XDP program cannot load (no eBPF object in this build),
+        // so IPVS runs and says why.
+        write_conf(&lb_toml("auto", 50, false, ""));
+        let mut child = start();
+        ready(&mut child);
+        settle(
+            "daemon-auto-apply",
+            &all_up
+                .iter()
+                .copied()
+                .filter(|l| !l.contains("2001:db8"))
+                .collect::<Vec<_>>(),
+        );
+        let st = status_json();
+        assert_eq!(st["dataplane"], "ipvs", "{st:#}");
+        let note = st["dataplane_note"].as_str().unwrap_or_default();
+        assert!(note.starts_with("auto: XDP unavailable"), "{st:#}");
+        println!("status note: {note}");
+        let st = signal_and_wait(&mut child, signal::Signal::SIGTERM);
+        assert!(st.success(), "lbctl exit status {st}");
+        settle("daemon-auto-stop", &[FOREIGN, FOREIGN_DEST]);
+        show_log();
+        println!("IPVS-VM: PASS daemon");
+    }
 }

@@ -22,7 +22,8 @@
 //!   scheduler's port flag (`mh-port`/`sh-port`).
 //! - A healthy backend gets its weight (0 drains: no new connections,
 //!   existing ones stay). An unhealthy one gets weight 0, or is removed when
-//!   [`IpvsOptions::unhealthy`] is [`UnhealthyAction::Remove`].
+//!   [`IpvsOptions::unhealthy`] (or the VIP's [`VipOptions::unhealthy`]) is
+//!   [`UnhealthyAction::Remove`].
 //! - `VipState::active` (VRRP) does not remove services: like keepalived,
 //!   a backup keeps its IPVS table so that taking over is instant; the VIP
 //!   address, which VRRP owns, decides where traffic arrives. MACs, ring
@@ -191,6 +192,8 @@ pub struct VipOptions {
     /// Persistence timeout (s): makes the service persistent. Port-less
     /// VIPs are always persistent.
     pub persistence: Option<u32>,
+    /// What an unhealthy backend becomes; [`IpvsOptions::unhealthy`] when unset.
+    pub unhealthy: Option<UnhealthyAction>,
 }
 
 /// Settings of the IPVS data plane.
@@ -376,9 +379,10 @@ impl<K: IpvsKernel> IpvsDataplane<K> {
             .forwarding
             .unwrap_or_else(|| vip.forwarding.into())
             .method();
+        let unhealthy = o.unhealthy.unwrap_or(self.opts.unhealthy);
         let mut dests = BTreeMap::new();
         for b in &vip.backends {
-            if !b.healthy && self.opts.unhealthy == UnhealthyAction::Remove {
+            if !b.healthy && unhealthy == UnhealthyAction::Remove {
                 continue;
             }
             let weight = if b.healthy { b.weight } else { 0 };

@@ -746,7 +746,31 @@ fn health_and_weight_changes_are_single_dest_updates() {
     let w: Vec<u32> = d.values().map(|c| c.weight).collect();
     assert_eq!(w, vec![0, 5]);
 
-    // Remove instead of zeroing.
+    // Remove instead of zeroing, per VIP.
+    let mut o = IpvsOptions::new(&dir);
+    o.vips.insert(
+        s.vips[0].spec,
+        VipOptions {
+            unhealthy: Some(UnhealthyAction::Remove),
+            ..Default::default()
+        },
+    );
+    dp.set_options(o);
+    let r = dp.apply(&s).unwrap();
+    assert_eq!((r.dests_removed, r.dests_updated), (1, 0));
+    // The VIP's choice wins over the node's.
+    let mut o = IpvsOptions::new(&dir);
+    o.unhealthy = UnhealthyAction::Remove;
+    o.vips.insert(
+        s.vips[0].spec,
+        VipOptions {
+            unhealthy: Some(UnhealthyAction::Zero),
+            ..Default::default()
+        },
+    );
+    dp.set_options(o);
+    let r = dp.apply(&s).unwrap();
+    assert_eq!((r.dests_added, r.dests_removed), (1, 0), "back at weight 0");
     let mut o = IpvsOptions::new(&dir);
     o.unhealthy = UnhealthyAction::Remove;
     dp.set_options(o);
@@ -769,6 +793,7 @@ fn options_choose_scheduler_nat_and_persistence() {
             scheduler: Some(Scheduler::Wrr),
             forwarding: Some(IpvsForwarding::Nat),
             persistence: Some(60),
+            unhealthy: None,
         },
     );
     let mut dp = IpvsDataplane::with_kernel(FakeKernel::default(), o).unwrap();

@@ -1,0 +1,136 @@
+//! Packet memory access in 16-bit words.
+//!
+//! The BPF backend turns every unaligned access into single bytes, and the
+//! verifier refuses unaligned stack slots, so the program reads and writes
+//! packets as *aligned* 16-bit words instead: XDP packet data starts 2-byte
+//! aligned (frames sit behind a 256-byte headroom in page buffers, and
+//! `bpf_xdp_adjust_head` is only called with even deltas here), and every
+//! header field this program touches is at an even offset (Ethernet 14/18,
+//! IPv4 options in 4-byte units, IPv6 extension headers in 8-byte units).
+//!
+//! Words are "raw": the two wire bytes in memory order, i.e. `from_ne_bytes`
+//! on this little-endian target. Raw words are compared against constants
+//! converted with `to_be`, and the ones'-complement checksum is summed and
+//! stored raw (RFC 1071 §2(B): the sum is byte-order independent).
+//!
+//! # Safety
+//! Every function here requires `addr` (and the bytes it touches) to lie
+//! inside the packet, checked against `data_end` by the caller, and `addr`
+//! to be even.
+
+#[cfg(target_endian = "big")]
+compile_error!("lb-ebpf's raw packet words assume a little-endian BPF target (bpfel)");
+
+/// Raw 16-bit word at `addr`.
+#[inline(always)]
+pub unsafe fn ld16(addr: usize) -> u16 {
+    // SAFETY: in bounds and 2-aligned (module contract).
+    unsafe { core::ptr::read(addr as *const u16) }
+}
+
+/// Writes a raw 16-bit word at `addr`.
+#[inline(always)]
+pub unsafe fn st16(addr: usize, v: u16) {
+    // SAFETY: in bounds and 2-aligned (module contract).
+    unsafe { core::ptr::write(addr as *mut u16, v) }
+}
+
+/// Raw 32-bit value at `addr` (its bytes are the four wire bytes).
+#[inline(always)]
+pub unsafe fn ld32(addr: usize) -> u32 {
+    // SAFETY: module contract, 4 bytes.
+    unsafe { (ld16(addr) as u32) | ((ld16(addr + 2) as u32) << 16) }
+}
+
+/// Writes a raw 32-bit value at `addr`.
+#[inline(always)]
+pub unsafe fn st32(addr: usize, v: u32) {
+    // SAFETY: module contract, 4 bytes.
+    unsafe {
+        st16(addr, v as u16);
+        st16(addr + 2, (v >> 16) as u16);
+    }
+}
+
+/// Reads 16 bytes (an IPv6 address) at `addr` into `out`.
+#[inline(always)]
+pub unsafe fn ld128(addr: usize, out: &mut [u8; 16]) {
+    // SAFETY: module contract, 16 bytes.
+    unsafe {
+        set32(out, 0, ld32(addr));
+        set32(out, 1, ld32(addr + 4));
+        set32(out, 2, ld32(addr + 8));
+        set32(out, 3, ld32(addr + 12));
+    }
+}
+
+/// Writes 16 bytes at `addr` from `a`.
+#[inline(always)]
+pub unsafe fn st128(addr: usize, a: &[u8; 16]) {
+    // SAFETY: module contract, 16 bytes.
+    unsafe {
+        st32(addr, get32(a, 0));
+        st32(addr + 4, get32(a, 1));
+        st32(addr + 8, get32(a, 2));
+        st32(addr + 12, get32(a, 3));
+    }
+}
+
+/// Writes a MAC address at `addr`.
+#[inline(always)]
+pub unsafe fn st_mac(addr: usize, m: &[u8; 6]) {
+    // SAFETY: module contract, 6 bytes.
+    unsafe {
+        st16(addr, u16::from_ne_bytes([m[0], m[1]]));
+        st16(addr + 2, u16::from_ne_bytes([m[2], m[3]]));
+        st16(addr + 4, u16::from_ne_bytes([m[4], m[5]]));
+    }
+}
+
+/// Copies a 6-byte MAC address inside the packet (non-overlapping).
+#[inline(always)]
+pub unsafe fn copy_mac(dst: usize, src: usize) {
+    // SAFETY: module contract, 6 bytes each.
+    unsafe {
+        st16(dst, ld16(src));
+        st16(dst + 2, ld16(src + 2));
+        st16(dst + 4, ld16(src + 4));
+    }
+}
+
+/// Raw 32-bit word `i` of a byte array (word-aligned fields let LLVM use one load).
+#[inline(always)]
+pub fn get32(a: &[u8; 16], i: usize) -> u32 {
+    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+}
+
+/// Sets raw 32-bit word `i` of a byte array.
+#[inline(always)]
+pub fn set32(a: &mut [u8; 16], i: usize, v: u32) {
+    let b = v.to_ne_bytes();
+    a[4 * i] = b[0];
+    a[4 * i + 1] = b[1];
+    a[4 * i + 2] = b[2];
+    a[4 * i + 3] = b[3];
+}
+
+/// Adds `WORDS` raw 16-bit words at `addr` to a ones'-complement sum.
+#[inline(always)]
+pub unsafe fn sum16<const WORDS: usize>(addr: usize, init: u32) -> u32 {
+    let mut s = init;
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: module contract, 2 * WORDS bytes.
+        s += unsafe { ld16(addr + 2 * i) } as u32;
+        i += 1;
+    }
+    s
+}
+
+/// Folds a ones'-complement sum and complements it (the checksum field value, raw).
+#[inline(always)]
+pub fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
