@@ -75,25 +75,29 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Result<Topology> {
+    /// `tag` (one short word per test) keeps the names of tests running in
+    /// parallel apart.
+    fn new(tag: &str) -> Result<Topology> {
         let pid = std::process::id();
-        let dir = std::env::temp_dir().join(unique_name("vf", "dir"));
+        let test = format!("vf{tag}");
+        let test = test.as_str();
+        let dir = std::env::temp_dir().join(unique_name(test, "dir"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).context("temp dir")?;
         let t = Topology {
-            br: NetNs::new(&unique_name("vf", "br"))?,
-            client: NetNs::new(&unique_name("vf", "client"))?,
+            br: NetNs::new(&unique_name(test, "br"))?,
+            client: NetNs::new(&unique_name(test, "client"))?,
             lbs: [
-                NetNs::new(&unique_name("vf", "lb1"))?,
-                NetNs::new(&unique_name("vf", "lb2"))?,
+                NetNs::new(&unique_name(test, "lb1"))?,
+                NetNs::new(&unique_name(test, "lb2"))?,
             ],
             servers: [
-                NetNs::new(&unique_name("vf", "s1"))?,
-                NetNs::new(&unique_name("vf", "s2"))?,
+                NetNs::new(&unique_name(test, "s1"))?,
+                NetNs::new(&unique_name(test, "s2"))?,
             ],
             lb_ifs: [
-                format!("va{}", pid % 1_000_000),
-                format!("vb{}", pid % 1_000_000),
+                format!("va{tag}{}", pid % 1_000_000),
+                format!("vb{tag}{}", pid % 1_000_000),
             ],
             dir,
         };
@@ -134,7 +138,7 @@ impl Topology {
         Ok(t)
     }
 
-    fn config(&self, i: usize) -> Result<PathBuf> {
+    fn config(&self, i: usize, keep: bool) -> Result<PathBuf> {
         let dir = self.dir.join(format!("lb{}", i + 1));
         std::fs::create_dir_all(&dir).context("state dir")?;
         // Identical but for the interface name, the state directory and the
@@ -145,6 +149,7 @@ interface = "{iface}"
 state_dir = "{state}"
 max_vips = 4
 conn_table_size = 65536
+keep_dataplane_on_exit = {keep}
 [[vip]]
 name = "echo"
 address = "{VIP}"
@@ -605,7 +610,7 @@ impl Drop for Daemon {
 
 #[test]
 fn connection_survives_master_loss() -> Result<()> {
-    let t = Topology::new()?;
+    let t = Topology::new("n")?;
     let _pass = [
         PassHolder::new(&t.br, "plb1")?,
         PassHolder::new(&t.br, "plb2")?,
@@ -614,7 +619,7 @@ fn connection_survives_master_loss() -> Result<()> {
         EchoServer::start(&t.servers[0])?,
         EchoServer::start(&t.servers[1])?,
     ];
-    let cfgs = [t.config(0)?, t.config(1)?];
+    let cfgs = [t.config(0, false)?, t.config(1, false)?];
 
     // 1. lb1 master, lb2 backup.
     let mut lb1 = Daemon::start(&t.lbs[0], &cfgs[0])?;
@@ -757,5 +762,78 @@ fn connection_survives_master_loss() -> Result<()> {
         !t.lbs[0].has_addr(VIP) && !t.lbs[1].has_addr(VIP),
         "a clean stop removes the VIP"
     );
+    Ok(())
+}
+
+/// The master's lbctl process dies (no priority 0, no clean-up: the VIP stays
+/// on its interface) while the node stays on the network. With
+/// `keep_dataplane_on_exit` the XDP link and maps are pinned from the start,
+/// so the dead daemon's data plane keeps forwarding the connection to the same
+/// backend until VRRP has moved the VIP: no reset from the dead node's kernel.
+#[test]
+fn connection_survives_master_daemon_sigkill() -> Result<()> {
+    let t = Topology::new("k")?;
+    let _pass = [
+        PassHolder::new(&t.br, "plb1")?,
+        PassHolder::new(&t.br, "plb2")?,
+    ];
+    let servers = [
+        EchoServer::start(&t.servers[0])?,
+        EchoServer::start(&t.servers[1])?,
+    ];
+    let cfgs = [t.config(0, true)?, t.config(1, true)?];
+    let mut lb1 = Daemon::start(&t.lbs[0], &cfgs[0])?;
+    lb1.wait_state("MASTER", Duration::from_secs(10))?;
+    let mut lb2 = Daemon::start(&t.lbs[1], &cfgs[1])?;
+    lb2.wait_state("BACKUP", Duration::from_secs(10))?;
+
+    let stream = Stream::start(&t.client, Duration::from_secs(30))?;
+    stream.wait_more(64 * BLOCK as u64, Duration::from_secs(5))?;
+    let served: Vec<u64> = servers
+        .iter()
+        .map(|s| s.echoed.load(Ordering::Relaxed))
+        .collect();
+
+    // lb1's daemon dies on the spot; the node stays on the bridge.
+    let before = stream.bytes();
+    let t_kill = Instant::now();
+    ensure!(lb1.send(Cmd::Kill)? == "killed", "lb1 daemon kill");
+    ensure!(
+        t.lbs[0].has_addr(VIP),
+        "a killed daemon leaves the VIP on its node"
+    );
+    let mdi = master_down_interval(PRIORITIES[1]);
+    let tolerance = Duration::from_millis(400);
+    lb2.wait_state("MASTER", mdi + tolerance + Duration::from_secs(2))?;
+    let failover = t_kill.elapsed();
+    stream.wait_more(64 * BLOCK as u64, Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = stream.bytes() - stream.bytes_at(t_kill);
+    eprintln!(
+        "e2e_vrrp_failover: lbctl on the master SIGKILLed: lb2 MASTER after {failover:?} \
+         (Master_Down_Interval {mdi:?}); connection stalled {:?}; echoed {before} bytes before, \
+         {after} after",
+        stream.max_stall_after(t_kill)
+    );
+    ensure!(
+        failover <= mdi + tolerance,
+        "failover took {failover:?}, more than {mdi:?} + {tolerance:?}"
+    );
+    if let Some(e) = stream.error() {
+        bail!("the connection broke when the master's daemon died: {e}");
+    }
+    let served2: Vec<u64> = servers
+        .iter()
+        .map(|s| s.echoed.load(Ordering::Relaxed))
+        .collect();
+    ensure!(
+        served2
+            .iter()
+            .zip(&served)
+            .all(|(now, then)| (*then == 0) == (*now == 0)),
+        "the connection moved to another server: {served:?} -> {served2:?}"
+    );
+    drop(stream);
+    ensure!(lb2.send(Cmd::Stop)? == "stopped", "lb2 clean stop");
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! Restart without loss (`node.keep_dataplane_on_exit = true`).
 //!
-//! While running, every map of the data plane is pinned under
-//! `/sys/fs/bpf/lbctl/<iface>/` (bpffs is mounted when it is not). On exit
-//! the XDP link is pinned there too (`link`), so the program keeps
-//! forwarding with the same maps, and the user-space bookkeeping (which
-//! backend id belongs to which VIP) is saved to
-//! `{state_dir}/dataplane-<iface>.json`.
+//! While running, every map of the data plane and the XDP link itself are
+//! pinned under `/sys/fs/bpf/lbctl/<iface>/` (bpffs is mounted when it is
+//! not), and the user-space bookkeeping (which backend id belongs to which
+//! VIP) is saved to `{state_dir}/dataplane-<iface>.json` after every change.
+//! So the data plane outlives the daemon however it ends: a clean exit for an
+//! upgrade, or a crash or SIGKILL. A dead daemon's node then keeps forwarding
+//! with its last tables and connection table, as LVS's kernel table outlives
+//! keepalived: established connections are not reset while VRRP moves the
+//! VIP to another node.
 //!
 //! The next `lbctl run` loads the object reusing the pinned maps, restores
 //! the bookkeeping (checked against the maps), and replaces the program in
@@ -142,11 +145,32 @@ pub fn start_pinned(
     remove_pins(pins);
     let mut dp = XdpDataplane::load_pinned(opts, pins.dir())?;
     let m = dp.attach(programs::LB, &pins.iface, mode)?;
+    save_record(&snap_file, &dp)?;
+    dp.pin_link(programs::LB, &pins.iface, &pins.link())?;
     Ok(Started {
         dp,
         mode: format!("{m:?}").to_lowercase(),
         adopted: BTreeMap::new(),
     })
+}
+
+/// Saves the bookkeeping the next run adopts (written to a temporary file
+/// and renamed, so a crash never leaves half a record).
+///
+/// # Errors
+/// Serialisation or file errors.
+pub fn save_record(snap_file: &Path, dp: &XdpDataplane) -> Result<(), PinError> {
+    let err = |reason: String| PinError::State {
+        path: snap_file.to_owned(),
+        reason,
+    };
+    let text = serde_json::to_string(&dp.snapshot()).map_err(|e| err(e.to_string()))?;
+    if let Some(dir) = snap_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let tmp = snap_file.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&tmp, snap_file).map_err(|e| err(e.to_string()))
 }
 
 fn adopt(pins: &PinDir, opts: LoadOptions, snap_file: &Path) -> Result<Started, PinError> {
@@ -159,7 +183,8 @@ fn adopt(pins: &PinDir, opts: LoadOptions, snap_file: &Path) -> Result<Started, 
     let mut dp = XdpDataplane::load_pinned(opts, pins.dir())?;
     let adopted = dp.restore(&snap)?;
     dp.adopt_link(programs::LB, &pins.iface, &pins.link())?;
-    let _ = std::fs::remove_file(snap_file);
+    // Pinned again at once: the data plane must outlive this run too.
+    dp.pin_link(programs::LB, &pins.iface, &pins.link())?;
     info!(
         vips = snap.vips.len(),
         "adopted the data plane left by the previous lbctl run"
@@ -171,21 +196,16 @@ fn adopt(pins: &PinDir, opts: LoadOptions, snap_file: &Path) -> Result<Started, 
     })
 }
 
-/// Leaves the data plane attached: pins the link and saves the bookkeeping.
+/// Leaves the data plane attached: saves the bookkeeping, and pins the link
+/// unless it already is (it is pinned from the start).
 ///
 /// # Errors
 /// Pinning or file errors (the caller then detaches).
 pub fn keep(pins: &PinDir, dp: &mut XdpDataplane, state_dir: &Path) -> Result<(), PinError> {
-    let snap_file = pins.snapshot_file(state_dir);
-    let text = serde_json::to_string(&dp.snapshot()).map_err(|e| PinError::State {
-        path: snap_file.clone(),
-        reason: e.to_string(),
-    })?;
-    std::fs::write(&snap_file, text).map_err(|e| PinError::State {
-        path: snap_file.clone(),
-        reason: e.to_string(),
-    })?;
-    dp.pin_link(programs::LB, &pins.iface, &pins.link())?;
+    save_record(&pins.snapshot_file(state_dir), dp)?;
+    if !pins.link().exists() {
+        dp.pin_link(programs::LB, &pins.iface, &pins.link())?;
+    }
     Ok(())
 }
 

@@ -31,6 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use tracing::{error, info, warn};
 
@@ -53,6 +54,9 @@ pub enum Plane {
         dp: Box<XdpDataplane>,
         /// Its pins (used with `keep_dataplane_on_exit`).
         pins: PinDir,
+        /// With `keep_dataplane_on_exit`: the adoption record, rewritten
+        /// after every change so a crashed daemon's successor can adopt.
+        record: Option<PathBuf>,
         /// "driver", "skb" or "adopted".
         mode: String,
     },
@@ -164,6 +168,10 @@ fn start_xdp(cfg: &Config) -> Result<Started, DaemonError> {
     Ok(Started {
         plane: Plane::Xdp {
             dp: Box::new(started.dp),
+            record: cfg
+                .node
+                .keep_dataplane_on_exit
+                .then(|| pins.snapshot_file(&cfg.node.state_dir)),
             pins,
             mode: started.mode,
         },
@@ -250,7 +258,17 @@ impl Plane {
     /// Map or netlink errors; what was written stays.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, PlaneError> {
         Ok(match self {
-            Plane::Xdp { dp, .. } => ApplyReport::Xdp(dp.apply(desired)?),
+            Plane::Xdp { dp, record, .. } => {
+                let report = dp.apply(desired)?;
+                if let Some(path) = record
+                    && !report.is_empty()
+                    && let Err(e) = pin::save_record(path, dp)
+                {
+                    // Forwarding is unaffected; only a crash's successor loses the record.
+                    warn!(error = %e, "saving the data plane record failed");
+                }
+                ApplyReport::Xdp(report)
+            }
             Plane::Ipvs(dp) => ApplyReport::Ipvs(dp.apply(desired)?),
         })
     }
