@@ -608,8 +608,19 @@ impl Drop for Daemon {
 
 // ---------------------------------------------------------------------------
 
+/// The failover tests measure timings against Master_Down_Interval: run them
+/// one at a time (four daemons at 100 ms adverts on two CPUs otherwise).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn connection_survives_master_loss() -> Result<()> {
+    let _serial = serial();
     let t = Topology::new("n")?;
     let _pass = [
         PassHolder::new(&t.br, "plb1")?,
@@ -772,6 +783,7 @@ fn connection_survives_master_loss() -> Result<()> {
 /// backend until VRRP has moved the VIP: no reset from the dead node's kernel.
 #[test]
 fn connection_survives_master_daemon_sigkill() -> Result<()> {
+    let _serial = serial();
     let t = Topology::new("k")?;
     let _pass = [
         PassHolder::new(&t.br, "plb1")?,
