@@ -75,7 +75,7 @@ pub const MAP_NAMES: [&str; 12] = [
     "VIPS",
     "VIP_ADDR_SLOTS",
     "VIP_TABLE",
-    "VIP_KEY_SCRATCH",
+    "VIP_SCRATCH",
     "RINGS",
     "BACKENDS",
     "CONNS",
@@ -439,6 +439,10 @@ impl XdpDataplane {
             }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        // Every map is pinned by name: a name missing here would go unpinned.
+        if let Some(name) = MAP_NAMES.iter().find(|n| ebpf.map(n).is_none()) {
+            return Err(XdpError::Missing(format!("map {name}")));
+        }
         for name in [
             programs::LB,
             programs::DECAP,
