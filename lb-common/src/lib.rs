@@ -14,8 +14,10 @@ pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_RING_SIZE: u32 = 65537;
 /// Default capacity of the connection table.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
-/// Entries of the VIP address pre-filter array (see [`vip_slot`]).
+/// Entries of the VIP address slot array (see [`vip_slot`] and [`slot_record`]).
 pub const VIP_SLOTS: u32 = 1 << 16;
+/// Entries of the VIP table array: two copies per VIP id (see [`VipEntry`]).
+pub const VIP_TABLE_ENTRIES: u32 = 2 * MAX_VIPS;
 /// Backend id that means "no backend" in a Maglev ring.
 pub const NO_BACKEND: u32 = 0;
 
@@ -78,6 +80,59 @@ pub struct VipInfo {
     pub ring_size: u32,
     /// Which of the VIP's two ring slots is live (0 or 1).
     pub slot: u32,
+}
+
+/// Value of the VIP table array, at index `2 * vip_id + copy`: the VIP's key
+/// and its [`VipInfo`], found by a packet through its address slot's
+/// [`slot_record`] without a hash lookup.
+///
+/// Each VIP has two copies. User space writes the copy that no slot record
+/// names (and that none has named for a grace period), then names it in the
+/// slot record with one aligned 8-byte store; so a packet that read a record
+/// reads a complete, unchanging entry, and `VipInfo` still changes in one step.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipEntry {
+    /// The VIP's key, compared in full (slots are shared by colliding addresses).
+    pub key: VipKey,
+    /// The VIP's value, exactly as in the VIP hash map.
+    pub info: VipInfo,
+}
+
+/// Values of the VIP address slot array (a `u64` per [`vip_slot`]).
+///
+/// - `0`: no VIP has an address in this slot;
+/// - [`slot_record::FALLBACK`]: more VIPs than lanes: look them up in the VIP
+///   hash map;
+/// - otherwise up to [`slot_record::LANES`] 16-bit lanes, filled from the
+///   lowest: [`slot_record::LANE_VALID`] | the [`VipEntry`] index of one VIP.
+pub mod slot_record {
+    /// Lanes in a record.
+    pub const LANES: usize = 4;
+    /// Set in a lane that names a VIP entry.
+    pub const LANE_VALID: u16 = 0x8000;
+    /// Mask of the entry index in a lane.
+    pub const LANE_INDEX: u16 = 0x01ff;
+    /// Record of a slot with more VIPs than lanes (lane 0 without [`LANE_VALID`]).
+    pub const FALLBACK: u64 = 1;
+
+    /// The record naming `entries` (at most [`LANES`]; more gives [`FALLBACK`]).
+    pub fn pack(entries: &[u32]) -> u64 {
+        if entries.len() > LANES {
+            return FALLBACK;
+        }
+        entries.iter().enumerate().fold(0, |r, (i, &e)| {
+            r | (u64::from(LANE_VALID | (e as u16 & LANE_INDEX)) << (16 * i))
+        })
+    }
+
+    /// The entry indices a record names (empty for 0 and [`FALLBACK`]).
+    pub fn lanes(record: u64) -> impl Iterator<Item = u32> {
+        (0..LANES)
+            .map(move |i| (record >> (16 * i)) as u16)
+            .take_while(|l| l & LANE_VALID != 0)
+            .map(|l| u32::from(l & LANE_INDEX))
+    }
 }
 
 /// Value of the backend map, indexed by backend id (`1..MAX_BACKENDS`; 0 is [`NO_BACKEND`]).
@@ -362,6 +417,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::VipInfo {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::VipEntry {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Backend {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnKey {}
@@ -385,6 +442,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipInfo>(), 16);
+        assert_eq!(size_of::<VipEntry>(), 36);
         assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<ConnKey>(), 40);
         assert_eq!(size_of::<ConnValue>(), 12);
@@ -402,6 +460,20 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), NUM_REASONS as usize);
+    }
+
+    #[test]
+    fn slot_records_round_trip() {
+        assert_eq!(slot_record::pack(&[]), 0);
+        for n in 1..=slot_record::LANES {
+            let e: std::vec::Vec<u32> = (0..n as u32).map(|i| i * 97 % 512).collect();
+            let r = slot_record::pack(&e);
+            assert_ne!(r & u64::from(slot_record::LANE_VALID), 0);
+            assert_eq!(slot_record::lanes(r).collect::<std::vec::Vec<_>>(), e);
+        }
+        assert_eq!(slot_record::pack(&[1, 2, 3, 4, 5]), slot_record::FALLBACK);
+        assert_eq!(slot_record::lanes(slot_record::FALLBACK).count(), 0);
+        assert!(VIP_TABLE_ENTRIES - 1 <= u32::from(slot_record::LANE_INDEX));
     }
 
     #[test]

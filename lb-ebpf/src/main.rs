@@ -30,8 +30,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use lb_common::{
     AddrKey, Backend, ConnKey, ConnValue, Counter, FAMILY_V4, FAMILY_V6, LbConfig, MAX_BACKENDS,
-    MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipInfo, VipKey, backend_flags, config_flags,
-    flow_hash, vip_flags,
+    MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipEntry, VipInfo, VipKey, backend_flags,
+    config_flags, flow_hash, slot_record, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, get32, ld16, ld32, st_mac, st16, st32, st128, sum16};
@@ -44,14 +44,24 @@ const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 const OUTER_TTL: u8 = 64;
 
-/// VIPs by (address, port, protocol).
+/// VIPs by (address, port, protocol): the lookup for address slots in
+/// [`slot_record::FALLBACK`] (more VIPs than a record holds).
 #[map]
 static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
-/// VIP address pre-filter: slot [`lb_common::vip_slot`] counts the VIPs whose
-/// address folds to it. An array lookup (inlined by the verifier) turns away
-/// most non-VIP traffic without hashing a key.
+/// VIP address slots: entry [`lb_common::vip_slot`] is the [`slot_record`] of
+/// the VIPs whose address folds to it. An array lookup (inlined by the
+/// verifier) turns away most non-VIP traffic without hashing a key, and names
+/// the [`VIP_TABLE`] entries of the others. Mmapable: user space replaces a
+/// record with one aligned 8-byte store, read here with one 8-byte load.
 #[map]
-static VIP_PREFILTER: Array<u32> = Array::with_max_entries(lb_common::VIP_SLOTS, 0);
+static VIP_ADDR_SLOTS: Array<u64> = Array::with_max_entries(lb_common::VIP_SLOTS, BPF_F_MMAPABLE);
+/// Scratch space for a `VIPS` lookup: the key, and the value copied out
+/// (the stack is full, and a hash value may be recycled while it is read).
+#[map]
+static VIP_SCRATCH: PerCpuArray<VipEntry> = PerCpuArray::with_max_entries(1, 0);
+/// VIP keys and values by entry index (`2 * vip_id + copy`), see [`VipEntry`].
+#[map]
+static VIP_TABLE: Array<VipEntry> = Array::with_max_entries(lb_common::VIP_TABLE_ENTRIES, 0);
 /// Maglev rings: VIP `v`, slot `s` occupies `[(2v+s)*stride, (2v+s)*stride + ring_size)`.
 /// Sized by user space at load time; mmapable so a table is written with memcpy.
 #[map]
@@ -156,7 +166,7 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
     mask_key(&mut p.key, vip.flags);
     // Computed on a connection-table miss, or later if IPIP needs it.
     let mut hash = None;
-    let (backend_id, backend) = match choose_backend(&p.key, &mut hash, &vip, cfg) {
+    let (backend_id, backend) = match choose_backend(&p.key, &mut hash, vip, cfg) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),
     };
@@ -649,32 +659,116 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
     (XDP_PASS, Some(Reason::Decapsulated))
 }
 
-/// VIP lookup: the exact (address, port, protocol) first, then the port-less VIP.
+/// The [`slot_record`] of an address's slot, read once.
 #[inline(always)]
-pub(crate) fn lookup_vip(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> Option<VipInfo> {
-    let mut key = VipKey {
-        addr: *addr,
-        port,
-        proto,
-        family,
-    };
-    if port != 0 {
-        // SAFETY: the value is copied out at once.
-        if let Some(v) = unsafe { VIPS.get(key) } {
-            return Some(*v);
+fn slot_record_of(addr: &[u8; 16]) -> u64 {
+    match VIP_ADDR_SLOTS.get_ptr(lb_common::vip_slot(addr)) {
+        // SAFETY: a valid map value pointer; one aligned 8-byte load (user
+        // space stores the record in one aligned 8-byte store).
+        Some(r) => unsafe { core::ptr::read_volatile(r) },
+        None => 0,
+    }
+}
+
+/// The last word of a [`VipKey`] (port, protocol, family) as it lies in memory.
+#[inline(always)]
+fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
+    let p = port.to_ne_bytes();
+    u32::from_ne_bytes([p[0], p[1], proto, family])
+}
+
+/// VIP lookup: the exact (address, port, protocol) first, then the port-less
+/// VIP. Through the slot record's [`VIP_TABLE`] entries (array lookups only),
+/// or the hash map when the slot is in [`slot_record::FALLBACK`].
+///
+/// The value is returned by reference, to a `VIP_TABLE` entry or this CPU's
+/// scratch copy: neither changes during the program's run (user space does
+/// not rewrite an entry until a grace period after no record names it), so
+/// every field read from it belongs to one `VipInfo`.
+#[inline(always)]
+pub(crate) fn lookup_vip(
+    addr: &[u8; 16],
+    family: u8,
+    port: u16,
+    proto: u8,
+) -> Option<&'static VipInfo> {
+    let rec = slot_record_of(addr);
+    if rec & slot_record::LANE_VALID as u64 == 0 {
+        if rec == 0 {
+            return None;
+        }
+        return lookup_vip_hash(addr, family, port, proto);
+    }
+    let exact = key_tail(port, proto, family);
+    let portless = key_tail(0, proto, family);
+    let (a0, a1, a2, a3) = (
+        get32(addr, 0),
+        get32(addr, 1),
+        get32(addr, 2),
+        get32(addr, 3),
+    );
+    // The entry found (a pointer: the stack is tight).
+    let mut found: *const VipEntry = core::ptr::null();
+    let mut i = 0;
+    while i < slot_record::LANES {
+        let lane = (rec >> (16 * i)) as u16;
+        if lane & slot_record::LANE_VALID == 0 {
+            break;
+        }
+        i += 1;
+        let Some(e) = VIP_TABLE.get((lane & slot_record::LANE_INDEX) as u32) else {
+            continue;
+        };
+        let k = &e.key;
+        if get32(&k.addr, 0) != a0
+            || get32(&k.addr, 1) != a1
+            || get32(&k.addr, 2) != a2
+            || get32(&k.addr, 3) != a3
+        {
+            continue;
+        }
+        let tail = key_tail(k.port, k.proto, k.family);
+        if tail == exact {
+            found = e;
+            break;
+        }
+        if tail == portless {
+            found = e;
         }
     }
-    key.port = 0;
+    if found.is_null() {
+        return None;
+    }
+    // SAFETY: a VIP_TABLE value pointer (see above for why it is stable).
+    Some(unsafe { &(*found).info })
+}
+
+/// [`lookup_vip`] in the hash map, through this CPU's scratch entry.
+// The key is passed by reference on purpose: by value it would be copied to the stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+fn lookup_vip_hash(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> Option<&'static VipInfo> {
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    let scratch = unsafe { &mut *VIP_SCRATCH.get_ptr_mut(0)? };
+    scratch.key.addr = *addr;
+    scratch.key.port = port;
+    scratch.key.proto = proto;
+    scratch.key.family = family;
     // SAFETY: the value is copied out at once.
-    unsafe { VIPS.get(key) }.copied()
+    let mut v = unsafe { VIPS.get(&scratch.key) };
+    if v.is_none() && port != 0 {
+        scratch.key.port = 0;
+        // SAFETY: as above.
+        v = unsafe { VIPS.get(&scratch.key) };
+    }
+    scratch.info = *v?;
+    Some(&scratch.info)
 }
 
 /// Whether a VIP may live on this address (false means certainly not).
 #[inline(always)]
 pub(crate) fn is_vip_addr(addr: &[u8; 16]) -> bool {
-    VIP_PREFILTER
-        .get(lb_common::vip_slot(addr))
-        .is_some_and(|n| *n != 0)
+    slot_record_of(addr) != 0
 }
 
 #[cfg(not(test))]

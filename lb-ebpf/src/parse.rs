@@ -50,8 +50,8 @@ pub struct Parsed {
     pub fragment: bool,
     /// An ICMP too-big error whose quoted packet belongs to a VIP flow.
     pub icmp_error: bool,
-    /// The VIP, when the packet is for one.
-    pub vip: Option<VipInfo>,
+    /// The VIP, when the packet is for one (see [`crate::lookup_vip`]).
+    pub vip: Option<&'static VipInfo>,
 }
 
 /// Why parsing stopped before a VIP was found.
@@ -129,7 +129,29 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
     } else {
         return Err(Exit::NotIp);
     }
+    p.vip = Some(find_vip(&p)?);
     Ok(p)
+}
+
+/// The VIP of a parsed packet (one lookup site, so one inlined copy of the
+/// lookup: the stack is tight). Its key is complete here: for a fragment the
+/// ports are 0, so only the port-less VIP matches; for an ICMP error the
+/// key is the quoted flow reversed.
+#[inline(always)]
+fn find_vip(p: &Parsed) -> Result<&'static VipInfo, Exit> {
+    let vip = lookup_vip(&p.key.dst, p.key.family, p.key.dport, p.key.proto);
+    if p.icmp_error {
+        return vip.ok_or(Exit::PassIcmp);
+    }
+    if p.fragment {
+        // A fragment can be placed only by a port-less VIP that hashes without ports.
+        let both = vip_flags::HASH_NO_SRC_PORT | vip_flags::HASH_NO_DST_PORT;
+        return match vip {
+            Some(v) if v.flags & both == both => Ok(v),
+            _ => Err(Exit::DropFragment),
+        };
+    }
+    vip.ok_or(Exit::NotVip)
 }
 
 /// Ports at `l4` for TCP (full header within the IP payload) or UDP (length
@@ -155,16 +177,6 @@ fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), 
     }
     // SAFETY: at least 8 bytes checked.
     unsafe { Ok((ld16(l4), ld16(l4 + 2))) }
-}
-
-/// A fragment can be placed only by a port-less VIP that hashes without ports.
-#[inline(always)]
-fn fragment_vip(dst: &[u8; 16], family: u8, proto: u8) -> Result<VipInfo, Exit> {
-    let both = vip_flags::HASH_NO_SRC_PORT | vip_flags::HASH_NO_DST_PORT;
-    match lookup_vip(dst, family, 0, proto) {
-        Some(v) if v.flags & both == both => Ok(v),
-        _ => Err(Exit::DropFragment),
-    }
 }
 
 #[inline(always)]
@@ -216,16 +228,11 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     }
     if frag {
         p.fragment = true;
-        p.vip = Some(fragment_vip(&p.key.dst, FAMILY_V4, p.key.proto)?);
         return Ok(());
     }
     let (sport, dport) = ports(l4, end, p.key.proto, tot - ihl)?;
     p.key.sport = sport;
     p.key.dport = dport;
-    p.vip = lookup_vip(&p.key.dst, FAMILY_V4, dport, p.key.proto);
-    if p.vip.is_none() {
-        return Err(Exit::NotVip);
-    }
     Ok(())
 }
 
@@ -299,10 +306,6 @@ fn icmp_v4(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         p.key.dport = ld16(l4);
     }
     p.icmp_error = true;
-    p.vip = lookup_vip(&p.key.dst, FAMILY_V4, p.key.dport, proto);
-    if p.vip.is_none() {
-        return Err(Exit::PassIcmp);
-    }
     Ok(())
 }
 
@@ -389,16 +392,11 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     }
     if frag {
         p.fragment = true;
-        p.vip = Some(fragment_vip(&p.key.dst, FAMILY_V6, nh)?);
         return Ok(());
     }
     let (sport, dport) = ports(l4, end, nh, 40 + pl - off)?;
     p.key.sport = sport;
     p.key.dport = dport;
-    p.vip = lookup_vip(&p.key.dst, FAMILY_V6, dport, nh);
-    if p.vip.is_none() {
-        return Err(Exit::NotVip);
-    }
     Ok(())
 }
 
@@ -439,9 +437,5 @@ fn icmp_v6(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     }
     p.key.proto = proto;
     p.icmp_error = true;
-    p.vip = lookup_vip(&p.key.dst, FAMILY_V6, p.key.dport, proto);
-    if p.vip.is_none() {
-        return Err(Exit::PassIcmp);
-    }
     Ok(())
 }

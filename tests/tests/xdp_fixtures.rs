@@ -845,6 +845,77 @@ fn apply_writes_only_what_changed() {
     assert_frame(&out, &pkt);
 }
 
+#[test]
+fn vip_lookup_with_colliding_addresses_and_crowded_slots() {
+    // 10.100.0.0 folds to the same address slot as 10.0.0.100 (vip_a, vip_b).
+    assert_eq!(
+        lb_common::vip_slot(&[10, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        lb_common::vip_slot(&[10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    );
+    let to =
+        |dst: &str, port: u16| client_packet(CLIENT, 40000, dst, port, Protocol::Tcp, None, b"x");
+    let check = |lab: &Lab, dst: &str, port: u16, want: Option<u8>| {
+        let pkt = to(dst, port);
+        let (v, out) = lab.run(&pkt);
+        match want {
+            Some(n) => {
+                assert_eq!(v, verdict::TX, "{dst}:{port}");
+                assert_frame(&out, &dr_expected(&pkt, backend_mac(n)));
+            }
+            None => {
+                assert_eq!(v, verdict::PASS, "{dst}:{port}");
+                assert_frame(&out, &pkt);
+            }
+        }
+    };
+    let crowded = |ports: &[u16], portless: bool| {
+        let mut st = state();
+        for (i, &port) in ports.iter().enumerate() {
+            st.vips.push(vip_state(
+                vip("10.100.0.0", Some(port), Protocol::Tcp),
+                Forwarding::Dr,
+                vec![backend(&format!("10.0.4.{i}"), 20 + i as u8, 100)],
+            ));
+        }
+        if portless {
+            st.vips.push(vip_state(
+                vip("10.100.0.0", None, Protocol::Tcp),
+                Forwarding::Dr,
+                vec![backend("10.0.4.99", 30, 100)],
+            ));
+        }
+        st
+    };
+    let mut lab = Lab::new(state());
+    check(&lab, "10.100.0.0", 80, None);
+    // One colliding VIP: 2 + 1 VIPs in the slot, each found by its full key.
+    lab.apply(crowded(&[80], false));
+    check(&lab, "10.0.0.100", 80, Some(1));
+    check(&lab, "10.100.0.0", 80, Some(20));
+    check(&lab, "10.100.0.0", 81, None);
+    check(&lab, "10.0.0.100", 81, None);
+    // Exact first, then the port-less VIP (4 in the slot: still the array path).
+    lab.apply(crowded(&[80], true));
+    check(&lab, "10.100.0.0", 80, Some(20));
+    check(&lab, "10.100.0.0", 81, Some(30));
+    check(&lab, "10.0.0.100", 81, None);
+    // 2 + 4 VIPs in the slot: the hash-map fallback, same answers.
+    lab.apply(crowded(&[80, 82, 83], true));
+    check(&lab, "10.0.0.100", 80, Some(1));
+    check(&lab, "10.100.0.0", 80, Some(20));
+    check(&lab, "10.100.0.0", 83, Some(22));
+    check(&lab, "10.100.0.0", 81, Some(30));
+    check(&lab, "10.0.0.100", 81, None);
+    // And back: removing VIPs leaves the array path with the rest.
+    lab.apply(crowded(&[83], false));
+    check(&lab, "10.100.0.0", 83, Some(20));
+    check(&lab, "10.100.0.0", 80, None);
+    check(&lab, "10.0.0.100", 80, Some(1));
+    lab.apply(state());
+    check(&lab, "10.100.0.0", 83, None);
+    check(&lab, "10.0.0.100", 80, Some(1));
+}
+
 // ------------------------------------------------------------------- decap
 
 #[test]

@@ -8,6 +8,17 @@
 //! sees the old table or the new one, never a mix. A slot is not rewritten
 //! until [`SLOT_REUSE_GRACE`] after it stopped being live, so packets still
 //! running on the old slot finish first (an XDP run takes microseconds).
+//!
+//! A packet finds its `VipInfo` without a hash lookup: the address slot array
+//! `VIP_ADDR_SLOTS` (mmapped here) holds per slot a record naming up to four
+//! entries of the `VIP_TABLE` array (key + `VipInfo`; two copies per VIP id).
+//! A `VipInfo` change is the same double-buffered flip: the idle copy is
+//! written (not rewritten until [`SLOT_REUSE_GRACE`] after it stopped being
+//! named), then the slot's record is replaced by one aligned 8-byte store. The
+//! `VIPS` hash map is written too, before a VIP is named and after it is no
+//! longer named; packets use it only for slots with more than four VIPs
+//! (`slot_record::FALLBACK`). Either way a packet reads one `VipInfo` that
+//! changed in one step.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -29,7 +40,7 @@ use aya::{
 };
 use lb_common::{
     AddrKey, Backend, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason,
-    VipInfo, VipKey, backend_flags, config_flags,
+    VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags, config_flags, slot_record,
 };
 use tracing::{debug, info, warn};
 
@@ -60,9 +71,11 @@ pub mod programs {
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 10] = [
+pub const MAP_NAMES: [&str; 12] = [
     "VIPS",
-    "VIP_PREFILTER",
+    "VIP_ADDR_SLOTS",
+    "VIP_TABLE",
+    "VIP_SCRATCH",
     "RINGS",
     "BACKENDS",
     "CONNS",
@@ -200,7 +213,7 @@ impl LoadOptions {
     }
 }
 
-/// The `RINGS` array mapped into this process.
+/// A mmapable array (`RINGS`, `VIP_ADDR_SLOTS`) mapped into this process.
 ///
 /// The kernel stores array values in 8-byte slots (`elem_size` is
 /// `round_up(value_size, 8)`), so entry `i` of the `u32` array lives in the
@@ -215,7 +228,7 @@ struct RingMemory {
 impl RingMemory {
     fn new(map: Map, entries: usize) -> Result<Self, XdpError> {
         let Map::Array(data) = &map else {
-            return Err(XdpError::Missing("array map RINGS".into()));
+            return Err(XdpError::Missing("a mmapable array map".into()));
         };
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
@@ -256,6 +269,19 @@ impl RingMemory {
         }
     }
 
+    /// Entry `idx` with one aligned 8-byte store (what a packet reads in one load).
+    fn store(&mut self, idx: usize, value: u64) {
+        let slot = &mut self.slice_mut()[idx];
+        // SAFETY: `slot` is an aligned, live u64 of the mapping; the kernel
+        // only reads it, and atomically (one 8-byte load).
+        let atomic = unsafe { std::sync::atomic::AtomicU64::from_ptr(slot) };
+        atomic.store(value, std::sync::atomic::Ordering::Release);
+    }
+
+    fn load(&mut self, idx: usize) -> u64 {
+        self.slice_mut()[idx]
+    }
+
     fn slice_mut(&mut self) -> &mut [u64] {
         // SAFETY: `ptr` maps `len` 8-byte slots for the life of `self`, and the
         // `&mut self` borrow makes this the only Rust reference to them (the
@@ -292,6 +318,15 @@ struct VipSlot {
     last_flip: Option<Instant>,
     /// Backend ids by address.
     backends: BTreeMap<IpAddr, u32>,
+}
+
+/// The `VIP_TABLE` copies of one VIP id.
+#[derive(Clone, Copy, Debug, Default)]
+struct EntryCopies {
+    /// The copy slot records name (`None`: the id is named by none).
+    live: Option<u32>,
+    /// When the other copy (or, with `live` `None`, both) stopped being named.
+    since: Option<Instant>,
 }
 
 /// Counts of what one `apply` wrote.
@@ -347,8 +382,10 @@ pub struct XdpDataplane {
     free_vip_ids: Vec<u32>,
     free_backend_ids: Vec<u32>,
     generations: Vec<u32>,
-    /// VIPs per pre-filter slot.
-    slot_refs: HashMap<u32, u32>,
+    /// `VIP_ADDR_SLOTS` mapped into this process.
+    addr_slots: Option<RingMemory>,
+    /// `VIP_TABLE` copies by VIP id.
+    entries: Vec<EntryCopies>,
     node: Option<LbConfig>,
     links: Vec<(String, &'static str, XdpLinkId)>,
 }
@@ -402,6 +439,10 @@ impl XdpDataplane {
             }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        // Every map is pinned by name: a name missing here would go unpinned.
+        if let Some(name) = MAP_NAMES.iter().find(|n| ebpf.map(n).is_none()) {
+            return Err(XdpError::Missing(format!("map {name}")));
+        }
         for name in [
             programs::LB,
             programs::DECAP,
@@ -418,6 +459,10 @@ impl XdpDataplane {
             .take_map("RINGS")
             .ok_or_else(|| XdpError::Missing("array map RINGS".into()))?;
         let rings = RingMemory::new(rings_map, ring_entries as usize)?;
+        let slots_map = ebpf
+            .take_map("VIP_ADDR_SLOTS")
+            .ok_or_else(|| XdpError::Missing("array map VIP_ADDR_SLOTS".into()))?;
+        let addr_slots = RingMemory::new(slots_map, VIP_SLOTS as usize)?;
         let mut dp = Self {
             ebpf,
             rings: Some(rings),
@@ -426,7 +471,8 @@ impl XdpDataplane {
             free_vip_ids: (0..opts.max_vips).rev().collect(),
             free_backend_ids: (1..MAX_BACKENDS).rev().collect(),
             generations: vec![0; MAX_BACKENDS as usize],
-            slot_refs: HashMap::new(),
+            addr_slots: Some(addr_slots),
+            entries: vec![EntryCopies::default(); MAX_VIPS as usize],
             node: None,
             links: Vec::new(),
         };
@@ -663,7 +709,14 @@ impl XdpDataplane {
                     },
                 );
             }
-            *self.slot_refs.entry(slot_of(spec.addr)).or_insert(0) += 1;
+            // The copy the slot's record names now, if any (a pinned map of this version).
+            let record = self.addr_slots_mut()?.load(slot_of(spec.addr) as usize);
+            self.entries[v.id as usize] = EntryCopies {
+                live: slot_record::lanes(record)
+                    .find(|e| e / 2 == v.id)
+                    .map(|e| e % 2),
+                since: None,
+            };
             self.vips.insert(
                 spec,
                 VipSlot {
@@ -684,11 +737,19 @@ impl XdpDataplane {
             .collect();
         self.free_backend_ids
             .retain(|id| !used_backends.contains(id));
-        // The pre-filter's reference counts must match what `apply` will assume.
-        let refs: Vec<(u32, u32)> = self.slot_refs.iter().map(|(k, v)| (*k, *v)).collect();
-        let mut m = self.array::<u32>("VIP_PREFILTER")?;
-        for (slot, n) in refs {
-            m.set(slot, n, 0)?;
+        // The VIP table and slot records must match what `apply` will assume:
+        // every VIP republished (idle copy written, then named), and records
+        // of slots without a restored VIP cleared.
+        let specs: Vec<VipSpec> = self.vips.keys().copied().collect();
+        for spec in &specs {
+            self.publish_vip(*spec)?;
+        }
+        let used: std::collections::HashSet<u32> = specs.iter().map(|s| slot_of(s.addr)).collect();
+        let slots = self.addr_slots_mut()?;
+        for slot in 0..VIP_SLOTS {
+            if !used.contains(&slot) && slots.load(slot as usize) != 0 {
+                slots.store(slot as usize, 0);
+            }
         }
         info!(
             vips = self.vips.len(),
@@ -772,20 +833,69 @@ impl XdpDataplane {
         Ok(())
     }
 
-    fn slot_ref(&mut self, slot: u32, delta: i32) -> Result<(), XdpError> {
-        let n = self.slot_refs.get(&slot).copied().unwrap_or(0);
-        let n = if delta > 0 {
-            n + 1
-        } else {
-            n.saturating_sub(1)
-        };
-        self.array::<u32>("VIP_PREFILTER")?.set(slot, n, 0)?;
-        if n == 0 {
-            self.slot_refs.remove(&slot);
-        } else {
-            self.slot_refs.insert(slot, n);
-        }
+    fn addr_slots_mut(&mut self) -> Result<&mut RingMemory, XdpError> {
+        self.addr_slots
+            .as_mut()
+            .ok_or_else(|| XdpError::Missing("VIP address slot memory".into()))
+    }
+
+    /// Rewrites the record of address slot `slot` from the VIPs whose
+    /// `VIP_TABLE` copy is live, in one aligned 8-byte store.
+    fn write_slot_record(&mut self, slot: u32) -> Result<(), XdpError> {
+        let mut named: Vec<u32> = self
+            .vips
+            .iter()
+            .filter(|(spec, _)| slot_of(spec.addr) == slot)
+            .filter_map(|(_, v)| self.entries[v.id as usize].live.map(|copy| v.id * 2 + copy))
+            .collect();
+        named.sort_unstable();
+        let record = slot_record::pack(&named);
+        self.addr_slots_mut()?.store(slot as usize, record);
         Ok(())
+    }
+
+    /// Makes packets see `spec`'s current `VipInfo` through the VIP table:
+    /// writes the idle copy (after the grace period), then names it in the
+    /// slot record. `VIPS` must already hold the same value.
+    fn publish_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
+        let (id, info) = {
+            let v = self
+                .vips
+                .get(&spec)
+                .ok_or_else(|| XdpError::Missing(format!("slot of {spec}")))?;
+            (v.id, v.info)
+        };
+        let copies = self.entries[id as usize];
+        if let Some(t) = copies.since {
+            let since = t.elapsed();
+            if since < SLOT_REUSE_GRACE {
+                std::thread::sleep(SLOT_REUSE_GRACE - since);
+            }
+        }
+        let copy = copies.live.map_or(0, |c| c ^ 1);
+        let entry = VipEntry {
+            key: spec.key(),
+            info,
+        };
+        self.array::<VipEntry>("VIP_TABLE")?
+            .set(id * 2 + copy, entry, 0)?;
+        self.entries[id as usize] = EntryCopies {
+            live: Some(copy),
+            since: Some(Instant::now()),
+        };
+        self.write_slot_record(slot_of(spec.addr))
+    }
+
+    /// Stops naming `spec` (still in `self.vips`) in its slot record.
+    fn unpublish_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
+        let Some(id) = self.vips.get(&spec).map(|v| v.id) else {
+            return Ok(());
+        };
+        self.entries[id as usize] = EntryCopies {
+            live: None,
+            since: Some(Instant::now()),
+        };
+        self.write_slot_record(slot_of(spec.addr))
     }
 
     /// Makes the maps equal to `desired`, writing only what changed.
@@ -844,8 +954,6 @@ impl XdpDataplane {
                         backends: BTreeMap::new(),
                     },
                 );
-                // The address pre-filter first: it only lets packets reach the VIP lookup.
-                self.slot_ref(slot_of(vip.spec.addr), 1)?;
                 report.vips_added += 1;
             }
 
@@ -929,9 +1037,14 @@ impl XdpDataplane {
             info.flags = flags;
             let old_info = self.vips.get(&vip.spec).map(|s| s.info);
             if old_info != Some(info) || needs_ring {
-                // The switch: one update of the whole VipInfo.
+                // The switch: one update of the whole VipInfo, in the hash
+                // map, then (the idle copy, named by one store) the VIP table.
                 self.hash::<VipKey, VipInfo>("VIPS")?
                     .insert(vip.spec.key(), info, 0)?;
+                if let Some(slot) = self.vips.get_mut(&vip.spec) {
+                    slot.info = info;
+                }
+                self.publish_vip(vip.spec)?;
                 report.vip_updates += 1;
             }
             // Backends that left this VIP: no longer alive, ids recycled.
@@ -959,13 +1072,13 @@ impl XdpDataplane {
     }
 
     fn remove_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
+        self.unpublish_vip(spec)?;
         let Some(slot) = self.vips.remove(&spec) else {
             return Ok(());
         };
         self.hash::<VipKey, VipInfo>("VIPS")?
             .remove(&spec.key())
             .or_else(ignore_missing)?;
-        self.slot_ref(slot_of(spec.addr), -1)?;
         for (_, id) in slot.backends {
             self.release_backend(id)?;
         }
