@@ -115,19 +115,8 @@ pub enum OnUnhealthy {
     Remove,
 }
 
-/// IPVS scheduler of a VIP.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Scheduler {
-    /// Round robin.
-    Rr,
-    /// Weighted round robin.
-    Wrr,
-    /// Source hashing.
-    Sh,
-    /// Maglev hashing (the XDP path's algorithm).
-    #[default]
-    Mh,
-}
+/// IPVS scheduler of a VIP: the IPVS data plane's own type.
+pub use crate::dataplane::ipvs::Scheduler;
 
 /// `node.dataplane`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -258,19 +258,13 @@ pub fn reload_blocker(running: &Config, opts: LoadOptions, new: &Config) -> Opti
     if new.node.max_vips != opts.max_vips || new.node.conn_table_size != opts.conn_table_size {
         return Some("node.max_vips / node.conn_table_size changed; restart lbctl".into());
     }
-    if new.node.dataplane != running.node.dataplane {
-        return Some("node.dataplane changed; restart lbctl to switch data planes".into());
-    }
-    if new.node.keep_dataplane_on_exit != running.node.keep_dataplane_on_exit
-        || new.node.state_dir != running.node.state_dir
-    {
-        return Some("node.keep_dataplane_on_exit / node.state_dir changed; restart lbctl".into());
-    }
-    None
+    // What holds for every data plane.
+    ipvs_reload_blocker(running, new)
 }
 
 /// Why a new config cannot be applied to a running IPVS data plane, `None`
-/// when it can (IPVS has no load-time sizes and is not bound to the interface).
+/// when it can (IPVS has no load-time sizes and is not bound to the
+/// interface). These checks hold for the XDP data plane too.
 pub fn ipvs_reload_blocker(running: &Config, new: &Config) -> Option<String> {
     if new.node.dataplane != running.node.dataplane {
         return Some("node.dataplane changed; restart lbctl to switch data planes".into());

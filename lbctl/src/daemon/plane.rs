@@ -127,12 +127,7 @@ pub fn ipvs_options(cfg: &Config) -> IpvsOptions {
         o.vips.insert(
             reconcile::vip_spec(&vip.identity()),
             VipOptions {
-                scheduler: Some(match vip.scheduler {
-                    config::Scheduler::Rr => ipvs::Scheduler::Rr,
-                    config::Scheduler::Wrr => ipvs::Scheduler::Wrr,
-                    config::Scheduler::Sh => ipvs::Scheduler::Sh,
-                    config::Scheduler::Mh => ipvs::Scheduler::Mh,
-                }),
+                scheduler: Some(vip.scheduler),
                 forwarding: Some(match vip.forwarding {
                     config::Forwarding::Dr => IpvsForwarding::Dr,
                     config::Forwarding::Ipip => IpvsForwarding::Ipip,
