@@ -62,6 +62,8 @@ pub struct CostLab<'a> {
     pub miss: &'a mut XdpDataplane,
     /// Repeat count per sample.
     pub repeat: u32,
+    /// `lb` path ids to measure (empty: all); the baselines always run.
+    pub only: &'a [String],
 }
 
 fn run_raw(prog: &Xdp, data: &[u8], repeat: u32) -> anyhow::Result<(f64, u32)> {
@@ -117,6 +119,8 @@ impl CostLab<'_> {
         let tcp6 = lab::template(L4::Tcp, lab::VIP6)?;
         let mut out = Vec::new();
         let repeat = self.repeat;
+        let only = self.only;
+        let wanted = |id: &str| only.is_empty() || only.iter().any(|p| p == id);
 
         // Bare programs: the packet needs no restoring.
         for (id, name) in [("xdp_pass", programs::PASS), ("reflect", programs::REFLECT)] {
@@ -136,6 +140,9 @@ impl CostLab<'_> {
         }
         self.hit.apply(&lab::desired(Forwarding::Dr))?;
         for (id, dst) in [("non_vip_v4", lab::NON_VIP4), ("non_vip_v6", lab::NON_VIP6)] {
+            if !wanted(id) {
+                continue;
+            }
             progress(id);
             let t = lab::template(L4::Tcp, dst)?;
             let fd = self.hit.program(programs::LB)?.fd()?.try_clone()?;
@@ -154,6 +161,9 @@ impl CostLab<'_> {
                 self.bench.jump.set(0, &fd, 0)?;
                 for (fam, t) in [("v4", &tcp4), ("v6", &tcp6)] {
                     let id = format!("{mode}_{hit}_{fam}");
+                    if !wanted(&id) {
+                        continue;
+                    }
                     progress(&id);
                     let s = self.wrapped(Some(which), t)?;
                     out.push((id, s));

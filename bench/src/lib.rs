@@ -45,6 +45,8 @@ pub struct Options {
     pub flows: u32,
     /// Repeat count per cost sample.
     pub cost_repeat: u32,
+    /// Cost paths to measure besides the baselines (empty: all).
+    pub cost_paths: Vec<String>,
     /// Parts to run.
     pub live: bool,
     /// Per-packet cost.
@@ -191,6 +193,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             hit: &mut hit,
             miss: &mut miss,
             repeat: opts.cost_repeat,
+            only: &opts.cost_paths,
         };
         for run in 0..opts.runs {
             progress.step(&format!("per-packet cost run {}/{}", run + 1, opts.runs));

@@ -43,6 +43,10 @@ struct Cli {
     /// Repeat count of each per-packet-cost sample.
     #[arg(long)]
     repeat: Option<u32>,
+    /// Only these per-packet-cost paths (comma-separated ids, e.g.
+    /// ipip_hit_v4); the baselines always run. For profiling one path.
+    #[arg(long, value_delimiter = ',')]
+    paths: Vec<String>,
     /// Only these parts (comma-separated: live, cost, control).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -133,6 +137,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             bail!("unknown part {p:?} (live, cost, control)");
         }
     }
+    let known = bench::cost::CostLab::paths();
+    for p in &cli.paths {
+        if !known.iter().any(|k| &k.id == p) {
+            let ids: Vec<&str> = known.iter().map(|k| k.id.as_str()).collect();
+            bail!("unknown cost path {p:?} (one of {})", ids.join(", "));
+        }
+    }
     let opts = bench::Options {
         quick: cli.quick,
         runs,
@@ -144,6 +155,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             .repeat
             .unwrap_or(if cli.quick { 100_000 } else { 2_000_000 })
             .max(1000),
+        cost_paths: cli.paths,
         live: part("live"),
         cost: part("cost"),
         control: part("control"),
