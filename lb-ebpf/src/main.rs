@@ -24,19 +24,18 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    AddrKey, Backend, ConnKey, ConnValue, Counter, FAMILY_V4, FAMILY_V6, LbConfig, MAX_BACKENDS,
-    MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipEntry, VipInfo, VipKey, backend_flags,
-    config_flags, flow_hash, slot_record, vip_flags,
+    AddrKey, Backend, CONN_WAYS, ConnBucket, ConnKey, Counter, FAMILY_V4, FAMILY_V6, LbConfig,
+    MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipEntry, VipInfo, VipKey,
+    backend_flags, config_flags, conn_tag, flow_hash, ring_index, slot_record, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, get32, ld16, ld32, st_mac, st16, st32, st128, sum16};
 
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
@@ -69,10 +68,10 @@ static RINGS: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// Backends by id.
 #[map]
 static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
-/// Connection table: per-CPU LRU lists over one shared table.
+/// Connection table: per CPU, `LbConfig::conn_mask + 1` set-associative
+/// buckets (see [`ConnBucket`]); sized by user space at load time.
 #[map]
-static CONNS: LruHashMap<ConnKey, ConnValue> =
-    LruHashMap::with_max_entries(lb_common::DEFAULT_CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+static CONNS: PerCpuArray<ConnBucket> = PerCpuArray::with_max_entries(1, 0);
 /// Node settings (one entry).
 #[map]
 static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
@@ -164,9 +163,8 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
 
     let mut p = p;
     mask_key(&mut p.key, vip.flags);
-    // Computed on a connection-table miss, or later if IPIP needs it.
-    let mut hash = None;
-    let (backend_id, backend) = match choose_backend(&p.key, &mut hash, vip, cfg) {
+    let hash = flow_hash(&p.key);
+    let (backend_id, backend) = match choose_backend(&p.key, hash, vip, cfg) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),
     };
@@ -175,7 +173,6 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
     }
 
     let (action, reason) = if vip.flags & vip_flags::FWD_IPIP != 0 {
-        let hash = hash.unwrap_or_else(|| flow_hash(&p.key));
         encap(ctx, &p, backend, cfg, hash)
     } else {
         dr(ctx, &p, backend, cfg)
@@ -196,7 +193,7 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
 #[inline(always)]
 fn mask_key(k: &mut ConnKey, flags: u32) {
     if flags & vip_flags::HASH_NO_SRC_ADDR != 0 {
-        k.src = [0; 16];
+        k.src = [0; 4];
     }
     if flags & vip_flags::HASH_NO_SRC_PORT != 0 {
         k.sport = 0;
@@ -215,52 +212,122 @@ fn live_backend(id: u32) -> Option<&'static Backend> {
     Some(b)
 }
 
-/// Connection table first, then the VIP's live Maglev ring.
+/// Whether a connection-table entry's key is the flow `k`. IPv4 keys use
+/// only the first word of each address (the rest is zero in both).
+#[inline(always)]
+fn same_flow(e: &ConnKey, k: &ConnKey) -> bool {
+    if e.src[0] != k.src[0]
+        || e.dst[0] != k.dst[0]
+        || e.sport != k.sport
+        || e.dport != k.dport
+        || e.proto != k.proto
+        || e.family != k.family
+    {
+        return false;
+    }
+    if k.family == FAMILY_V4 {
+        return true;
+    }
+    e.src[1] == k.src[1]
+        && e.src[2] == k.src[2]
+        && e.src[3] == k.src[3]
+        && e.dst[1] == k.dst[1]
+        && e.dst[2] == k.dst[2]
+        && e.dst[3] == k.dst[3]
+}
+
+/// The way a new flow takes in its bucket: an empty one, else the least
+/// recently used (largest age on the bucket's clock).
+#[inline(always)]
+fn victim_way(b: &ConnBucket, clock: u32) -> usize {
+    let mut best = 0;
+    let mut best_age = 0;
+    let mut i = 0;
+    while i < CONN_WAYS {
+        if b.tags[i] == 0 {
+            return i;
+        }
+        let age = clock.wrapping_sub(b.used[i]);
+        if age >= best_age {
+            best_age = age;
+            best = i;
+        }
+        i += 1;
+    }
+    best
+}
+
+/// Connection table first, then the VIP's live Maglev ring; a flow placed by
+/// the ring is recorded in the connection table.
 #[inline(always)]
 fn choose_backend(
     key: &ConnKey,
-    hash_out: &mut Option<u32>,
+    hash: u32,
     vip: &VipInfo,
     cfg: &LbConfig,
 ) -> Option<(u32, &'static Backend)> {
-    let use_conns = vip.flags & vip_flags::NO_CONN_TABLE == 0;
-    if use_conns {
-        // SAFETY: the value is copied out before any other map operation.
-        if let Some(v) = unsafe { CONNS.get(key) } {
-            let v = *v;
-            if let Some(b) = live_backend(v.backend_id)
-                && b.generation == v.generation
+    let bucket = if vip.flags & vip_flags::NO_CONN_TABLE == 0 {
+        CONNS.get_ptr_mut(hash & cfg.conn_mask)
+    } else {
+        None
+    };
+    let tag = conn_tag(hash);
+    // The way a flow placed by the ring is recorded in.
+    let mut fill = 0;
+    if let Some(bp) = bucket {
+        // SAFETY: this CPU's bucket; nothing else writes it during the run.
+        let b = unsafe { &mut *bp };
+        let clock = b.clock.wrapping_add(1);
+        b.clock = clock;
+        let mut way = CONN_WAYS;
+        let mut i = 0;
+        while i < CONN_WAYS {
+            if b.tags[i] == tag && same_flow(&b.ways[i].key, key) {
+                way = i;
+                break;
+            }
+            i += 1;
+        }
+        if way < CONN_WAYS {
+            let (id, generation) = (b.ways[way].backend_id, b.ways[way].generation);
+            if let Some(be) = live_backend(id)
+                && be.generation == generation
             {
+                b.used[way] = clock;
                 count(Reason::ConnHit);
-                *hash_out = Some(v.hash);
-                return Some((v.backend_id, b));
+                return Some((id, be));
             }
             count(Reason::ConnStale);
+            fill = way;
         } else {
             count(Reason::ConnMiss);
+            fill = victim_way(b, clock);
+            if b.tags[fill & (CONN_WAYS - 1)] != 0 {
+                count(Reason::ConnEvicted);
+            }
         }
     }
     let ring_size = vip.ring_size;
     if ring_size == 0 {
         return None;
     }
-    let hash = flow_hash(key);
-    *hash_out = Some(hash);
-    let idx = (vip.vip_id * 2 + (vip.slot & 1)) * cfg.ring_stride + hash % ring_size;
+    let idx = (vip.vip_id * 2 + (vip.slot & 1)) * cfg.ring_stride + ring_index(hash, ring_size);
     let id = *RINGS.get(idx)?;
     if id == NO_BACKEND {
         return None;
     }
-    let b = live_backend(id)?;
-    if use_conns {
-        let v = ConnValue {
-            backend_id: id,
-            generation: b.generation,
-            hash,
-        };
-        let _ = CONNS.insert(key, v, 0);
+    let be = live_backend(id)?;
+    if let Some(bp) = bucket {
+        // SAFETY: as above.
+        let b = unsafe { &mut *bp };
+        let w = fill & (CONN_WAYS - 1);
+        b.ways[w].key = *key;
+        b.ways[w].backend_id = id;
+        b.ways[w].generation = be.generation;
+        b.tags[w] = tag;
+        b.used[w] = b.clock;
     }
-    Some((id, b))
+    Some((id, be))
 }
 
 /// DR: the frame goes to the backend's MAC unchanged above L2.
@@ -661,8 +728,8 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
 
 /// The [`slot_record`] of an address's slot, read once.
 #[inline(always)]
-fn slot_record_of(addr: &[u8; 16]) -> u64 {
-    match VIP_ADDR_SLOTS.get_ptr(lb_common::vip_slot(addr)) {
+fn slot_record_of(addr: &[u32; 4]) -> u64 {
+    match VIP_ADDR_SLOTS.get_ptr(lb_common::vip_slot_words(addr)) {
         // SAFETY: a valid map value pointer; one aligned 8-byte load (user
         // space stores the record in one aligned 8-byte store).
         Some(r) => unsafe { core::ptr::read_volatile(r) },
@@ -687,7 +754,7 @@ fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
 /// every field read from it belongs to one `VipInfo`.
 #[inline(always)]
 pub(crate) fn lookup_vip(
-    addr: &[u8; 16],
+    addr: &[u32; 4],
     family: u8,
     port: u16,
     proto: u8,
@@ -701,12 +768,7 @@ pub(crate) fn lookup_vip(
     }
     let exact = key_tail(port, proto, family);
     let portless = key_tail(0, proto, family);
-    let (a0, a1, a2, a3) = (
-        get32(addr, 0),
-        get32(addr, 1),
-        get32(addr, 2),
-        get32(addr, 3),
-    );
+    let [a0, a1, a2, a3] = *addr;
     // The entry found (a pointer: the stack is tight).
     let mut found: *const VipEntry = core::ptr::null();
     let mut i = 0;
@@ -747,10 +809,14 @@ pub(crate) fn lookup_vip(
 // The key is passed by reference on purpose: by value it would be copied to the stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-fn lookup_vip_hash(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> Option<&'static VipInfo> {
+fn lookup_vip_hash(addr: &[u32; 4], family: u8, port: u16, proto: u8) -> Option<&'static VipInfo> {
     // SAFETY: per-CPU value owned by this CPU for the program's run.
     let scratch = unsafe { &mut *VIP_SCRATCH.get_ptr_mut(0)? };
-    scratch.key.addr = *addr;
+    let mut i = 0;
+    while i < 4 {
+        pkt::set32(&mut scratch.key.addr, i, addr[i]);
+        i += 1;
+    }
     scratch.key.port = port;
     scratch.key.proto = proto;
     scratch.key.family = family;
@@ -767,7 +833,7 @@ fn lookup_vip_hash(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> Option<
 
 /// Whether a VIP may live on this address (false means certainly not).
 #[inline(always)]
-pub(crate) fn is_vip_addr(addr: &[u8; 16]) -> bool {
+pub(crate) fn is_vip_addr(addr: &[u32; 4]) -> bool {
     slot_record_of(addr) != 0
 }
 

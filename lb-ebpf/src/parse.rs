@@ -11,7 +11,7 @@ use lb_common::{ConnKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason, Vip
 
 use crate::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, is_vip_addr, lookup_vip,
-    pkt::{ld16, ld32, ld128, set32, sum16},
+    pkt::{ld16, ld32, ldw128, sum16},
 };
 
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -190,14 +190,14 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::PassMalformed);
     }
     // SAFETY: 20 bytes checked.
-    set32(&mut p.key.dst, 0, unsafe { ld32(ip + 16) });
+    p.key.dst[0] = unsafe { ld32(ip + 16) };
     if !is_vip_addr(&p.key.dst) {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V4;
     // SAFETY: 20 bytes checked.
     let (tot, frags, w4) = unsafe {
-        set32(&mut p.key.src, 0, ld32(ip + 12));
+        p.key.src[0] = ld32(ip + 12);
         (
             u16::from_be(ld16(ip + 2)) as usize,
             u16::from_be(ld16(ip + 6)),
@@ -291,14 +291,14 @@ fn icmp_v4(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::PassIcmp);
     }
     // The quoted source must be the VIP the error was sent to.
-    if qsrc != crate::pkt::get32(&p.key.dst, 0) {
+    if qsrc != p.key.dst[0] {
         return Err(Exit::PassIcmp);
     }
     let l4 = inner + ihl;
     if l4 + 4 > end {
         return Err(Exit::DropMalformed);
     }
-    set32(&mut p.key.src, 0, qdst);
+    p.key.src[0] = qdst;
     p.key.proto = proto;
     // SAFETY: 4 bytes checked.
     unsafe {
@@ -327,14 +327,14 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::PassMalformed);
     }
     // SAFETY: 40 bytes checked.
-    unsafe { ld128(ip + 24, &mut p.key.dst) };
+    p.key.dst = unsafe { ldw128(ip + 24) };
     if !is_vip_addr(&p.key.dst) {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V6;
     // SAFETY: 40 bytes checked.
     let (pl, w3) = unsafe {
-        ld128(ip + 8, &mut p.key.src);
+        p.key.src = ldw128(ip + 8);
         (u16::from_be(ld16(ip + 4)) as usize, ld16(ip + 6))
     };
     p.tos = (lo(w0) << 4) | (hi(w0) >> 4);
@@ -423,15 +423,14 @@ fn icmp_v6(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Exit::PassIcmp);
     }
-    let mut qsrc = [0u8; 16];
     // SAFETY: 44 bytes checked.
-    unsafe { ld128(inner + 8, &mut qsrc) };
+    let qsrc = unsafe { ldw128(inner + 8) };
     if qsrc != p.key.dst {
         return Err(Exit::PassIcmp);
     }
     // SAFETY: 44 bytes checked.
     unsafe {
-        ld128(inner + 24, &mut p.key.src);
+        p.key.src = ldw128(inner + 24);
         p.key.sport = ld16(inner + 42);
         p.key.dport = ld16(inner + 40);
     }

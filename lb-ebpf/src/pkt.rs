@@ -52,6 +52,13 @@ pub unsafe fn st32(addr: usize, v: u32) {
     }
 }
 
+/// Reads 16 bytes (an IPv6 address) at `addr` as raw words.
+#[inline(always)]
+pub unsafe fn ldw128(addr: usize) -> [u32; 4] {
+    // SAFETY: module contract, 16 bytes.
+    unsafe { [ld32(addr), ld32(addr + 4), ld32(addr + 8), ld32(addr + 12)] }
+}
+
 /// Reads 16 bytes (an IPv6 address) at `addr` into `out`.
 #[inline(always)]
 pub unsafe fn ld128(addr: usize, out: &mut [u8; 16]) {
