@@ -345,6 +345,18 @@ pub enum Reason {
 /// Number of [`Reason`] slots.
 pub const NUM_REASONS: u32 = 21;
 
+/// The single per-CPU value of the `REASONS` map: one counter per
+/// [`Reason`], by its index (one map lookup counts every reason of a packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReasonCounts(pub [u64; NUM_REASONS as usize]);
+
+impl Default for ReasonCounts {
+    fn default() -> Self {
+        Self([0; NUM_REASONS as usize])
+    }
+}
+
 impl Reason {
     /// All reasons, in index order.
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -411,26 +423,32 @@ pub struct AddrKey {
     pub _pad: [u8; 3],
 }
 
-const HASH_SEED: u32 = 0x9e37_79b9;
+/// Start value of [`flow_hash`] (an arbitrary odd constant).
+const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+/// Multiplier of [`flow_hash`]'s absorb step (2^64 / golden ratio, odd).
+const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// One 64-bit absorb step: xor, then multiply by an odd constant (a
+/// bijection of the state for a fixed input word).
 #[inline(always)]
-const fn mix(mut h: u32, k: u32) -> u32 {
-    // murmur3 32-bit block step
-    let mut k = k.wrapping_mul(0xcc9e_2d51);
-    k = k.rotate_left(15);
-    k = k.wrapping_mul(0x1b87_3593);
-    h ^= k;
-    h = h.rotate_left(13);
-    h.wrapping_mul(5).wrapping_add(0xe654_6b64)
+const fn absorb(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(HASH_MUL)
 }
 
+/// murmur3's 64-bit finaliser: every input bit affects every output bit.
 #[inline(always)]
-const fn fmix(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
+const fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// Two 32-bit words as one 64-bit input word.
+#[inline(always)]
+const fn pair(hi: u32, lo: u32) -> u64 {
+    ((hi as u64) << 32) | lo as u64
 }
 
 #[inline(always)]
@@ -438,28 +456,27 @@ const fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]])
 }
 
-/// The flow hash used to index a VIP's Maglev table (murmur3-style, 32 bit),
-/// over a connection key whose fields the VIP leaves out of its hash are zero.
+/// The flow hash: it indexes the VIP's Maglev table (see [`ring_index`])
+/// and the connection table, over a connection key whose fields the VIP
+/// leaves out of its hash are zero.
 ///
-/// The data plane and user space both call this, so tests and tools can
-/// predict which backend a flow gets. IPv4 keys hash only the first word of
-/// each address (the rest is zero); padding never enters.
+/// 64-bit multiply-xor absorb steps over word pairs, then murmur3's 64-bit
+/// finaliser: two serial multiplies per IPv4 flow before the finaliser
+/// (the data plane computes this for every packet to a VIP). IPv4 keys hash
+/// only the first word of each address (the rest is zero); padding never
+/// enters. The data plane and user space both call this, so tests and tools
+/// can predict which backend a flow gets.
 #[inline(always)]
 pub const fn flow_hash(t: &ConnKey) -> u32 {
-    let mut h = HASH_SEED;
-    h = mix(h, t.src[0]);
-    h = mix(h, t.dst[0]);
+    let mut h = absorb(HASH_SEED, pair(t.src[0], t.dst[0]));
     if t.family != FAMILY_V4 {
-        h = mix(h, t.src[1]);
-        h = mix(h, t.src[2]);
-        h = mix(h, t.src[3]);
-        h = mix(h, t.dst[1]);
-        h = mix(h, t.dst[2]);
-        h = mix(h, t.dst[3]);
+        h = absorb(h, pair(t.src[1], t.dst[1]));
+        h = absorb(h, pair(t.src[2], t.dst[2]));
+        h = absorb(h, pair(t.src[3], t.dst[3]));
     }
-    h = mix(h, (t.sport as u32) << 16 | t.dport as u32);
-    h = mix(h, t.proto as u32);
-    fmix(h ^ 37)
+    let ports = ((t.sport as u32) << 16) | t.dport as u32;
+    h = absorb(h, pair(ports, ((t.family as u32) << 8) | t.proto as u32));
+    (fmix64(h) >> 32) as u32
 }
 
 /// Index of a flow in a Maglev table of `ring_size` entries: the hash scaled
@@ -507,6 +524,8 @@ mod pod {
     unsafe impl aya::Pod for super::LbConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReasonCounts {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AddrKey {}
 }
@@ -643,6 +662,6 @@ mod tests {
         assert_eq!(h, GOLDEN_HASH);
         assert_eq!(ring_index(h, DEFAULT_RING_SIZE), GOLDEN_INDEX);
     }
-    const GOLDEN_HASH: u32 = 0x8e43_89f3;
-    const GOLDEN_INDEX: u32 = 36_420;
+    const GOLDEN_HASH: u32 = 0x9e40_8795;
+    const GOLDEN_INDEX: u32 = 40_513;
 }

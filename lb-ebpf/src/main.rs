@@ -30,11 +30,22 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use lb_common::{
     AddrKey, Backend, CONN_WAYS, ConnBucket, ConnKey, Counter, FAMILY_V4, FAMILY_V6, LbConfig,
-    MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipEntry, VipInfo, VipKey,
+    MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, VipEntry, VipInfo, VipKey,
     backend_flags, config_flags, conn_tag, flow_hash, ring_index, slot_record, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
-use pkt::{copy_mac, fold, get32, ld16, ld32, st_mac, st16, st32, st128, sum16};
+use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
+
+// `words16` / `word4` read these map-value fields as whole words.
+const _: () = {
+    use core::mem::{align_of, offset_of};
+    assert!(align_of::<Backend>() >= 4 && offset_of!(Backend, addr) % 4 == 0);
+    assert!(align_of::<LbConfig>() >= 4);
+    assert!(offset_of!(LbConfig, ipip_src_v4) % 4 == 0);
+    assert!(offset_of!(LbConfig, ipip_src_v6) % 4 == 0);
+    assert!(align_of::<VipKey>() >= 4 && offset_of!(VipKey, addr) % 4 == 0);
+    assert!(offset_of!(VipKey, port) == 16 && core::mem::size_of::<VipKey>() == 20);
+};
 
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const IPPROTO_IPIP: u8 = 4;
@@ -83,17 +94,46 @@ static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS,
 static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 /// One counter per [`Reason`].
 #[map]
-static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_REASONS, 0);
+static REASONS: PerCpuArray<ReasonCounts> = PerCpuArray::with_max_entries(1, 0);
 /// Tunnel endpoints the decap program accepts.
 #[map]
 static DECAP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(64, 0);
 
+/// This CPU's reason counters.
+#[inline(always)]
+fn reason_counts() -> Option<&'static mut ReasonCounts> {
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    REASONS.get_ptr_mut(0).map(|c| unsafe { &mut *c })
+}
+
+#[inline(always)]
+fn bump(c: &mut ReasonCounts, reason: Reason) {
+    if let Some(n) = c.0.get_mut(reason as usize) {
+        *n += 1;
+    }
+}
+
 #[inline(always)]
 fn count(reason: Reason) {
-    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
-        // SAFETY: per-CPU value owned by this CPU for the program's run.
-        unsafe { *c += 1 };
+    if let Some(c) = reason_counts() {
+        bump(c, reason);
     }
+}
+
+/// What the connection table did for a packet (counted with its verdict).
+#[derive(Clone, Copy)]
+struct ConnOutcome {
+    /// `ConnHit`, `ConnMiss` or `ConnStale`; `None` when the table was not used.
+    lookup: Option<Reason>,
+    /// A new flow evicted another.
+    evicted: bool,
+}
+
+impl ConnOutcome {
+    const NONE: Self = Self {
+        lookup: None,
+        evicted: false,
+    };
 }
 
 #[inline(always)]
@@ -116,8 +156,17 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
-    let (action, reason) = balance(&ctx);
-    count(reason);
+    let mut conn = ConnOutcome::NONE;
+    let (action, reason) = balance(&ctx, &mut conn);
+    if let Some(c) = reason_counts() {
+        bump(c, reason);
+        if let Some(r) = conn.lookup {
+            bump(c, r);
+        }
+        if conn.evicted {
+            bump(c, Reason::ConnEvicted);
+        }
+    }
     action
 }
 
@@ -144,7 +193,7 @@ pub fn reflect(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn balance(ctx: &XdpContext) -> (u32, Reason) {
+fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     let p = match parse::parse(ctx) {
         Ok(p) => p,
         Err(r) => return (r.action(), r.reason()),
@@ -164,7 +213,7 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
     let mut p = p;
     mask_key(&mut p.key, vip.flags);
     let hash = flow_hash(&p.key);
-    let (backend_id, backend) = match choose_backend(&p.key, hash, vip, cfg) {
+    let (backend_id, backend) = match choose_backend(&p.key, hash, vip, cfg, conn) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),
     };
@@ -265,6 +314,7 @@ fn choose_backend(
     hash: u32,
     vip: &VipInfo,
     cfg: &LbConfig,
+    conn: &mut ConnOutcome,
 ) -> Option<(u32, &'static Backend)> {
     let bucket = if vip.flags & vip_flags::NO_CONN_TABLE == 0 {
         CONNS.get_ptr_mut(hash & cfg.conn_mask)
@@ -294,17 +344,15 @@ fn choose_backend(
                 && be.generation == generation
             {
                 b.used[way] = clock;
-                count(Reason::ConnHit);
+                conn.lookup = Some(Reason::ConnHit);
                 return Some((id, be));
             }
-            count(Reason::ConnStale);
+            conn.lookup = Some(Reason::ConnStale);
             fill = way;
         } else {
-            count(Reason::ConnMiss);
+            conn.lookup = Some(Reason::ConnMiss);
             fill = victim_way(b, clock);
-            if b.tags[fill & (CONN_WAYS - 1)] != 0 {
-                count(Reason::ConnEvicted);
-            }
+            conn.evicted = b.tags[fill & (CONN_WAYS - 1)] != 0;
         }
     }
     let ring_size = vip.ring_size;
@@ -348,7 +396,8 @@ fn dr(ctx: &XdpContext, _p: &Parsed, b: &Backend, cfg: &LbConfig) -> (u32, Reaso
 /// Outer IPv4 source, raw (wire bytes in memory order).
 #[inline(always)]
 fn outer_src_v4(cfg: &LbConfig, hash: u32) -> u32 {
-    let raw = u32::from_ne_bytes(cfg.ipip_src_v4);
+    // SAFETY: a 4-aligned field (asserted above).
+    let raw = unsafe { word4(&cfg.ipip_src_v4) };
     let bits = cfg.ipip_src_flow_bits_v4 as u32;
     if bits == 0 || bits > 16 {
         return raw;
@@ -361,7 +410,8 @@ fn outer_src_v4(cfg: &LbConfig, hash: u32) -> u32 {
 /// Low 32 bits of the outer IPv6 source, raw.
 #[inline(always)]
 fn outer_src_v6_low(cfg: &LbConfig, hash: u32) -> u32 {
-    let raw = get32(&cfg.ipip_src_v6, 3);
+    // SAFETY: a 4-aligned field (asserted above).
+    let raw = unsafe { words16(&cfg.ipip_src_v6) }[3];
     let bits = cfg.ipip_src_flow_bits_v6 as u32;
     if bits == 0 || bits > 32 {
         return raw;
@@ -412,7 +462,8 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
         let w3 = 0x4000u16.to_be(); // DF
         let w4 = u16::from_ne_bytes([OUTER_TTL, inner_proto]);
         let src = outer_src_v4(cfg, hash);
-        let dst = get32(&b.addr, 0);
+        // SAFETY: a 4-aligned field (asserted above).
+        let dst = unsafe { words16(&b.addr) }[0];
         let sum = w0 as u32
             + w1 as u32
             + w3 as u32
@@ -444,11 +495,16 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
             st32(ip, vcf);
             st16(ip + 4, (inner_len as u16).to_be());
             st16(ip + 6, u16::from_ne_bytes([inner_proto, OUTER_TTL]));
-            st32(ip + 8, get32(&cfg.ipip_src_v6, 0));
-            st32(ip + 12, get32(&cfg.ipip_src_v6, 1));
-            st32(ip + 16, get32(&cfg.ipip_src_v6, 2));
+            let src = words16(&cfg.ipip_src_v6);
+            st32(ip + 8, src[0]);
+            st32(ip + 12, src[1]);
+            st32(ip + 16, src[2]);
             st32(ip + 20, outer_src_v6_low(cfg, hash));
-            st128(ip + 24, &b.addr);
+            let dst = words16(&b.addr);
+            st32(ip + 24, dst[0]);
+            st32(ip + 28, dst[1]);
+            st32(ip + 32, dst[2]);
+            st32(ip + 36, dst[3]);
         }
     }
     (XDP_TX, Reason::FwdIpip)
@@ -728,7 +784,7 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
 
 /// The [`slot_record`] of an address's slot, read once.
 #[inline(always)]
-fn slot_record_of(addr: &[u32; 4]) -> u64 {
+pub(crate) fn slot_record_of(addr: &[u32; 4]) -> u64 {
     match VIP_ADDR_SLOTS.get_ptr(lb_common::vip_slot_words(addr)) {
         // SAFETY: a valid map value pointer; one aligned 8-byte load (user
         // space stores the record in one aligned 8-byte store).
@@ -737,7 +793,14 @@ fn slot_record_of(addr: &[u32; 4]) -> u64 {
     }
 }
 
-/// The last word of a [`VipKey`] (port, protocol, family) as it lies in memory.
+/// The last word of a [`VipKey`] (port, protocol, family), read with one load.
+#[inline(always)]
+fn vip_key_tail(k: &VipKey) -> u32 {
+    // SAFETY: bytes 16..20 of a 4-aligned 20-byte VipKey (asserted above).
+    unsafe { core::ptr::read((k as *const VipKey).cast::<u32>().add(4)) }
+}
+
+/// [`vip_key_tail`] of a key built from its parts.
 #[inline(always)]
 fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
     let p = port.to_ne_bytes();
@@ -745,8 +808,9 @@ fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
 }
 
 /// VIP lookup: the exact (address, port, protocol) first, then the port-less
-/// VIP. Through the slot record's [`VIP_TABLE`] entries (array lookups only),
-/// or the hash map when the slot is in [`slot_record::FALLBACK`].
+/// VIP. Through the entries that `rec` (the address's [`slot_record`], read
+/// once by the parser) names in [`VIP_TABLE`] (array lookups only), or the
+/// hash map when the slot is in [`slot_record::FALLBACK`].
 ///
 /// The value is returned by reference, to a `VIP_TABLE` entry or this CPU's
 /// scratch copy: neither changes during the program's run (user space does
@@ -754,12 +818,12 @@ fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
 /// every field read from it belongs to one `VipInfo`.
 #[inline(always)]
 pub(crate) fn lookup_vip(
+    rec: u64,
     addr: &[u32; 4],
     family: u8,
     port: u16,
     proto: u8,
 ) -> Option<&'static VipInfo> {
-    let rec = slot_record_of(addr);
     if rec & slot_record::LANE_VALID as u64 == 0 {
         if rec == 0 {
             return None;
@@ -782,14 +846,12 @@ pub(crate) fn lookup_vip(
             continue;
         };
         let k = &e.key;
-        if get32(&k.addr, 0) != a0
-            || get32(&k.addr, 1) != a1
-            || get32(&k.addr, 2) != a2
-            || get32(&k.addr, 3) != a3
-        {
+        // SAFETY: a 4-aligned field (asserted above).
+        let [k0, k1, k2, k3] = unsafe { words16(&k.addr) };
+        if k0 != a0 || k1 != a1 || k2 != a2 || k3 != a3 {
             continue;
         }
-        let tail = key_tail(k.port, k.proto, k.family);
+        let tail = vip_key_tail(k);
         if tail == exact {
             found = e;
             break;
@@ -829,12 +891,6 @@ fn lookup_vip_hash(addr: &[u32; 4], family: u8, port: u16, proto: u8) -> Option<
     }
     scratch.info = *v?;
     Some(&scratch.info)
-}
-
-/// Whether a VIP may live on this address (false means certainly not).
-#[inline(always)]
-pub(crate) fn is_vip_addr(addr: &[u32; 4]) -> bool {
-    slot_record_of(addr) != 0
 }
 
 #[cfg(not(test))]

@@ -10,8 +10,9 @@ use aya_ebpf::{
 use lb_common::{ConnKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason, VipInfo, vip_flags};
 
 use crate::{
-    IPPROTO_ICMP, IPPROTO_ICMPV6, is_vip_addr, lookup_vip,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, lookup_vip,
     pkt::{ld16, ld32, ldw128, sum16},
+    slot_record_of,
 };
 
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -52,6 +53,9 @@ pub struct Parsed {
     pub icmp_error: bool,
     /// The VIP, when the packet is for one (see [`crate::lookup_vip`]).
     pub vip: Option<&'static VipInfo>,
+    /// The slot record of the destination address, read once (nonzero:
+    /// maybe a VIP).
+    pub slot_rec: u64,
 }
 
 /// Why parsing stopped before a VIP was found.
@@ -121,6 +125,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         fragment: false,
         icmp_error: false,
         vip: None,
+        slot_rec: 0,
     };
     if ethertype == ETH_P_IPV4.to_be() {
         parse_v4(data + l3_off, end, &mut p)?;
@@ -139,7 +144,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
 /// key is the quoted flow reversed.
 #[inline(always)]
 fn find_vip(p: &Parsed) -> Result<&'static VipInfo, Exit> {
-    let vip = lookup_vip(&p.key.dst, p.key.family, p.key.dport, p.key.proto);
+    let vip = lookup_vip(
+        p.slot_rec,
+        &p.key.dst,
+        p.key.family,
+        p.key.dport,
+        p.key.proto,
+    );
     if p.icmp_error {
         return vip.ok_or(Exit::PassIcmp);
     }
@@ -191,7 +202,8 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     }
     // SAFETY: 20 bytes checked.
     p.key.dst[0] = unsafe { ld32(ip + 16) };
-    if !is_vip_addr(&p.key.dst) {
+    p.slot_rec = slot_record_of(&p.key.dst);
+    if p.slot_rec == 0 {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V4;
@@ -328,7 +340,8 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     }
     // SAFETY: 40 bytes checked.
     p.key.dst = unsafe { ldw128(ip + 24) };
-    if !is_vip_addr(&p.key.dst) {
+    p.slot_rec = slot_record_of(&p.key.dst);
+    if p.slot_rec == 0 {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V6;

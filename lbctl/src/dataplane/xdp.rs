@@ -40,8 +40,8 @@ use aya::{
 };
 use lb_common::{
     AddrKey, Backend, ConnBucket, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
-    NUM_REASONS, Reason, VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags, config_flags,
-    slot_record,
+    NUM_REASONS, Reason, ReasonCounts, VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags,
+    config_flags, slot_record,
 };
 use tracing::{debug, info, warn};
 
@@ -1113,10 +1113,10 @@ impl XdpDataplane {
                 per.insert(*addr, sum(&backend_stats.get(id, 0)?));
             }
         }
-        let reasons = self.per_cpu::<u64>("REASONS")?;
+        let per_cpu = self.per_cpu::<ReasonCounts>("REASONS")?.get(&0, 0)?;
         for r in Reason::ALL {
-            let v = reasons.get(&(r as u32), 0)?;
-            out.reasons.insert(r.name(), v.iter().sum());
+            let n = per_cpu.iter().map(|c| c.0[r as usize]).sum();
+            out.reasons.insert(r.name(), n);
         }
         debug_assert_eq!(out.reasons.len(), NUM_REASONS as usize);
         Ok(out)
