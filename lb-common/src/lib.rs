@@ -289,7 +289,8 @@ pub mod config_flags {
 pub struct Counter {
     /// Packets.
     pub packets: u64,
-    /// Bytes (whole frame as received).
+    /// Bytes: the Ethernet header (with its VLAN tag) and the IP packet as
+    /// received; link-layer padding is not counted.
     pub bytes: u64,
 }
 

@@ -207,7 +207,9 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     let Some(cfg) = CONFIG.get(0) else {
         return (XDP_PASS, Reason::PassInactive);
     };
-    let frame_len = frame_len(ctx);
+    // What the counters count as bytes: L2 header and the IP packet (no
+    // helper call for the buffer length; link padding is not counted).
+    let frame_len = p.l3_off as u64 + p.ip_len as u64;
     add(&VIP_STATS, vip.vip_id, frame_len);
 
     let mut p = p;
