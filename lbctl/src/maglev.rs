@@ -258,7 +258,7 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Result<Vec<u32>, Ma
 /// Fraction of table entries that differ between `old` and `new`, i.e. the
 /// share of (uniformly hashed) new flows that land on a different backend.
 ///
-/// Tables of different lengths index flows differently (`hash % len`), so
+/// Tables of different lengths index flows differently (`ring_index(hash, len)`), so
 /// they are reported as fully remapped (1.0); two empty tables give 0.0.
 pub fn remap_fraction(old: &[u32], new: &[u32]) -> f64 {
     if old.len() != new.len() {
