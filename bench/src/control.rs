@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::programs::{TestRun as _, TestRunOptions};
-use lb_common::{ConnKey, flow_hash};
+use lb_common::{ConnKey, flow_hash, ring_index};
 use lbctl::{
     dataplane::{
         BackendSpec, DesiredState, Forwarding, HashFields, Protocol, VipSpec, VipState,
@@ -165,12 +165,12 @@ impl SwitchLab {
                 src: {
                     let mut a = [0u8; 16];
                     a[..4].copy_from_slice(&crate::flows::CLIENT_V4.octets());
-                    a
+                    lb_common::addr_words(&a)
                 },
                 dst: {
                     let mut a = [0u8; 16];
                     a[..4].copy_from_slice(&[10, 100, 0, 1]);
-                    a
+                    lb_common::addr_words(&a)
                 },
                 sport: sport.to_be(),
                 dport: lab::TCP_PORT.to_be(),
@@ -178,7 +178,7 @@ impl SwitchLab {
                 family: lb_common::FAMILY_V4,
                 _pad: [0; 2],
             };
-            if ring[(flow_hash(&key) % ring.len() as u32) as usize] == id {
+            if ring[ring_index(flow_hash(&key), ring.len() as u32) as usize] == id {
                 let mut t = base.clone();
                 let kind = t.kind();
                 crate::flows::apply_flow(&mut t.frame, kind, flow);

@@ -163,13 +163,18 @@ pub mod backend_flags {
 
 /// Key of the connection table, and the input of [`flow_hash`]: the flow's
 /// 5-tuple with the fields its VIP does not hash on set to zero.
+///
+/// Addresses are raw 32-bit words: each word holds four wire bytes in
+/// memory order (`u32::from_ne_bytes`), an IPv4 address in word 0 and the
+/// rest zero; see [`addr_words`]. Words, not bytes, so the data plane keeps
+/// the key in whole registers and compares and hashes it word by word.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ConnKey {
-    /// Client address, network order.
-    pub src: [u8; 16],
-    /// VIP address, network order.
-    pub dst: [u8; 16],
+    /// Client address, raw words.
+    pub src: [u32; 4],
+    /// VIP address, raw words.
+    pub dst: [u32; 4],
     /// Client port, network order (0 when the VIP hashes without it).
     pub sport: u16,
     /// VIP port, network order.
@@ -182,17 +187,68 @@ pub struct ConnKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of the connection table.
+/// An address (network order, IPv4 in the first 4 bytes) as the raw words of a [`ConnKey`].
+#[inline(always)]
+pub const fn addr_words(a: &[u8; 16]) -> [u32; 4] {
+    [word(a, 0), word(a, 1), word(a, 2), word(a, 3)]
+}
+
+/// Ways of a [`ConnBucket`].
+pub const CONN_WAYS: usize = 4;
+
+/// One flow in a [`ConnBucket`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct ConnValue {
+pub struct ConnEntry {
+    /// The flow (masked as its VIP hashes it).
+    pub key: ConnKey,
     /// Backend id chosen for the flow.
     pub backend_id: u32,
     /// [`Backend::generation`] at the time of the choice.
     pub generation: u32,
-    /// The flow's [`flow_hash`], kept so a hit needs no rehash (IPIP uses it
-    /// for the outer source bits and the IPv6 flow label).
-    pub hash: u32,
+}
+
+/// One set of the connection table: the per-CPU array `CONNS` holds
+/// `2^k` buckets per CPU, and a flow lives in bucket `flow_hash & (2^k - 1)`
+/// (see [`LbConfig::conn_mask`]), in one of [`CONN_WAYS`] ways. A hit is
+/// one inlined array lookup and a tag compare; a miss takes an empty way or
+/// evicts the least recently used one of the set (set-associative LRU, as
+/// in a CPU cache). Each CPU owns its buckets, so nothing is shared or
+/// locked; with RSS a flow stays on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnBucket {
+    /// Per way: the flow's [`conn_tag`], 0 for an empty way.
+    pub tags: [u32; CONN_WAYS],
+    /// Per way: [`ConnBucket::clock`] at the way's last use.
+    pub used: [u32; CONN_WAYS],
+    /// Counts lookups in this bucket (the LRU clock).
+    pub clock: u32,
+    /// Padding, zero.
+    pub _pad: u32,
+    /// The flows.
+    pub ways: [ConnEntry; CONN_WAYS],
+}
+
+/// Tag of a flow in its [`ConnBucket`]: its flow hash, never 0 (0 marks an empty way).
+#[inline(always)]
+pub const fn conn_tag(hash: u32) -> u32 {
+    hash | 1
+}
+
+/// Number of connection-table buckets per CPU for a total capacity of
+/// `capacity` flows over `cpus` CPUs: a power of two, at least 1.
+pub const fn conn_buckets(capacity: u32, cpus: u32) -> u32 {
+    let cpus = if cpus == 0 { 1 } else { cpus };
+    let per_cpu = capacity / cpus;
+    let buckets = per_cpu.div_ceil(CONN_WAYS as u32);
+    if buckets <= 1 {
+        1
+    } else if buckets > 1 << 24 {
+        1 << 24
+    } else {
+        buckets.next_power_of_two()
+    }
 }
 
 /// Node-wide settings, the single entry of the `CONFIG` array map.
@@ -217,6 +273,8 @@ pub struct LbConfig {
     pub flags: u16,
     /// Ring stride: the space reserved per ring slot in the ring map.
     pub ring_stride: u32,
+    /// Connection-table buckets per CPU minus one (a power of two minus one).
+    pub conn_mask: u32,
 }
 
 /// Node-wide flags ([`LbConfig::flags`]).
@@ -231,7 +289,8 @@ pub mod config_flags {
 pub struct Counter {
     /// Packets.
     pub packets: u64,
-    /// Bytes (whole frame as received).
+    /// Bytes: the Ethernet header (with its VLAN tag) and the IP packet as
+    /// received; link-layer padding is not counted.
     pub bytes: u64,
 }
 
@@ -279,10 +338,25 @@ pub enum Reason {
     PassMalformed = 18,
     /// Encapsulation would exceed the MTU but no too-big error could be built (IPv4 options): dropped.
     DropTooBig = 19,
+    /// A new flow evicted the least recently used flow of its connection-table set
+    /// (many of these: the table is too small for the flows).
+    ConnEvicted = 20,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 20;
+pub const NUM_REASONS: u32 = 21;
+
+/// The single per-CPU value of the `REASONS` map: one counter per
+/// [`Reason`], by its index (one map lookup counts every reason of a packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReasonCounts(pub [u64; NUM_REASONS as usize]);
+
+impl Default for ReasonCounts {
+    fn default() -> Self {
+        Self([0; NUM_REASONS as usize])
+    }
+}
 
 impl Reason {
     /// All reasons, in index order.
@@ -307,6 +381,7 @@ impl Reason {
         Reason::PassUnsupported,
         Reason::PassMalformed,
         Reason::DropTooBig,
+        Reason::ConnEvicted,
     ];
 
     /// Stable snake_case name for output.
@@ -332,6 +407,7 @@ impl Reason {
             Reason::PassUnsupported => "pass_unsupported",
             Reason::PassMalformed => "pass_malformed",
             Reason::DropTooBig => "drop_too_big",
+            Reason::ConnEvicted => "conn_evicted",
         }
     }
 }
@@ -348,26 +424,32 @@ pub struct AddrKey {
     pub _pad: [u8; 3],
 }
 
-const HASH_SEED: u32 = 0x9e37_79b9;
+/// Start value of [`flow_hash`] (an arbitrary odd constant).
+const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+/// Multiplier of [`flow_hash`]'s absorb step (2^64 / golden ratio, odd).
+const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// One 64-bit absorb step: xor, then multiply by an odd constant (a
+/// bijection of the state for a fixed input word).
 #[inline(always)]
-const fn mix(mut h: u32, k: u32) -> u32 {
-    // murmur3 32-bit block step
-    let mut k = k.wrapping_mul(0xcc9e_2d51);
-    k = k.rotate_left(15);
-    k = k.wrapping_mul(0x1b87_3593);
-    h ^= k;
-    h = h.rotate_left(13);
-    h.wrapping_mul(5).wrapping_add(0xe654_6b64)
+const fn absorb(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(HASH_MUL)
 }
 
+/// murmur3's 64-bit finaliser: every input bit affects every output bit.
 #[inline(always)]
-const fn fmix(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
+const fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// Two 32-bit words as one 64-bit input word.
+#[inline(always)]
+const fn pair(hi: u32, lo: u32) -> u64 {
+    ((hi as u64) << 32) | lo as u64
 }
 
 #[inline(always)]
@@ -375,28 +457,35 @@ const fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]])
 }
 
-/// The flow hash used to index a VIP's Maglev table (murmur3-style, 32 bit),
-/// over a connection key whose fields the VIP leaves out of its hash are zero.
+/// The flow hash: it indexes the VIP's Maglev table (see [`ring_index`])
+/// and the connection table, over a connection key whose fields the VIP
+/// leaves out of its hash are zero.
 ///
-/// The data plane and user space both call this, so tests and tools can
-/// predict which backend a flow gets. IPv4 keys hash only the first word of
-/// each address (the rest is zero); padding never enters.
+/// 64-bit multiply-xor absorb steps over word pairs, then murmur3's 64-bit
+/// finaliser: two serial multiplies per IPv4 flow before the finaliser
+/// (the data plane computes this for every packet to a VIP). IPv4 keys hash
+/// only the first word of each address (the rest is zero); padding never
+/// enters. The data plane and user space both call this, so tests and tools
+/// can predict which backend a flow gets.
 #[inline(always)]
 pub const fn flow_hash(t: &ConnKey) -> u32 {
-    let mut h = HASH_SEED;
-    h = mix(h, word(&t.src, 0));
-    h = mix(h, word(&t.dst, 0));
+    let mut h = absorb(HASH_SEED, pair(t.src[0], t.dst[0]));
     if t.family != FAMILY_V4 {
-        h = mix(h, word(&t.src, 1));
-        h = mix(h, word(&t.src, 2));
-        h = mix(h, word(&t.src, 3));
-        h = mix(h, word(&t.dst, 1));
-        h = mix(h, word(&t.dst, 2));
-        h = mix(h, word(&t.dst, 3));
+        h = absorb(h, pair(t.src[1], t.dst[1]));
+        h = absorb(h, pair(t.src[2], t.dst[2]));
+        h = absorb(h, pair(t.src[3], t.dst[3]));
     }
-    h = mix(h, (t.sport as u32) << 16 | t.dport as u32);
-    h = mix(h, t.proto as u32);
-    fmix(h ^ 37)
+    let ports = ((t.sport as u32) << 16) | t.dport as u32;
+    h = absorb(h, pair(ports, ((t.family as u32) << 8) | t.proto as u32));
+    (fmix64(h) >> 32) as u32
+}
+
+/// Index of a flow in a Maglev table of `ring_size` entries: the hash scaled
+/// to the table by a multiply and shift (Lemire's reduction), which is as
+/// uniform as `hash % ring_size` and needs no division.
+#[inline(always)]
+pub const fn ring_index(hash: u32, ring_size: u32) -> u32 {
+    ((hash as u64 * ring_size as u64) >> 32) as u32
 }
 
 /// Slot of an address (map layout) in the data plane's VIP pre-filter
@@ -404,7 +493,13 @@ pub const fn flow_hash(t: &ConnKey) -> u32 {
 /// means "maybe a VIP"; collisions only cost a VIP lookup that misses.
 #[inline(always)]
 pub const fn vip_slot(addr: &[u8; 16]) -> u32 {
-    let x = word(addr, 0) ^ word(addr, 1) ^ word(addr, 2) ^ word(addr, 3);
+    vip_slot_words(&addr_words(addr))
+}
+
+/// [`vip_slot`] of an address in raw words (see [`ConnKey`]).
+#[inline(always)]
+pub const fn vip_slot_words(w: &[u32; 4]) -> u32 {
+    let x = w[0] ^ w[1] ^ w[2] ^ w[3];
     (x ^ (x >> 16)) & (VIP_SLOTS - 1)
 }
 
@@ -423,11 +518,15 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ConnValue {}
+    unsafe impl aya::Pod for super::ConnEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnBucket {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LbConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ReasonCounts {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AddrKey {}
 }
@@ -445,10 +544,48 @@ mod tests {
         assert_eq!(size_of::<VipEntry>(), 36);
         assert_eq!(size_of::<Backend>(), 32);
         assert_eq!(size_of::<ConnKey>(), 40);
-        assert_eq!(size_of::<ConnValue>(), 12);
-        assert_eq!(size_of::<LbConfig>(), 40);
+        assert_eq!(size_of::<ConnEntry>(), 48);
+        assert_eq!(size_of::<ConnBucket>(), 40 + 48 * CONN_WAYS);
+        assert_eq!(size_of::<LbConfig>(), 44);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<AddrKey>(), 20);
+    }
+
+    #[test]
+    fn conn_buckets_split_capacity_over_cpus_in_powers_of_two() {
+        assert_eq!(conn_buckets(262_144, 2), 32_768);
+        assert_eq!(conn_buckets(262_144, 3), 32_768); // 87381 / 4 = 21846 -> 32768
+        assert_eq!(conn_buckets(16, 2), 2);
+        assert_eq!(conn_buckets(1, 8), 1);
+        assert_eq!(conn_buckets(1024, 0), 256);
+        assert_eq!(conn_buckets(u32::MAX, 1), 1 << 24);
+    }
+
+    #[test]
+    fn ring_index_is_in_range_and_spreads_evenly() {
+        for size in [1u32, 2, 251, 65_537] {
+            assert_eq!(ring_index(0, size), 0);
+            assert_eq!(ring_index(u32::MAX, size), size - 1);
+        }
+        // Every index of a small table gets its share of evenly spread hashes.
+        let size = 251u32;
+        let mut hits = std::vec![0u32; size as usize];
+        let n = 251 * 1000;
+        for i in 0..n {
+            let h = (i as u64 * (u64::from(u32::MAX) + 1) / n as u64) as u32;
+            hits[ring_index(h, size) as usize] += 1;
+        }
+        assert!(
+            hits.iter().all(|&c| (999..=1001).contains(&c)),
+            "{:?}",
+            &hits[..8]
+        );
+    }
+
+    #[test]
+    fn conn_tag_is_never_empty() {
+        assert_ne!(conn_tag(0), 0);
+        assert_eq!(conn_tag(0x1234_5679), 0x1234_5679);
     }
 
     #[test]
@@ -479,8 +616,8 @@ mod tests {
     #[test]
     fn flow_hash_depends_on_every_field() {
         let base = ConnKey {
-            src: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            dst: [10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            src: addr_words(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            dst: addr_words(&[10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             sport: 40000,
             dport: 80,
             proto: 6,
@@ -496,11 +633,11 @@ mod tests {
             ConnKey { dport: 81, ..base },
             ConnKey { proto: 17, ..base },
             ConnKey {
-                src: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                src: addr_words(&[10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
                 ..base
             },
             ConnKey {
-                dst: [10, 0, 0, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                dst: addr_words(&[10, 0, 0, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
                 ..base
             },
         ];
@@ -508,4 +645,24 @@ mod tests {
             assert_ne!(flow_hash(&v), h, "{v:?}");
         }
     }
+
+    /// Two nodes of a VRRP pair must place a flow alike, across versions
+    /// too: a change here moves established flows on failover.
+    #[test]
+    fn flow_placement_is_stable() {
+        let k = ConnKey {
+            src: addr_words(&[192, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            dst: addr_words(&[198, 51, 100, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            sport: 40000u16.to_be(),
+            dport: 443u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let h = flow_hash(&k);
+        assert_eq!(h, GOLDEN_HASH);
+        assert_eq!(ring_index(h, DEFAULT_RING_SIZE), GOLDEN_INDEX);
+    }
+    const GOLDEN_HASH: u32 = 0x9e40_8795;
+    const GOLDEN_INDEX: u32 = 40_513;
 }

@@ -24,19 +24,29 @@ use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    AddrKey, Backend, ConnKey, ConnValue, Counter, FAMILY_V4, FAMILY_V6, LbConfig, MAX_BACKENDS,
-    MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, VipEntry, VipInfo, VipKey, backend_flags,
-    config_flags, flow_hash, slot_record, vip_flags,
+    AddrKey, Backend, CONN_WAYS, ConnBucket, ConnKey, Counter, FAMILY_V4, FAMILY_V6, LbConfig,
+    MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, VipEntry, VipInfo, VipKey,
+    backend_flags, config_flags, conn_tag, flow_hash, ring_index, slot_record, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
-use pkt::{copy_mac, fold, get32, ld16, ld32, st_mac, st16, st32, st128, sum16};
+use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
 
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+// `words16` / `word4` read these map-value fields as whole words.
+const _: () = {
+    use core::mem::{align_of, offset_of};
+    assert!(align_of::<Backend>() >= 4 && offset_of!(Backend, addr) % 4 == 0);
+    assert!(align_of::<LbConfig>() >= 4);
+    assert!(offset_of!(LbConfig, ipip_src_v4) % 4 == 0);
+    assert!(offset_of!(LbConfig, ipip_src_v6) % 4 == 0);
+    assert!(align_of::<VipKey>() >= 4 && offset_of!(VipKey, addr) % 4 == 0);
+    assert!(offset_of!(VipKey, port) == 16 && core::mem::size_of::<VipKey>() == 20);
+};
+
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
@@ -69,10 +79,10 @@ static RINGS: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// Backends by id.
 #[map]
 static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
-/// Connection table: per-CPU LRU lists over one shared table.
+/// Connection table: per CPU, `LbConfig::conn_mask + 1` set-associative
+/// buckets (see [`ConnBucket`]); sized by user space at load time.
 #[map]
-static CONNS: LruHashMap<ConnKey, ConnValue> =
-    LruHashMap::with_max_entries(lb_common::DEFAULT_CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+static CONNS: PerCpuArray<ConnBucket> = PerCpuArray::with_max_entries(1, 0);
 /// Node settings (one entry).
 #[map]
 static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
@@ -84,17 +94,46 @@ static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS,
 static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 /// One counter per [`Reason`].
 #[map]
-static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_REASONS, 0);
+static REASONS: PerCpuArray<ReasonCounts> = PerCpuArray::with_max_entries(1, 0);
 /// Tunnel endpoints the decap program accepts.
 #[map]
 static DECAP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(64, 0);
 
+/// This CPU's reason counters.
+#[inline(always)]
+fn reason_counts() -> Option<&'static mut ReasonCounts> {
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    REASONS.get_ptr_mut(0).map(|c| unsafe { &mut *c })
+}
+
+#[inline(always)]
+fn bump(c: &mut ReasonCounts, reason: Reason) {
+    if let Some(n) = c.0.get_mut(reason as usize) {
+        *n += 1;
+    }
+}
+
 #[inline(always)]
 fn count(reason: Reason) {
-    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
-        // SAFETY: per-CPU value owned by this CPU for the program's run.
-        unsafe { *c += 1 };
+    if let Some(c) = reason_counts() {
+        bump(c, reason);
     }
+}
+
+/// What the connection table did for a packet (counted with its verdict).
+#[derive(Clone, Copy)]
+struct ConnOutcome {
+    /// `ConnHit`, `ConnMiss` or `ConnStale`; `None` when the table was not used.
+    lookup: Option<Reason>,
+    /// A new flow evicted another.
+    evicted: bool,
+}
+
+impl ConnOutcome {
+    const NONE: Self = Self {
+        lookup: None,
+        evicted: false,
+    };
 }
 
 #[inline(always)]
@@ -117,8 +156,17 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
-    let (action, reason) = balance(&ctx);
-    count(reason);
+    let mut conn = ConnOutcome::NONE;
+    let (action, reason) = balance(&ctx, &mut conn);
+    if let Some(c) = reason_counts() {
+        bump(c, reason);
+        if let Some(r) = conn.lookup {
+            bump(c, r);
+        }
+        if conn.evicted {
+            bump(c, Reason::ConnEvicted);
+        }
+    }
     action
 }
 
@@ -145,7 +193,7 @@ pub fn reflect(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn balance(ctx: &XdpContext) -> (u32, Reason) {
+fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     let p = match parse::parse(ctx) {
         Ok(p) => p,
         Err(r) => return (r.action(), r.reason()),
@@ -159,14 +207,15 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
     let Some(cfg) = CONFIG.get(0) else {
         return (XDP_PASS, Reason::PassInactive);
     };
-    let frame_len = frame_len(ctx);
+    // What the counters count as bytes: L2 header and the IP packet (no
+    // helper call for the buffer length; link padding is not counted).
+    let frame_len = p.l3_off as u64 + p.ip_len as u64;
     add(&VIP_STATS, vip.vip_id, frame_len);
 
     let mut p = p;
     mask_key(&mut p.key, vip.flags);
-    // Computed on a connection-table miss, or later if IPIP needs it.
-    let mut hash = None;
-    let (backend_id, backend) = match choose_backend(&p.key, &mut hash, vip, cfg) {
+    let hash = flow_hash(&p.key);
+    let (backend_id, backend) = match choose_backend(&p.key, hash, vip, cfg, conn) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),
     };
@@ -175,7 +224,6 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
     }
 
     let (action, reason) = if vip.flags & vip_flags::FWD_IPIP != 0 {
-        let hash = hash.unwrap_or_else(|| flow_hash(&p.key));
         encap(ctx, &p, backend, cfg, hash)
     } else {
         dr(ctx, &p, backend, cfg)
@@ -196,7 +244,7 @@ fn balance(ctx: &XdpContext) -> (u32, Reason) {
 #[inline(always)]
 fn mask_key(k: &mut ConnKey, flags: u32) {
     if flags & vip_flags::HASH_NO_SRC_ADDR != 0 {
-        k.src = [0; 16];
+        k.src = [0; 4];
     }
     if flags & vip_flags::HASH_NO_SRC_PORT != 0 {
         k.sport = 0;
@@ -215,52 +263,121 @@ fn live_backend(id: u32) -> Option<&'static Backend> {
     Some(b)
 }
 
-/// Connection table first, then the VIP's live Maglev ring.
+/// Whether a connection-table entry's key is the flow `k`. IPv4 keys use
+/// only the first word of each address (the rest is zero in both).
+#[inline(always)]
+fn same_flow(e: &ConnKey, k: &ConnKey) -> bool {
+    if e.src[0] != k.src[0]
+        || e.dst[0] != k.dst[0]
+        || e.sport != k.sport
+        || e.dport != k.dport
+        || e.proto != k.proto
+        || e.family != k.family
+    {
+        return false;
+    }
+    if k.family == FAMILY_V4 {
+        return true;
+    }
+    e.src[1] == k.src[1]
+        && e.src[2] == k.src[2]
+        && e.src[3] == k.src[3]
+        && e.dst[1] == k.dst[1]
+        && e.dst[2] == k.dst[2]
+        && e.dst[3] == k.dst[3]
+}
+
+/// The way a new flow takes in its bucket: an empty one, else the least
+/// recently used (largest age on the bucket's clock).
+#[inline(always)]
+fn victim_way(b: &ConnBucket, clock: u32) -> usize {
+    let mut best = 0;
+    let mut best_age = 0;
+    let mut i = 0;
+    while i < CONN_WAYS {
+        if b.tags[i] == 0 {
+            return i;
+        }
+        let age = clock.wrapping_sub(b.used[i]);
+        if age >= best_age {
+            best_age = age;
+            best = i;
+        }
+        i += 1;
+    }
+    best
+}
+
+/// Connection table first, then the VIP's live Maglev ring; a flow placed by
+/// the ring is recorded in the connection table.
 #[inline(always)]
 fn choose_backend(
     key: &ConnKey,
-    hash_out: &mut Option<u32>,
+    hash: u32,
     vip: &VipInfo,
     cfg: &LbConfig,
+    conn: &mut ConnOutcome,
 ) -> Option<(u32, &'static Backend)> {
-    let use_conns = vip.flags & vip_flags::NO_CONN_TABLE == 0;
-    if use_conns {
-        // SAFETY: the value is copied out before any other map operation.
-        if let Some(v) = unsafe { CONNS.get(key) } {
-            let v = *v;
-            if let Some(b) = live_backend(v.backend_id)
-                && b.generation == v.generation
-            {
-                count(Reason::ConnHit);
-                *hash_out = Some(v.hash);
-                return Some((v.backend_id, b));
+    let bucket = if vip.flags & vip_flags::NO_CONN_TABLE == 0 {
+        CONNS.get_ptr_mut(hash & cfg.conn_mask)
+    } else {
+        None
+    };
+    let tag = conn_tag(hash);
+    // The way a flow placed by the ring is recorded in.
+    let mut fill = 0;
+    if let Some(bp) = bucket {
+        // SAFETY: this CPU's bucket; nothing else writes it during the run.
+        let b = unsafe { &mut *bp };
+        let clock = b.clock.wrapping_add(1);
+        b.clock = clock;
+        let mut way = CONN_WAYS;
+        let mut i = 0;
+        while i < CONN_WAYS {
+            if b.tags[i] == tag && same_flow(&b.ways[i].key, key) {
+                way = i;
+                break;
             }
-            count(Reason::ConnStale);
+            i += 1;
+        }
+        if way < CONN_WAYS {
+            let (id, generation) = (b.ways[way].backend_id, b.ways[way].generation);
+            if let Some(be) = live_backend(id)
+                && be.generation == generation
+            {
+                b.used[way] = clock;
+                conn.lookup = Some(Reason::ConnHit);
+                return Some((id, be));
+            }
+            conn.lookup = Some(Reason::ConnStale);
+            fill = way;
         } else {
-            count(Reason::ConnMiss);
+            conn.lookup = Some(Reason::ConnMiss);
+            fill = victim_way(b, clock);
+            conn.evicted = b.tags[fill & (CONN_WAYS - 1)] != 0;
         }
     }
     let ring_size = vip.ring_size;
     if ring_size == 0 {
         return None;
     }
-    let hash = flow_hash(key);
-    *hash_out = Some(hash);
-    let idx = (vip.vip_id * 2 + (vip.slot & 1)) * cfg.ring_stride + hash % ring_size;
+    let idx = (vip.vip_id * 2 + (vip.slot & 1)) * cfg.ring_stride + ring_index(hash, ring_size);
     let id = *RINGS.get(idx)?;
     if id == NO_BACKEND {
         return None;
     }
-    let b = live_backend(id)?;
-    if use_conns {
-        let v = ConnValue {
-            backend_id: id,
-            generation: b.generation,
-            hash,
-        };
-        let _ = CONNS.insert(key, v, 0);
+    let be = live_backend(id)?;
+    if let Some(bp) = bucket {
+        // SAFETY: as above.
+        let b = unsafe { &mut *bp };
+        let w = fill & (CONN_WAYS - 1);
+        b.ways[w].key = *key;
+        b.ways[w].backend_id = id;
+        b.ways[w].generation = be.generation;
+        b.tags[w] = tag;
+        b.used[w] = b.clock;
     }
-    Some((id, b))
+    Some((id, be))
 }
 
 /// DR: the frame goes to the backend's MAC unchanged above L2.
@@ -281,7 +398,8 @@ fn dr(ctx: &XdpContext, _p: &Parsed, b: &Backend, cfg: &LbConfig) -> (u32, Reaso
 /// Outer IPv4 source, raw (wire bytes in memory order).
 #[inline(always)]
 fn outer_src_v4(cfg: &LbConfig, hash: u32) -> u32 {
-    let raw = u32::from_ne_bytes(cfg.ipip_src_v4);
+    // SAFETY: a 4-aligned field (asserted above).
+    let raw = unsafe { word4(&cfg.ipip_src_v4) };
     let bits = cfg.ipip_src_flow_bits_v4 as u32;
     if bits == 0 || bits > 16 {
         return raw;
@@ -294,7 +412,8 @@ fn outer_src_v4(cfg: &LbConfig, hash: u32) -> u32 {
 /// Low 32 bits of the outer IPv6 source, raw.
 #[inline(always)]
 fn outer_src_v6_low(cfg: &LbConfig, hash: u32) -> u32 {
-    let raw = get32(&cfg.ipip_src_v6, 3);
+    // SAFETY: a 4-aligned field (asserted above).
+    let raw = unsafe { words16(&cfg.ipip_src_v6) }[3];
     let bits = cfg.ipip_src_flow_bits_v6 as u32;
     if bits == 0 || bits > 32 {
         return raw;
@@ -345,7 +464,8 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
         let w3 = 0x4000u16.to_be(); // DF
         let w4 = u16::from_ne_bytes([OUTER_TTL, inner_proto]);
         let src = outer_src_v4(cfg, hash);
-        let dst = get32(&b.addr, 0);
+        // SAFETY: a 4-aligned field (asserted above).
+        let dst = unsafe { words16(&b.addr) }[0];
         let sum = w0 as u32
             + w1 as u32
             + w3 as u32
@@ -377,11 +497,16 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
             st32(ip, vcf);
             st16(ip + 4, (inner_len as u16).to_be());
             st16(ip + 6, u16::from_ne_bytes([inner_proto, OUTER_TTL]));
-            st32(ip + 8, get32(&cfg.ipip_src_v6, 0));
-            st32(ip + 12, get32(&cfg.ipip_src_v6, 1));
-            st32(ip + 16, get32(&cfg.ipip_src_v6, 2));
+            let src = words16(&cfg.ipip_src_v6);
+            st32(ip + 8, src[0]);
+            st32(ip + 12, src[1]);
+            st32(ip + 16, src[2]);
             st32(ip + 20, outer_src_v6_low(cfg, hash));
-            st128(ip + 24, &b.addr);
+            let dst = words16(&b.addr);
+            st32(ip + 24, dst[0]);
+            st32(ip + 28, dst[1]);
+            st32(ip + 32, dst[2]);
+            st32(ip + 36, dst[3]);
         }
     }
     (XDP_TX, Reason::FwdIpip)
@@ -661,8 +786,8 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
 
 /// The [`slot_record`] of an address's slot, read once.
 #[inline(always)]
-fn slot_record_of(addr: &[u8; 16]) -> u64 {
-    match VIP_ADDR_SLOTS.get_ptr(lb_common::vip_slot(addr)) {
+pub(crate) fn slot_record_of(addr: &[u32; 4]) -> u64 {
+    match VIP_ADDR_SLOTS.get_ptr(lb_common::vip_slot_words(addr)) {
         // SAFETY: a valid map value pointer; one aligned 8-byte load (user
         // space stores the record in one aligned 8-byte store).
         Some(r) => unsafe { core::ptr::read_volatile(r) },
@@ -670,7 +795,14 @@ fn slot_record_of(addr: &[u8; 16]) -> u64 {
     }
 }
 
-/// The last word of a [`VipKey`] (port, protocol, family) as it lies in memory.
+/// The last word of a [`VipKey`] (port, protocol, family), read with one load.
+#[inline(always)]
+fn vip_key_tail(k: &VipKey) -> u32 {
+    // SAFETY: bytes 16..20 of a 4-aligned 20-byte VipKey (asserted above).
+    unsafe { core::ptr::read((k as *const VipKey).cast::<u32>().add(4)) }
+}
+
+/// [`vip_key_tail`] of a key built from its parts.
 #[inline(always)]
 fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
     let p = port.to_ne_bytes();
@@ -678,8 +810,9 @@ fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
 }
 
 /// VIP lookup: the exact (address, port, protocol) first, then the port-less
-/// VIP. Through the slot record's [`VIP_TABLE`] entries (array lookups only),
-/// or the hash map when the slot is in [`slot_record::FALLBACK`].
+/// VIP. Through the entries that `rec` (the address's [`slot_record`], read
+/// once by the parser) names in [`VIP_TABLE`] (array lookups only), or the
+/// hash map when the slot is in [`slot_record::FALLBACK`].
 ///
 /// The value is returned by reference, to a `VIP_TABLE` entry or this CPU's
 /// scratch copy: neither changes during the program's run (user space does
@@ -687,12 +820,12 @@ fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
 /// every field read from it belongs to one `VipInfo`.
 #[inline(always)]
 pub(crate) fn lookup_vip(
-    addr: &[u8; 16],
+    rec: u64,
+    addr: &[u32; 4],
     family: u8,
     port: u16,
     proto: u8,
 ) -> Option<&'static VipInfo> {
-    let rec = slot_record_of(addr);
     if rec & slot_record::LANE_VALID as u64 == 0 {
         if rec == 0 {
             return None;
@@ -701,12 +834,7 @@ pub(crate) fn lookup_vip(
     }
     let exact = key_tail(port, proto, family);
     let portless = key_tail(0, proto, family);
-    let (a0, a1, a2, a3) = (
-        get32(addr, 0),
-        get32(addr, 1),
-        get32(addr, 2),
-        get32(addr, 3),
-    );
+    let [a0, a1, a2, a3] = *addr;
     // The entry found (a pointer: the stack is tight).
     let mut found: *const VipEntry = core::ptr::null();
     let mut i = 0;
@@ -720,14 +848,12 @@ pub(crate) fn lookup_vip(
             continue;
         };
         let k = &e.key;
-        if get32(&k.addr, 0) != a0
-            || get32(&k.addr, 1) != a1
-            || get32(&k.addr, 2) != a2
-            || get32(&k.addr, 3) != a3
-        {
+        // SAFETY: a 4-aligned field (asserted above).
+        let [k0, k1, k2, k3] = unsafe { words16(&k.addr) };
+        if k0 != a0 || k1 != a1 || k2 != a2 || k3 != a3 {
             continue;
         }
-        let tail = key_tail(k.port, k.proto, k.family);
+        let tail = vip_key_tail(k);
         if tail == exact {
             found = e;
             break;
@@ -747,10 +873,14 @@ pub(crate) fn lookup_vip(
 // The key is passed by reference on purpose: by value it would be copied to the stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-fn lookup_vip_hash(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> Option<&'static VipInfo> {
+fn lookup_vip_hash(addr: &[u32; 4], family: u8, port: u16, proto: u8) -> Option<&'static VipInfo> {
     // SAFETY: per-CPU value owned by this CPU for the program's run.
     let scratch = unsafe { &mut *VIP_SCRATCH.get_ptr_mut(0)? };
-    scratch.key.addr = *addr;
+    let mut i = 0;
+    while i < 4 {
+        pkt::set32(&mut scratch.key.addr, i, addr[i]);
+        i += 1;
+    }
     scratch.key.port = port;
     scratch.key.proto = proto;
     scratch.key.family = family;
@@ -763,12 +893,6 @@ fn lookup_vip_hash(addr: &[u8; 16], family: u8, port: u16, proto: u8) -> Option<
     }
     scratch.info = *v?;
     Some(&scratch.info)
-}
-
-/// Whether a VIP may live on this address (false means certainly not).
-#[inline(always)]
-pub(crate) fn is_vip_addr(addr: &[u8; 16]) -> bool {
-    slot_record_of(addr) != 0
 }
 
 #[cfg(not(test))]

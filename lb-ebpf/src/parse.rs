@@ -10,8 +10,9 @@ use aya_ebpf::{
 use lb_common::{ConnKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason, VipInfo, vip_flags};
 
 use crate::{
-    IPPROTO_ICMP, IPPROTO_ICMPV6, is_vip_addr, lookup_vip,
-    pkt::{ld16, ld32, ld128, set32, sum16},
+    IPPROTO_ICMP, IPPROTO_ICMPV6, lookup_vip,
+    pkt::{ld16, ld32, ldw128, sum16},
+    slot_record_of,
 };
 
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -52,6 +53,9 @@ pub struct Parsed {
     pub icmp_error: bool,
     /// The VIP, when the packet is for one (see [`crate::lookup_vip`]).
     pub vip: Option<&'static VipInfo>,
+    /// The slot record of the destination address, read once (nonzero:
+    /// maybe a VIP).
+    pub slot_rec: u64,
 }
 
 /// Why parsing stopped before a VIP was found.
@@ -121,6 +125,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         fragment: false,
         icmp_error: false,
         vip: None,
+        slot_rec: 0,
     };
     if ethertype == ETH_P_IPV4.to_be() {
         parse_v4(data + l3_off, end, &mut p)?;
@@ -139,7 +144,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
 /// key is the quoted flow reversed.
 #[inline(always)]
 fn find_vip(p: &Parsed) -> Result<&'static VipInfo, Exit> {
-    let vip = lookup_vip(&p.key.dst, p.key.family, p.key.dport, p.key.proto);
+    let vip = lookup_vip(
+        p.slot_rec,
+        &p.key.dst,
+        p.key.family,
+        p.key.dport,
+        p.key.proto,
+    );
     if p.icmp_error {
         return vip.ok_or(Exit::PassIcmp);
     }
@@ -190,14 +201,15 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::PassMalformed);
     }
     // SAFETY: 20 bytes checked.
-    set32(&mut p.key.dst, 0, unsafe { ld32(ip + 16) });
-    if !is_vip_addr(&p.key.dst) {
+    p.key.dst[0] = unsafe { ld32(ip + 16) };
+    p.slot_rec = slot_record_of(&p.key.dst);
+    if p.slot_rec == 0 {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V4;
     // SAFETY: 20 bytes checked.
     let (tot, frags, w4) = unsafe {
-        set32(&mut p.key.src, 0, ld32(ip + 12));
+        p.key.src[0] = ld32(ip + 12);
         (
             u16::from_be(ld16(ip + 2)) as usize,
             u16::from_be(ld16(ip + 6)),
@@ -291,14 +303,14 @@ fn icmp_v4(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::PassIcmp);
     }
     // The quoted source must be the VIP the error was sent to.
-    if qsrc != crate::pkt::get32(&p.key.dst, 0) {
+    if qsrc != p.key.dst[0] {
         return Err(Exit::PassIcmp);
     }
     let l4 = inner + ihl;
     if l4 + 4 > end {
         return Err(Exit::DropMalformed);
     }
-    set32(&mut p.key.src, 0, qdst);
+    p.key.src[0] = qdst;
     p.key.proto = proto;
     // SAFETY: 4 bytes checked.
     unsafe {
@@ -327,14 +339,15 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::PassMalformed);
     }
     // SAFETY: 40 bytes checked.
-    unsafe { ld128(ip + 24, &mut p.key.dst) };
-    if !is_vip_addr(&p.key.dst) {
+    p.key.dst = unsafe { ldw128(ip + 24) };
+    p.slot_rec = slot_record_of(&p.key.dst);
+    if p.slot_rec == 0 {
         return Err(Exit::NotVip);
     }
     p.key.family = FAMILY_V6;
     // SAFETY: 40 bytes checked.
     let (pl, w3) = unsafe {
-        ld128(ip + 8, &mut p.key.src);
+        p.key.src = ldw128(ip + 8);
         (u16::from_be(ld16(ip + 4)) as usize, ld16(ip + 6))
     };
     p.tos = (lo(w0) << 4) | (hi(w0) >> 4);
@@ -423,15 +436,14 @@ fn icmp_v6(icmp: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Exit::PassIcmp);
     }
-    let mut qsrc = [0u8; 16];
     // SAFETY: 44 bytes checked.
-    unsafe { ld128(inner + 8, &mut qsrc) };
+    let qsrc = unsafe { ldw128(inner + 8) };
     if qsrc != p.key.dst {
         return Err(Exit::PassIcmp);
     }
     // SAFETY: 44 bytes checked.
     unsafe {
-        ld128(inner + 24, &mut p.key.src);
+        p.key.src = ldw128(inner + 24);
         p.key.sport = ld16(inner + 42);
         p.key.dport = ld16(inner + 40);
     }

@@ -52,6 +52,13 @@ pub unsafe fn st32(addr: usize, v: u32) {
     }
 }
 
+/// Reads 16 bytes (an IPv6 address) at `addr` as raw words.
+#[inline(always)]
+pub unsafe fn ldw128(addr: usize) -> [u32; 4] {
+    // SAFETY: module contract, 16 bytes.
+    unsafe { [ld32(addr), ld32(addr + 4), ld32(addr + 8), ld32(addr + 12)] }
+}
+
 /// Reads 16 bytes (an IPv6 address) at `addr` into `out`.
 #[inline(always)]
 pub unsafe fn ld128(addr: usize, out: &mut [u8; 16]) {
@@ -61,18 +68,6 @@ pub unsafe fn ld128(addr: usize, out: &mut [u8; 16]) {
         set32(out, 1, ld32(addr + 4));
         set32(out, 2, ld32(addr + 8));
         set32(out, 3, ld32(addr + 12));
-    }
-}
-
-/// Writes 16 bytes at `addr` from `a`.
-#[inline(always)]
-pub unsafe fn st128(addr: usize, a: &[u8; 16]) {
-    // SAFETY: module contract, 16 bytes.
-    unsafe {
-        st32(addr, get32(a, 0));
-        st32(addr + 4, get32(a, 1));
-        st32(addr + 8, get32(a, 2));
-        st32(addr + 12, get32(a, 3));
     }
 }
 
@@ -98,10 +93,27 @@ pub unsafe fn copy_mac(dst: usize, src: usize) {
     }
 }
 
-/// Raw 32-bit word `i` of a byte array (word-aligned fields let LLVM use one load).
+/// The four raw words of a 16-byte address field in a map value, with one
+/// load each (reading the bytes makes LLVM assemble single bytes: it cannot see
+/// the field's alignment).
+///
+/// # Safety
+/// `a` is 4-byte aligned: a field at an offset that is a multiple of 4 in an
+/// `align(4)` struct (asserted at compile time where the types are used).
 #[inline(always)]
-pub fn get32(a: &[u8; 16], i: usize) -> u32 {
-    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+pub unsafe fn words16(a: &[u8; 16]) -> [u32; 4] {
+    // SAFETY: 16 readable bytes, 4-aligned per the caller; any bits are a valid u32.
+    unsafe { core::ptr::read(a.as_ptr().cast::<[u32; 4]>()) }
+}
+
+/// The raw word of a 4-byte field in a map value, with one load.
+///
+/// # Safety
+/// As [`words16`].
+#[inline(always)]
+pub unsafe fn word4(a: &[u8; 4]) -> u32 {
+    // SAFETY: 4 readable bytes, 4-aligned per the caller.
+    unsafe { core::ptr::read(a.as_ptr().cast::<u32>()) }
 }
 
 /// Sets raw 32-bit word `i` of a byte array.

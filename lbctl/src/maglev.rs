@@ -2,7 +2,7 @@
 //! Pseudocode 1), with weights.
 //!
 //! [`build_table`] turns a set of backends into a lookup table of `size`
-//! backend ids; the data plane picks `table[flow_hash % size]`. The table is
+//! backend ids; the data plane picks `table[ring_index(flow_hash, size)]`. The table is
 //! pure data: building it does no I/O and the same input always gives the same
 //! table.
 //!
@@ -258,7 +258,7 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Result<Vec<u32>, Ma
 /// Fraction of table entries that differ between `old` and `new`, i.e. the
 /// share of (uniformly hashed) new flows that land on a different backend.
 ///
-/// Tables of different lengths index flows differently (`hash % len`), so
+/// Tables of different lengths index flows differently (`ring_index(hash, len)`), so
 /// they are reported as fully remapped (1.0); two empty tables give 0.0.
 pub fn remap_fraction(old: &[u32], new: &[u32]) -> f64 {
     if old.len() != new.len() {
@@ -274,7 +274,7 @@ pub fn remap_fraction(old: &[u32], new: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_common::{ConnKey, DEFAULT_RING_SIZE, FAMILY_V4, flow_hash};
+    use lb_common::{ConnKey, DEFAULT_RING_SIZE, FAMILY_V4, flow_hash, ring_index};
     use std::collections::HashMap;
 
     const FLOWS: u32 = 1_000_000;
@@ -295,8 +295,8 @@ mod tests {
         let mut dst = [0u8; 16];
         dst[..4].copy_from_slice(&[192, 0, 2, 10]);
         ConnKey {
-            src,
-            dst,
+            src: lb_common::addr_words(&src),
+            dst: lb_common::addr_words(&dst),
             sport: (1024 + (i & 0xff) * 211) as u16,
             dport: 443u16.to_be(),
             proto: lb_common::PROTO_TCP,
@@ -309,7 +309,7 @@ mod tests {
     fn assign(table: &[u32]) -> Vec<u32> {
         let len = table.len() as u32;
         (0..FLOWS)
-            .map(|i| table[(flow_hash(&flow(i)) % len) as usize])
+            .map(|i| table[ring_index(flow_hash(&flow(i)), len) as usize])
             .collect()
     }
 

@@ -32,6 +32,8 @@ pub const IPIP_SRC_V4: [u8; 4] = [10, 0, 0, 1];
 pub const IPIP_SRC_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// Egress MTU configured in the fixtures.
 pub const MTU: u32 = 1500;
+/// Connection-table capacity of the fixture data plane (all CPUs).
+pub const CONN_TABLE_SIZE: u32 = 4096;
 /// Maglev table size used by the fixtures (prime).
 pub const RING: u32 = 65537;
 
@@ -100,15 +102,22 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Loads the object and applies `state`.
+    /// Loads the object and applies `state`, and pins the calling thread to
+    /// CPU 0: the connection table is per CPU, and a test that follows a
+    /// flow across runs must run them all on one CPU (as RSS keeps a flow on
+    /// one CPU).
     ///
     /// # Panics
-    /// When loading or applying fails (a test failure).
+    /// When loading, applying or pinning fails (a test failure).
     pub fn new(state: DesiredState) -> Self {
+        let mut cpu0 = nix::sched::CpuSet::new();
+        cpu0.set(0).expect("cpu set");
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0)
+            .expect("pin the test thread to CPU 0");
         let mut dp = XdpDataplane::load(LoadOptions {
             ring_stride: RING,
             max_vips: 16,
-            conn_table_size: 4096,
+            conn_table_size: CONN_TABLE_SIZE,
         })
         .expect("load lb-ebpf (needs root)");
         dp.apply(&state).expect("apply");
@@ -166,7 +175,12 @@ impl Lab {
     pub fn reasons_total(&self) -> u64 {
         self.reasons()
             .iter()
-            .filter(|(k, _)| !matches!(**k, "conn_hit" | "conn_miss" | "conn_stale"))
+            .filter(|(k, _)| {
+                !matches!(
+                    **k,
+                    "conn_hit" | "conn_miss" | "conn_stale" | "conn_evicted"
+                )
+            })
             .map(|(_, v)| v)
             .sum()
     }
@@ -174,7 +188,7 @@ impl Lab {
     /// The backend address the data plane's live table gives a flow (no connection table).
     pub fn predicted_backend(&self, spec: &VipSpec, key: &ConnKey) -> Option<IpAddr> {
         let ring = self.dp.live_ring(spec)?;
-        let id = ring[(lb_common::flow_hash(key) % ring.len() as u32) as usize];
+        let id = ring[lb_common::ring_index(lb_common::flow_hash(key), ring.len() as u32) as usize];
         let vip = self.state.vips.iter().find(|v| v.spec == *spec)?;
         vip.backends
             .iter()
@@ -188,8 +202,8 @@ pub fn conn_key(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: Protoco
     let (s, family) = lbctl::dataplane::state::addr_bytes(src);
     let (d, _) = lbctl::dataplane::state::addr_bytes(dst);
     ConnKey {
-        src: s,
-        dst: d,
+        src: lb_common::addr_words(&s),
+        dst: lb_common::addr_words(&d),
         sport: sport.to_be(),
         dport: dport.to_be(),
         proto: proto.number(),
@@ -201,7 +215,7 @@ pub fn conn_key(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: Protoco
 /// Masks a key the way a VIP's hash fields do.
 pub fn masked(mut k: ConnKey, h: HashFields) -> ConnKey {
     if !h.src_addr {
-        k.src = [0; 16];
+        k.src = [0; 4];
     }
     if !h.src_port {
         k.sport = 0;

@@ -773,6 +773,54 @@ fn drained_backend_keeps_its_flows_and_gets_no_new_ones() {
     }
 }
 
+/// The connection table is set-associative per CPU: a new flow in a full
+/// set evicts the set's least recently used flow, and counts it.
+#[test]
+fn full_set_evicts_its_least_recently_used_flow() {
+    let lab = Lab::new(state());
+    let cpus = u32::try_from(aya::util::nr_cpus().expect("CPU count")).expect("CPUs");
+    let mask = lb_common::conn_buckets(CONN_TABLE_SIZE, cpus) - 1;
+    let bucket = |p: u16| {
+        hash_of(
+            CLIENT,
+            p,
+            "10.0.0.104",
+            80,
+            Protocol::Tcp,
+            HashFields::default(),
+        ) & mask
+    };
+    let b0 = bucket(20000);
+    let set: Vec<u16> = (20000..u16::MAX)
+        .filter(|&p| bucket(p) == b0)
+        .take(lb_common::CONN_WAYS + 1)
+        .collect();
+    assert_eq!(set.len(), lb_common::CONN_WAYS + 1);
+    let counts = || {
+        let r = lab.reasons();
+        (r["conn_hit"], r["conn_miss"], r["conn_evicted"])
+    };
+    let run = |i: usize| {
+        assert_eq!(lab.run(&flow_to_i(set[i])).0, verdict::TX);
+    };
+    for i in 0..4 {
+        run(i);
+    }
+    assert_eq!(counts(), (0, 4, 0), "four new flows fill the set");
+    for i in [0, 2, 3] {
+        run(i);
+    }
+    assert_eq!(counts(), (3, 4, 0), "flows 0, 2, 3 used again");
+    run(4);
+    assert_eq!(counts(), (3, 5, 1), "a fifth flow evicts one");
+    for i in [0, 2, 3, 4] {
+        run(i);
+    }
+    assert_eq!(counts(), (7, 5, 1), "the recently used flows stayed");
+    run(1);
+    assert_eq!(counts(), (7, 6, 2), "flow 1 was the one evicted");
+}
+
 #[test]
 fn dead_backend_loses_its_flows_to_survivors() {
     let mut lab = Lab::new(state());

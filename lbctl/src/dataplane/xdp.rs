@@ -39,8 +39,9 @@ use aya::{
     },
 };
 use lb_common::{
-    AddrKey, Backend, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason,
-    VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags, config_flags, slot_record,
+    AddrKey, Backend, ConnBucket, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
+    NUM_REASONS, Reason, ReasonCounts, VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags,
+    config_flags, slot_record,
 };
 use tracing::{debug, info, warn};
 
@@ -188,7 +189,8 @@ pub struct LoadOptions {
     pub ring_stride: u32,
     /// VIPs the rings have room for (at most `MAX_VIPS`).
     pub max_vips: u32,
-    /// Connection table capacity.
+    /// Connection table capacity, shared out among the CPUs (see
+    /// [`lb_common::conn_buckets`]).
     pub conn_table_size: u32,
 }
 
@@ -387,6 +389,8 @@ pub struct XdpDataplane {
     /// `VIP_TABLE` copies by VIP id.
     entries: Vec<EntryCopies>,
     node: Option<LbConfig>,
+    /// `CONNS` buckets per CPU minus one.
+    conn_mask: u32,
     links: Vec<(String, &'static str, XdpLinkId)>,
 }
 
@@ -426,7 +430,7 @@ impl XdpDataplane {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("RINGS", ring_entries.max(1))
-            .map_max_entries("CONNS", opts.conn_table_size.max(16));
+            .map_max_entries("CONNS", conn_buckets_for(opts.conn_table_size)?);
         let mut adopt_node = false;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
@@ -463,6 +467,11 @@ impl XdpDataplane {
             .take_map("VIP_ADDR_SLOTS")
             .ok_or_else(|| XdpError::Missing("array map VIP_ADDR_SLOTS".into()))?;
         let addr_slots = RingMemory::new(slots_map, VIP_SLOTS as usize)?;
+        // From the map itself: a pinned one may predate these options.
+        let conn_mask = match ebpf.map("CONNS") {
+            Some(aya::maps::Map::PerCpuArray(m)) => mask_below(m.info()?.max_entries()),
+            _ => return Err(XdpError::Missing("per-CPU array map CONNS".into())),
+        };
         let mut dp = Self {
             ebpf,
             rings: Some(rings),
@@ -474,6 +483,7 @@ impl XdpDataplane {
             addr_slots: Some(addr_slots),
             entries: vec![EntryCopies::default(); MAX_VIPS as usize],
             node: None,
+            conn_mask,
             links: Vec::new(),
         };
         if adopt_node {
@@ -804,6 +814,7 @@ impl XdpDataplane {
             ipip_src_flow_bits_v6: node.ipip_src_flow_bits_v6,
             flags: if node.debug { config_flags::DEBUG } else { 0 },
             ring_stride: self.opts.ring_stride,
+            conn_mask: self.conn_mask,
         };
         if self.node == Some(cfg) {
             return Ok(false);
@@ -1102,10 +1113,10 @@ impl XdpDataplane {
                 per.insert(*addr, sum(&backend_stats.get(id, 0)?));
             }
         }
-        let reasons = self.per_cpu::<u64>("REASONS")?;
+        let per_cpu = self.per_cpu::<ReasonCounts>("REASONS")?.get(&0, 0)?;
         for r in Reason::ALL {
-            let v = reasons.get(&(r as u32), 0)?;
-            out.reasons.insert(r.name(), v.iter().sum());
+            let n = per_cpu.iter().map(|c| c.0[r as usize]).sum();
+            out.reasons.insert(r.name(), n);
         }
         debug_assert_eq!(out.reasons.len(), NUM_REASONS as usize);
         Ok(out)
@@ -1137,18 +1148,40 @@ impl XdpDataplane {
         Ok(())
     }
 
-    /// Number of entries in the connection table (walks it; for tests and status).
+    /// Number of flows in the connection table, over all CPUs (reads the
+    /// whole per-CPU table; for tests and tools, not for a hot path).
     ///
     /// # Errors
     /// Map errors.
     pub fn conn_count(&self) -> Result<usize, XdpError> {
-        let m: BpfHashMap<&MapData, lb_common::ConnKey, lb_common::ConnValue> =
-            BpfHashMap::try_from(
-                self.ebpf
-                    .map("CONNS")
-                    .ok_or_else(|| XdpError::Missing("map CONNS".into()))?,
-            )?;
-        Ok(m.keys().filter(Result::is_ok).count())
+        let m = self.per_cpu::<ConnBucket>("CONNS")?;
+        let mut n = 0;
+        for i in 0..=self.conn_mask {
+            for b in m.get(&i, 0)?.iter() {
+                n += b.tags.iter().filter(|t| **t != 0).count();
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Per-CPU bucket count of the connection table for a total capacity.
+fn conn_buckets_for(capacity: u32) -> Result<u32, XdpError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
+    Ok(lb_common::conn_buckets(
+        capacity,
+        u32::try_from(cpus).unwrap_or(u32::MAX),
+    ))
+}
+
+/// The largest power of two at most `n` (at least 1), minus one: a bucket mask.
+fn mask_below(n: u32) -> u32 {
+    if n <= 1 {
+        0
+    } else if n.is_power_of_two() {
+        n - 1
+    } else {
+        (n.next_power_of_two() >> 1) - 1
     }
 }
 
