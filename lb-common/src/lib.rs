@@ -193,6 +193,66 @@ pub const fn addr_words(a: &[u8; 16]) -> [u32; 4] {
     [word(a, 0), word(a, 1), word(a, 2), word(a, 3)]
 }
 
+/// Ways of a [`ConnLine4`].
+pub const CONN4_WAYS: usize = 3;
+
+/// One set of the IPv4 connection table: exactly one 64-byte cache line,
+/// so a lookup touches one line (the array `CONNS4` is mmapable, which
+/// page-aligns its values; each CPU owns a region of `2^k` lines, see
+/// [`LbConfig::conn4_mask`]). Three ways, each a full IPv4 flow key (the
+/// family is implied), its backend, and the low 16 bits of the backend's
+/// generation; fields are grouped by kind so the line holds no padding
+/// between ways. A new flow takes an empty way (protocol 0) or evicts the
+/// least recently used one (`used` against the line's `clock`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnLine4 {
+    /// Client address per way (raw word, as in [`ConnKey::src`]).
+    pub src: [u32; CONN4_WAYS],
+    /// VIP address per way (raw word).
+    pub dst: [u32; CONN4_WAYS],
+    /// Ports per way: [`conn4_ports`] of the key.
+    pub ports: [u32; CONN4_WAYS],
+    /// Low 16 bits of [`Backend::generation`] at the time of the choice.
+    pub generation: [u16; CONN4_WAYS],
+    /// Backend id per way (ids are below [`MAX_BACKENDS`]).
+    pub backend: [u16; CONN4_WAYS],
+    /// Per way: [`ConnLine4::clock`] at the way's last use.
+    pub used: [u16; CONN4_WAYS],
+    /// Counts lookups in this line (the LRU clock).
+    pub clock: u16,
+    /// Protocol per way; 0 marks an empty way.
+    pub proto: [u8; CONN4_WAYS],
+    /// Padding, zero.
+    pub _pad: [u8; 5],
+}
+
+/// The ports of a key as one word of a [`ConnLine4`].
+#[inline(always)]
+pub const fn conn4_ports(k: &ConnKey) -> u32 {
+    (k.sport as u32) | ((k.dport as u32) << 16)
+}
+
+/// Number of [`ConnLine4`] lines per CPU for a capacity of `capacity` IPv4
+/// flows over `cpus` CPUs: a power of two, at least 1.
+pub const fn conn4_lines(capacity: u32, cpus: u32) -> u32 {
+    per_cpu_sets(capacity, cpus, CONN4_WAYS as u32)
+}
+
+/// Sets per CPU: `capacity / cpus` flows in sets of `ways`, rounded up to a
+/// power of two (at most 2^24).
+const fn per_cpu_sets(capacity: u32, cpus: u32, ways: u32) -> u32 {
+    let cpus = if cpus == 0 { 1 } else { cpus };
+    let sets = (capacity / cpus).div_ceil(ways);
+    if sets <= 1 {
+        1
+    } else if sets > 1 << 24 {
+        1 << 24
+    } else {
+        sets.next_power_of_two()
+    }
+}
+
 /// Ways of a [`ConnBucket`].
 pub const CONN_WAYS: usize = 4;
 
@@ -208,7 +268,7 @@ pub struct ConnEntry {
     pub generation: u32,
 }
 
-/// One set of the connection table: the per-CPU array `CONNS` holds
+/// One set of the IPv6 connection table: the per-CPU array `CONNS` holds
 /// `2^k` buckets per CPU, and a flow lives in bucket `flow_hash & (2^k - 1)`
 /// (see [`LbConfig::conn_mask`]), in one of [`CONN_WAYS`] ways. A hit is
 /// one inlined array lookup and a tag compare; a miss takes an empty way or
@@ -236,19 +296,10 @@ pub const fn conn_tag(hash: u32) -> u32 {
     hash | 1
 }
 
-/// Number of connection-table buckets per CPU for a total capacity of
-/// `capacity` flows over `cpus` CPUs: a power of two, at least 1.
+/// Number of [`ConnBucket`]s per CPU for a capacity of `capacity` IPv6
+/// flows over `cpus` CPUs: a power of two, at least 1.
 pub const fn conn_buckets(capacity: u32, cpus: u32) -> u32 {
-    let cpus = if cpus == 0 { 1 } else { cpus };
-    let per_cpu = capacity / cpus;
-    let buckets = per_cpu.div_ceil(CONN_WAYS as u32);
-    if buckets <= 1 {
-        1
-    } else if buckets > 1 << 24 {
-        1 << 24
-    } else {
-        buckets.next_power_of_two()
-    }
+    per_cpu_sets(capacity, cpus, CONN_WAYS as u32)
 }
 
 /// Node-wide settings, the single entry of the `CONFIG` array map.
@@ -273,8 +324,10 @@ pub struct LbConfig {
     pub flags: u16,
     /// Ring stride: the space reserved per ring slot in the ring map.
     pub ring_stride: u32,
-    /// Connection-table buckets per CPU minus one (a power of two minus one).
+    /// IPv6 connection-table buckets per CPU minus one (a power of two minus one).
     pub conn_mask: u32,
+    /// IPv4 connection-table lines per CPU minus one (a power of two minus one).
+    pub conn4_mask: u32,
 }
 
 /// Node-wide flags ([`LbConfig::flags`]).
@@ -522,6 +575,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnBucket {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnLine4 {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::LbConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
@@ -546,7 +601,8 @@ mod tests {
         assert_eq!(size_of::<ConnKey>(), 40);
         assert_eq!(size_of::<ConnEntry>(), 48);
         assert_eq!(size_of::<ConnBucket>(), 40 + 48 * CONN_WAYS);
-        assert_eq!(size_of::<LbConfig>(), 44);
+        assert_eq!(size_of::<LbConfig>(), 48);
+        assert_eq!(size_of::<ConnLine4>(), 64);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<AddrKey>(), 20);
     }
@@ -559,6 +615,8 @@ mod tests {
         assert_eq!(conn_buckets(1, 8), 1);
         assert_eq!(conn_buckets(1024, 0), 256);
         assert_eq!(conn_buckets(u32::MAX, 1), 1 << 24);
+        assert_eq!(conn4_lines(262_144, 2), 65_536); // 43691 -> 65536
+        assert_eq!(conn4_lines(16, 2), 4);
     }
 
     #[test]

@@ -22,16 +22,19 @@ mod pkt;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    helpers::{
+        bpf_get_smp_processor_id, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+    },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    AddrKey, Backend, CONN_WAYS, ConnBucket, ConnKey, Counter, FAMILY_V4, FAMILY_V6, LbConfig,
-    MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, VipEntry, VipInfo, VipKey,
-    backend_flags, config_flags, conn_tag, flow_hash, ring_index, slot_record, vip_flags,
+    AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
+    FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, VipEntry,
+    VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports, flow_hash, ring_index,
+    slot_record, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -45,6 +48,8 @@ const _: () = {
     assert!(offset_of!(LbConfig, ipip_src_v6) % 4 == 0);
     assert!(align_of::<VipKey>() >= 4 && offset_of!(VipKey, addr) % 4 == 0);
     assert!(offset_of!(VipKey, port) == 16 && core::mem::size_of::<VipKey>() == 20);
+    // ConnLine4 keeps backend ids in 16 bits.
+    assert!(MAX_BACKENDS <= 1 << 16);
 };
 
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -79,10 +84,15 @@ static RINGS: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// Backends by id.
 #[map]
 static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
-/// Connection table: per CPU, `LbConfig::conn_mask + 1` set-associative
+/// IPv6 connection table: per CPU, `LbConfig::conn_mask + 1` set-associative
 /// buckets (see [`ConnBucket`]); sized by user space at load time.
 #[map]
 static CONNS: PerCpuArray<ConnBucket> = PerCpuArray::with_max_entries(1, 0);
+/// IPv4 connection table: one-cache-line sets (see [`ConnLine4`]), CPU `c`
+/// owning lines `c * (conn4_mask + 1) ..`; mmapable so the values start
+/// page-aligned and every line is one cache line. Sized by user space.
+#[map]
+static CONNS4: Array<ConnLine4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// Node settings (one entry).
 #[map]
 static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
@@ -308,6 +318,159 @@ fn victim_way(b: &ConnBucket, clock: u32) -> usize {
     best
 }
 
+/// Where a flow placed by the Maglev ring is recorded.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Nowhere (the VIP does without the table, or no set was found).
+    None,
+    /// Way `way` of an IPv4 line.
+    V4(*mut ConnLine4, usize),
+    /// Way `way` of an IPv6 bucket.
+    V6(*mut ConnBucket, usize),
+}
+
+/// What a connection-table lookup found.
+enum Lookup {
+    /// The flow's live backend.
+    Hit(u32, &'static Backend),
+    /// Not there (or stale): place the flow, then record it here.
+    Place(Fill),
+}
+
+/// The IPv4 table: this CPU's line for `hash`, then the flow in it.
+#[inline(always)]
+fn lookup4(key: &ConnKey, hash: u32, cfg: &LbConfig, conn: &mut ConnOutcome) -> Lookup {
+    // SAFETY: a helper without arguments (inlined by the verifier).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let lines = cfg.conn4_mask.wrapping_add(1);
+    let Some(lp) = CONNS4.get_ptr_mut(cpu.wrapping_mul(lines).wrapping_add(hash & cfg.conn4_mask))
+    else {
+        return Lookup::Place(Fill::None);
+    };
+    // SAFETY: this CPU's region of the array; no other CPU writes it and the
+    // program is not re-entered on this CPU during the run.
+    let l = unsafe { &mut *lp };
+    let clock = l.clock.wrapping_add(1);
+    l.clock = clock;
+    let ports = conn4_ports(key);
+    let mut way = CONN4_WAYS;
+    let mut i = 0;
+    while i < CONN4_WAYS {
+        if l.proto[i] == key.proto
+            && l.src[i] == key.src[0]
+            && l.dst[i] == key.dst[0]
+            && l.ports[i] == ports
+        {
+            way = i;
+            break;
+        }
+        i += 1;
+    }
+    if way < CONN4_WAYS {
+        let id = l.backend[way] as u32;
+        if let Some(be) = live_backend(id)
+            && be.generation as u16 == l.generation[way]
+        {
+            l.used[way] = clock;
+            conn.lookup = Some(Reason::ConnHit);
+            return Lookup::Hit(id, be);
+        }
+        conn.lookup = Some(Reason::ConnStale);
+        return Lookup::Place(Fill::V4(lp, way));
+    }
+    conn.lookup = Some(Reason::ConnMiss);
+    // An empty way, else the least recently used.
+    let mut victim = 0;
+    let mut oldest = 0;
+    let mut i = 0;
+    while i < CONN4_WAYS {
+        if l.proto[i] == 0 {
+            victim = i;
+            break;
+        }
+        let age = clock.wrapping_sub(l.used[i]);
+        if age >= oldest {
+            oldest = age;
+            victim = i;
+        }
+        i += 1;
+    }
+    conn.evicted = victim < CONN4_WAYS && l.proto[victim] != 0;
+    Lookup::Place(Fill::V4(lp, victim))
+}
+
+/// The IPv6 table: this CPU's bucket for `hash`, then the flow in it.
+#[inline(always)]
+fn lookup6(key: &ConnKey, hash: u32, cfg: &LbConfig, conn: &mut ConnOutcome) -> Lookup {
+    let Some(bp) = CONNS.get_ptr_mut(hash & cfg.conn_mask) else {
+        return Lookup::Place(Fill::None);
+    };
+    // SAFETY: this CPU's bucket; nothing else writes it during the run.
+    let b = unsafe { &mut *bp };
+    let clock = b.clock.wrapping_add(1);
+    b.clock = clock;
+    let tag = conn_tag(hash);
+    let mut way = CONN_WAYS;
+    let mut i = 0;
+    while i < CONN_WAYS {
+        if b.tags[i] == tag && same_flow(&b.ways[i].key, key) {
+            way = i;
+            break;
+        }
+        i += 1;
+    }
+    if way < CONN_WAYS {
+        let (id, generation) = (b.ways[way].backend_id, b.ways[way].generation);
+        if let Some(be) = live_backend(id)
+            && be.generation == generation
+        {
+            b.used[way] = clock;
+            conn.lookup = Some(Reason::ConnHit);
+            return Lookup::Hit(id, be);
+        }
+        conn.lookup = Some(Reason::ConnStale);
+        return Lookup::Place(Fill::V6(bp, way));
+    }
+    conn.lookup = Some(Reason::ConnMiss);
+    let fill = victim_way(b, clock);
+    conn.evicted = b.tags[fill & (CONN_WAYS - 1)] != 0;
+    Lookup::Place(Fill::V6(bp, fill))
+}
+
+/// Records a flow placed by the ring where the lookup said.
+#[inline(always)]
+fn record(fill: Fill, key: &ConnKey, hash: u32, id: u32, be: &Backend) {
+    match fill {
+        Fill::None => {}
+        Fill::V4(lp, way) => {
+            // SAFETY: as in `lookup4`.
+            let l = unsafe { &mut *lp };
+            // A bound the verifier can see (it does not track `%`).
+            if way >= CONN4_WAYS {
+                return;
+            }
+            let w = way;
+            l.src[w] = key.src[0];
+            l.dst[w] = key.dst[0];
+            l.ports[w] = conn4_ports(key);
+            l.proto[w] = key.proto;
+            l.backend[w] = id as u16;
+            l.generation[w] = be.generation as u16;
+            l.used[w] = l.clock;
+        }
+        Fill::V6(bp, way) => {
+            // SAFETY: as in `lookup6`.
+            let b = unsafe { &mut *bp };
+            let w = way & (CONN_WAYS - 1);
+            b.ways[w].key = *key;
+            b.ways[w].backend_id = id;
+            b.ways[w].generation = be.generation;
+            b.tags[w] = conn_tag(hash);
+            b.used[w] = b.clock;
+        }
+    }
+}
+
 /// Connection table first, then the VIP's live Maglev ring; a flow placed by
 /// the ring is recorded in the connection table.
 #[inline(always)]
@@ -318,45 +481,19 @@ fn choose_backend(
     cfg: &LbConfig,
     conn: &mut ConnOutcome,
 ) -> Option<(u32, &'static Backend)> {
-    let bucket = if vip.flags & vip_flags::NO_CONN_TABLE == 0 {
-        CONNS.get_ptr_mut(hash & cfg.conn_mask)
+    let fill = if vip.flags & vip_flags::NO_CONN_TABLE != 0 {
+        Fill::None
     } else {
-        None
-    };
-    let tag = conn_tag(hash);
-    // The way a flow placed by the ring is recorded in.
-    let mut fill = 0;
-    if let Some(bp) = bucket {
-        // SAFETY: this CPU's bucket; nothing else writes it during the run.
-        let b = unsafe { &mut *bp };
-        let clock = b.clock.wrapping_add(1);
-        b.clock = clock;
-        let mut way = CONN_WAYS;
-        let mut i = 0;
-        while i < CONN_WAYS {
-            if b.tags[i] == tag && same_flow(&b.ways[i].key, key) {
-                way = i;
-                break;
-            }
-            i += 1;
-        }
-        if way < CONN_WAYS {
-            let (id, generation) = (b.ways[way].backend_id, b.ways[way].generation);
-            if let Some(be) = live_backend(id)
-                && be.generation == generation
-            {
-                b.used[way] = clock;
-                conn.lookup = Some(Reason::ConnHit);
-                return Some((id, be));
-            }
-            conn.lookup = Some(Reason::ConnStale);
-            fill = way;
+        let found = if key.family == FAMILY_V4 {
+            lookup4(key, hash, cfg, conn)
         } else {
-            conn.lookup = Some(Reason::ConnMiss);
-            fill = victim_way(b, clock);
-            conn.evicted = b.tags[fill & (CONN_WAYS - 1)] != 0;
+            lookup6(key, hash, cfg, conn)
+        };
+        match found {
+            Lookup::Hit(id, be) => return Some((id, be)),
+            Lookup::Place(fill) => fill,
         }
-    }
+    };
     let ring_size = vip.ring_size;
     if ring_size == 0 {
         return None;
@@ -367,16 +504,7 @@ fn choose_backend(
         return None;
     }
     let be = live_backend(id)?;
-    if let Some(bp) = bucket {
-        // SAFETY: as above.
-        let b = unsafe { &mut *bp };
-        let w = fill & (CONN_WAYS - 1);
-        b.ways[w].key = *key;
-        b.ways[w].backend_id = id;
-        b.ways[w].generation = be.generation;
-        b.tags[w] = tag;
-        b.used[w] = b.clock;
-    }
+    record(fill, key, hash, id, be);
     Some((id, be))
 }
 

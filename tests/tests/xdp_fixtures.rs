@@ -773,52 +773,87 @@ fn drained_backend_keeps_its_flows_and_gets_no_new_ones() {
     }
 }
 
-/// The connection table is set-associative per CPU: a new flow in a full
-/// set evicts the set's least recently used flow, and counts it.
-#[test]
-fn full_set_evicts_its_least_recently_used_flow() {
+/// The connection table is set-associative per CPU (IPv4: 3-way lines,
+/// IPv6: 4-way buckets): a new flow in a full set evicts the set's least
+/// recently used flow, and counts it.
+fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
     let lab = Lab::new(state());
     let cpus = u32::try_from(aya::util::nr_cpus().expect("CPU count")).expect("CPUs");
-    let mask = lb_common::conn_buckets(CONN_TABLE_SIZE, cpus) - 1;
-    let bucket = |p: u16| {
+    let (ways, sets) = if v6 {
+        (
+            lb_common::CONN_WAYS,
+            lb_common::conn_buckets(CONN_TABLE_SIZE, cpus),
+        )
+    } else {
+        (
+            lb_common::CONN4_WAYS,
+            lb_common::conn4_lines(CONN_TABLE_SIZE, cpus),
+        )
+    };
+    let (client, vip_addr) = if v6 {
+        (CLIENT6, "2001:db8::102")
+    } else {
+        (CLIENT, "10.0.0.104")
+    };
+    let set_of = |p: u16| {
         hash_of(
-            CLIENT,
+            client,
             p,
-            "10.0.0.104",
+            vip_addr,
             80,
             Protocol::Tcp,
             HashFields::default(),
-        ) & mask
+        ) & (sets - 1)
     };
-    let b0 = bucket(20000);
-    let set: Vec<u16> = (20000..u16::MAX)
-        .filter(|&p| bucket(p) == b0)
-        .take(lb_common::CONN_WAYS + 1)
+    let first = set_of(20000);
+    let flows: Vec<u16> = (20000..u16::MAX)
+        .filter(|&p| set_of(p) == first)
+        .take(ways + 1)
         .collect();
-    assert_eq!(set.len(), lb_common::CONN_WAYS + 1);
+    assert_eq!(flows.len(), ways + 1);
     let counts = || {
         let r = lab.reasons();
         (r["conn_hit"], r["conn_miss"], r["conn_evicted"])
     };
     let run = |i: usize| {
-        assert_eq!(lab.run(&flow_to_i(set[i])).0, verdict::TX);
+        let pkt = client_packet(client, flows[i], vip_addr, 80, Protocol::Tcp, None, b"x");
+        assert_eq!(lab.run(&pkt).0, verdict::TX);
     };
-    for i in 0..4 {
+    let w = ways as u64;
+    for i in 0..ways {
         run(i);
     }
-    assert_eq!(counts(), (0, 4, 0), "four new flows fill the set");
-    for i in [0, 2, 3] {
+    assert_eq!(counts(), (0, w, 0), "new flows fill the set");
+    for i in (0..ways).filter(|&i| i != 1) {
         run(i);
     }
-    assert_eq!(counts(), (3, 4, 0), "flows 0, 2, 3 used again");
-    run(4);
-    assert_eq!(counts(), (3, 5, 1), "a fifth flow evicts one");
-    for i in [0, 2, 3, 4] {
+    assert_eq!(counts(), (w - 1, w, 0), "all but flow 1 used again");
+    run(ways);
+    assert_eq!(counts(), (w - 1, w + 1, 1), "one more flow evicts one");
+    for i in (0..=ways).filter(|&i| i != 1) {
         run(i);
     }
-    assert_eq!(counts(), (7, 5, 1), "the recently used flows stayed");
+    assert_eq!(
+        counts(),
+        (2 * w - 1, w + 1, 1),
+        "the recently used flows stayed"
+    );
     run(1);
-    assert_eq!(counts(), (7, 6, 2), "flow 1 was the one evicted");
+    assert_eq!(
+        counts(),
+        (2 * w - 1, w + 2, 2),
+        "flow 1 was the one evicted"
+    );
+}
+
+#[test]
+fn full_ipv4_set_evicts_its_least_recently_used_flow() {
+    full_set_evicts_its_least_recently_used_flow(false);
+}
+
+#[test]
+fn full_ipv6_set_evicts_its_least_recently_used_flow() {
+    full_set_evicts_its_least_recently_used_flow(true);
 }
 
 #[test]

@@ -95,7 +95,7 @@ pub struct Node {
     pub state_dir: PathBuf,
     /// Leave program and maps pinned on exit, so the next `lbctl run` adopts them.
     pub keep_dataplane_on_exit: bool,
-    /// Capacity of the connection table, shared out among the CPUs.
+    /// Capacity of the connection table (flows of each family), shared out among the CPUs.
     pub conn_table_size: u32,
     /// Size of the VIP maps (1..=`lb_common::MAX_VIPS`); at least the number of VIPs.
     pub max_vips: u32,

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::dataplane::VipSpec;
 use crate::dataplane::xdp::{
-    AdoptedBackend, AttachMode, LoadOptions, Snapshot, XdpDataplane, XdpError, programs,
+    AdoptedBackend, AttachMode, LoadOptions, MAP_LAYOUT, Snapshot, XdpDataplane, XdpError, programs,
 };
 
 /// Where bpffs is mounted.
@@ -180,6 +180,7 @@ fn adopt(pins: &PinDir, opts: LoadOptions, snap_file: &Path) -> Result<Started, 
     };
     let text = std::fs::read_to_string(snap_file).map_err(|e| state_err(e.to_string()))?;
     let snap: Snapshot = serde_json::from_str(&text).map_err(|e| state_err(e.to_string()))?;
+    check_layout(&snap).map_err(state_err)?;
     let mut dp = XdpDataplane::load_pinned(opts, pins.dir())?;
     let adopted = dp.restore(&snap)?;
     dp.adopt_link(programs::LB, &pins.iface, &pins.link())?;
@@ -194,6 +195,18 @@ fn adopt(pins: &PinDir, opts: LoadOptions, snap_file: &Path) -> Result<Started, 
         mode: "adopted".into(),
         adopted,
     })
+}
+
+/// Refuses a record of maps laid out for another lbctl version (checked
+/// before the pinned maps are opened: they would not fit this program).
+fn check_layout(snap: &Snapshot) -> Result<(), String> {
+    if snap.layout == MAP_LAYOUT {
+        return Ok(());
+    }
+    Err(format!(
+        "the kept data plane has map layout {} and this lbctl needs {MAP_LAYOUT} (left by another lbctl version)",
+        snap.layout
+    ))
 }
 
 /// Leaves the data plane attached: saves the bookkeeping, and pins the link
@@ -220,4 +233,24 @@ pub fn remove_pins(pins: &PinDir) {
     let _ = std::fs::remove_dir(pins.dir());
     // The shared root goes too once no interface uses it (fails while one does).
     let _ = std::fs::remove_dir(BPFFS_ROOT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_other_map_layouts_are_not_adopted() {
+        // A record written before the layout field existed.
+        let old: Snapshot =
+            serde_json::from_str(r#"{"ring_stride":65537,"vips":[]}"#).expect("old record parses");
+        assert_eq!(old.layout, 0);
+        let e = check_layout(&old).expect_err("old layout refused");
+        assert!(e.contains("map layout 0"), "{e}");
+        let current = Snapshot {
+            layout: MAP_LAYOUT,
+            ..old
+        };
+        assert!(check_layout(&current).is_ok());
+    }
 }

@@ -39,7 +39,7 @@ use aya::{
     },
 };
 use lb_common::{
-    AddrKey, Backend, ConnBucket, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
+    AddrKey, Backend, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
     NUM_REASONS, Reason, ReasonCounts, VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags,
     config_flags, slot_record,
 };
@@ -72,7 +72,7 @@ pub mod programs {
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 12] = [
+pub const MAP_NAMES: [&str; 13] = [
     "VIPS",
     "VIP_ADDR_SLOTS",
     "VIP_TABLE",
@@ -80,6 +80,7 @@ pub const MAP_NAMES: [&str; 12] = [
     "RINGS",
     "BACKENDS",
     "CONNS",
+    "CONNS4",
     "CONFIG",
     "VIP_STATS",
     "BACKEND_STATS",
@@ -87,11 +88,21 @@ pub const MAP_NAMES: [&str; 12] = [
     "DECAP_ADDRS",
 ];
 
+/// Version of the map layout (types, key and value sizes) of the `lb-ebpf`
+/// object this lbctl carries. A kept data plane with another layout (left by
+/// an older lbctl) is not adopted: its maps do not fit this program.
+/// 2: per-CPU set-associative `CONNS`, one-value `REASONS`.
+pub const MAP_LAYOUT: u32 = 2;
+
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
 /// kept over a restart and given back to [`XdpDataplane::restore`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
+    /// [`MAP_LAYOUT`] of the lbctl that created the maps (0 in records from
+    /// lbctl versions that predate the field).
+    #[serde(default)]
+    pub layout: u32,
     /// Ring stride the maps were created with.
     pub ring_stride: u32,
     /// Programmed VIPs.
@@ -189,8 +200,8 @@ pub struct LoadOptions {
     pub ring_stride: u32,
     /// VIPs the rings have room for (at most `MAX_VIPS`).
     pub max_vips: u32,
-    /// Connection table capacity, shared out among the CPUs (see
-    /// [`lb_common::conn_buckets`]).
+    /// Connection table capacity (flows of each family), shared out among
+    /// the CPUs (see [`lb_common::conn4_lines`], [`lb_common::conn_buckets`]).
     pub conn_table_size: u32,
 }
 
@@ -391,6 +402,8 @@ pub struct XdpDataplane {
     node: Option<LbConfig>,
     /// `CONNS` buckets per CPU minus one.
     conn_mask: u32,
+    /// `CONNS4` lines per CPU minus one.
+    conn4_mask: u32,
     links: Vec<(String, &'static str, XdpLinkId)>,
 }
 
@@ -430,7 +443,8 @@ impl XdpDataplane {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries("RINGS", ring_entries.max(1))
-            .map_max_entries("CONNS", conn_buckets_for(opts.conn_table_size)?);
+            .map_max_entries("CONNS", conn_buckets_for(opts.conn_table_size)?)
+            .map_max_entries("CONNS4", conn4_entries_for(opts.conn_table_size)?);
         let mut adopt_node = false;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
@@ -472,6 +486,10 @@ impl XdpDataplane {
             Some(aya::maps::Map::PerCpuArray(m)) => mask_below(m.info()?.max_entries()),
             _ => return Err(XdpError::Missing("per-CPU array map CONNS".into())),
         };
+        let conn4_mask = match ebpf.map("CONNS4") {
+            Some(aya::maps::Map::Array(m)) => mask_below(m.info()?.max_entries() / cpu_count()?),
+            _ => return Err(XdpError::Missing("array map CONNS4".into())),
+        };
         let mut dp = Self {
             ebpf,
             rings: Some(rings),
@@ -484,6 +502,7 @@ impl XdpDataplane {
             entries: vec![EntryCopies::default(); MAX_VIPS as usize],
             node: None,
             conn_mask,
+            conn4_mask,
             links: Vec::new(),
         };
         if adopt_node {
@@ -643,6 +662,7 @@ impl XdpDataplane {
             .collect();
         vips.sort_by_key(|v| v.id);
         Snapshot {
+            layout: MAP_LAYOUT,
             ring_stride: self.opts.ring_stride,
             vips,
         }
@@ -815,6 +835,7 @@ impl XdpDataplane {
             flags: if node.debug { config_flags::DEBUG } else { 0 },
             ring_stride: self.opts.ring_stride,
             conn_mask: self.conn_mask,
+            conn4_mask: self.conn4_mask,
         };
         if self.node == Some(cfg) {
             return Ok(false);
@@ -1161,17 +1182,38 @@ impl XdpDataplane {
                 n += b.tags.iter().filter(|t| **t != 0).count();
             }
         }
+        let m4: Array<&MapData, ConnLine4> = Array::try_from(
+            self.ebpf
+                .map("CONNS4")
+                .ok_or_else(|| XdpError::Missing("map CONNS4".into()))?,
+        )?;
+        for l in m4.iter() {
+            n += l?.proto.iter().filter(|p| **p != 0).count();
+        }
         Ok(n)
     }
 }
 
-/// Per-CPU bucket count of the connection table for a total capacity.
-fn conn_buckets_for(capacity: u32) -> Result<u32, XdpError> {
+/// Possible CPUs (per-CPU maps and `CONNS4` regions are sized by them).
+fn cpu_count() -> Result<u32, XdpError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
-    Ok(lb_common::conn_buckets(
-        capacity,
-        u32::try_from(cpus).unwrap_or(u32::MAX),
-    ))
+    Ok(u32::try_from(cpus).unwrap_or(u32::MAX).max(1))
+}
+
+/// Per-CPU bucket count of the IPv6 connection table for a total capacity.
+fn conn_buckets_for(capacity: u32) -> Result<u32, XdpError> {
+    Ok(lb_common::conn_buckets(capacity, cpu_count()?))
+}
+
+/// Entries of the IPv4 connection table (lines of every CPU) for a total capacity.
+fn conn4_entries_for(capacity: u32) -> Result<u32, XdpError> {
+    let cpus = cpu_count()?;
+    let lines = lb_common::conn4_lines(capacity, cpus);
+    lines.checked_mul(cpus).ok_or_else(|| {
+        XdpError::Capacity(format!(
+            "conn_table_size {capacity}: {lines} lines x {cpus} CPUs"
+        ))
+    })
 }
 
 /// The largest power of two at most `n` (at least 1), minus one: a bucket mask.
