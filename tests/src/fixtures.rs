@@ -347,3 +347,79 @@ pub fn inet_csum(data: &[u8]) -> u16 {
     }
     !(s as u16)
 }
+
+/// A handle that runs a loaded program through BPF_PROG_TEST_RUN from any
+/// thread (for tests that send packets while another thread changes the
+/// data plane): the program's own file descriptor, duplicated.
+pub struct ProgRunner(std::os::fd::OwnedFd);
+
+impl ProgRunner {
+    /// A runner for program `name` of `lab`.
+    ///
+    /// # Panics
+    /// When the program is missing.
+    pub fn new(lab: &Lab, name: &str) -> Self {
+        use std::os::fd::AsFd as _;
+        let fd = lab
+            .dp
+            .program(name)
+            .expect("program")
+            .fd()
+            .expect("program fd")
+            .as_fd()
+            .try_clone_to_owned()
+            .expect("dup program fd");
+        Self(fd)
+    }
+
+    /// Runs `pkt` once; returns the verdict.
+    ///
+    /// # Panics
+    /// When the kernel refuses the run.
+    pub fn run(&self, pkt: &[u8]) -> u32 {
+        use std::os::fd::AsRawFd as _;
+        // struct bpf_attr, test: prog_fd, retval, data_size_in,
+        // data_size_out, data_in, data_out, repeat, duration (linux/bpf.h).
+        #[repr(C)]
+        #[derive(Default)]
+        struct TestAttr {
+            prog_fd: u32,
+            retval: u32,
+            data_size_in: u32,
+            data_size_out: u32,
+            data_in: u64,
+            data_out: u64,
+            repeat: u32,
+            duration: u32,
+            rest: [u64; 8],
+        }
+        const BPF_PROG_TEST_RUN: nix::libc::c_long = 10;
+        let mut out = vec![0u8; pkt.len() + 512];
+        let mut attr = TestAttr {
+            prog_fd: u32::try_from(self.0.as_raw_fd()).expect("fd"),
+            data_size_in: u32::try_from(pkt.len()).expect("len"),
+            data_size_out: u32::try_from(out.len()).expect("len"),
+            data_in: pkt.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat: 1,
+            ..Default::default()
+        };
+        // SAFETY: FFI; `attr` is a valid bpf_attr prefix for this command,
+        // its buffers live across the call and are as long as it says.
+        let r = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestAttr,
+                std::mem::size_of::<TestAttr>(),
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "BPF_PROG_TEST_RUN: {}",
+            std::io::Error::last_os_error()
+        );
+        attr.retval
+    }
+}

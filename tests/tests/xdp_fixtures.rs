@@ -856,6 +856,63 @@ fn full_ipv6_set_evicts_its_least_recently_used_flow() {
     full_set_evicts_its_least_recently_used_flow(true);
 }
 
+/// A backend that fails leaves the live table before it is marked dead:
+/// otherwise, while the switch is built (and waits out the slot grace), the
+/// old table still sends new flows to a backend the data plane already
+/// treats as dead, and they are dropped (`drop_no_backend`). New flows are
+/// sent from another CPU during the change.
+#[test]
+fn dying_backend_leaves_the_table_before_it_is_marked_dead() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let mut lab = Lab::new(state());
+    let i_of = |st: &DesiredState| {
+        st.vips
+            .iter()
+            .position(|v| v.spec == vip_i())
+            .expect("vip i")
+    };
+    // A first change flips vip i's table, so the next switch of it waits.
+    let mut st = lab.state.clone();
+    let i = i_of(&st);
+    st.vips[i].backends[0].weight = 150;
+    lab.apply(st.clone());
+    let runner = ProgRunner::new(&lab, programs::LB);
+    let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let cpus = aya::util::nr_cpus().expect("CPU count");
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let mut other = nix::sched::CpuSet::new();
+            other.set(if cpus > 1 { 1 } else { 0 }).expect("cpu set");
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &other).expect("pin");
+            let started = std::time::Instant::now();
+            let mut port = 1024u16;
+            // Bounded in count and time.
+            while !stop.load(Ordering::Relaxed)
+                && sent.load(Ordering::Relaxed) < 2_000_000
+                && started.elapsed() < std::time::Duration::from_secs(20)
+            {
+                assert_eq!(runner.run(&flow_to_i(port)), verdict::TX);
+                sent.fetch_add(1, Ordering::Relaxed);
+                port = if port == u16::MAX { 1024 } else { port + 1 };
+            }
+        });
+        while sent.load(Ordering::Relaxed) < 2000 && !sender.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        st.vips[i].backends[2].healthy = false; // 10.0.3.3
+        lab.apply(st);
+        let after = sent.load(Ordering::Relaxed);
+        while sent.load(Ordering::Relaxed) < after + 2000 && !sender.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        sender.join().expect("sender");
+    });
+    assert!(sent.into_inner() > 4000);
+    assert_eq!(lab.reasons()["drop_no_backend"], 0);
+}
+
 #[test]
 fn dead_backend_loses_its_flows_to_survivors() {
     let mut lab = Lab::new(state());

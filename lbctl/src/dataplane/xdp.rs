@@ -989,8 +989,12 @@ impl XdpDataplane {
                 report.vips_added += 1;
             }
 
-            // Backends: ids per (VIP, address); entries written when changed.
+            // Backends: ids per (VIP, address); entries written when changed,
+            // except that a backend losing ALIVE is written only after the
+            // switch below: until the new table is live, the old one still
+            // sends new flows to it, and they would be dropped meanwhile.
             let mut ids = BTreeMap::new();
+            let mut dying = Vec::new();
             let old_ids = self
                 .vips
                 .get(&vip.spec)
@@ -1014,7 +1018,12 @@ impl XdpDataplane {
                 };
                 let current = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
                 if current != entry {
-                    self.write_backend(id, entry)?;
+                    let was_alive = current.flags & backend_flags::ALIVE != 0;
+                    if was_alive && entry.flags & backend_flags::ALIVE == 0 {
+                        dying.push((id, entry));
+                    } else {
+                        self.write_backend(id, entry)?;
+                    }
                     report.backends_written += 1;
                 }
             }
@@ -1078,6 +1087,11 @@ impl XdpDataplane {
                 }
                 self.publish_vip(vip.spec)?;
                 report.vip_updates += 1;
+            }
+            // Now the live table no longer names them (a dead backend is
+            // never in it): established flows on them are rehashed from here.
+            for (id, entry) in dying {
+                self.write_backend(id, entry)?;
             }
             // Backends that left this VIP: no longer alive, ids recycled.
             let left: Vec<u32> = old_ids
