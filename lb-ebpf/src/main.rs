@@ -223,8 +223,14 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     add(&VIP_STATS, vip.vip_id, frame_len);
 
     let mut p = p;
-    mask_key(&mut p.key, vip.flags);
-    let hash = flow_hash(&p.key);
+    let masks =
+        vip_flags::HASH_NO_SRC_ADDR | vip_flags::HASH_NO_SRC_PORT | vip_flags::HASH_NO_DST_PORT;
+    let hash = if vip.flags & masks == 0 {
+        p.hash
+    } else {
+        mask_key(&mut p.key, vip.flags);
+        flow_hash(&p.key)
+    };
     let (backend_id, backend) = match choose_backend(&p.key, hash, vip, cfg, conn) {
         Some(b) => b,
         None => return (XDP_DROP, Reason::DropNoBackend),

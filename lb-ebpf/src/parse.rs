@@ -56,6 +56,9 @@ pub struct Parsed {
     /// The slot record of the destination address, read once (nonzero:
     /// maybe a VIP).
     pub slot_rec: u64,
+    /// The flow hash of the unmasked key, computed before the VIP lookup so
+    /// its multiplies overlap the lookup's loads (valid when the VIP masks nothing).
+    pub hash: u32,
 }
 
 /// Why parsing stopped before a VIP was found.
@@ -126,6 +129,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         icmp_error: false,
         vip: None,
         slot_rec: 0,
+        hash: 0,
     };
     if ethertype == ETH_P_IPV4.to_be() {
         parse_v4(data + l3_off, end, &mut p)?;
@@ -134,6 +138,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
     } else {
         return Err(Exit::NotIp);
     }
+    p.hash = lb_common::flow_hash(&p.key);
     p.vip = Some(find_vip(&p)?);
     Ok(p)
 }
