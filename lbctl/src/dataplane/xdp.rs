@@ -1233,12 +1233,10 @@ fn conn4_entries_for(capacity: u32) -> Result<u32, XdpError> {
 /// The largest power of two at most `n` (at least 1), minus one: a bucket mask.
 fn mask_below(n: u32) -> u32 {
     if n <= 1 {
-        0
-    } else if n.is_power_of_two() {
-        n - 1
-    } else {
-        (n.next_power_of_two() >> 1) - 1
+        return 0;
     }
+    // The largest power of two at most n, minus one (no overflow for any n).
+    (1u32 << (31 - n.leading_zeros())) - 1
 }
 
 impl Drop for XdpDataplane {
@@ -1269,3 +1267,23 @@ fn ignore_missing(e: MapError) -> Result<(), MapError> {
 
 /// Unused-slot marker, re-exported for tests that read rings.
 pub const EMPTY_SLOT: u32 = NO_BACKEND;
+
+#[cfg(test)]
+mod tests {
+    use super::mask_below;
+
+    /// The program indexes a table with `hash & mask`: the mask must keep
+    /// every index inside the table, also for a table (a kept one) whose
+    /// size is not a power of two.
+    #[test]
+    fn bucket_masks_stay_inside_their_table() {
+        for n in [0u32, 1, 2, 3, 4, 5, 1000, 1024, 65_536, 87_381, u32::MAX] {
+            let m = mask_below(n);
+            assert!(u64::from(m) < u64::from(n.max(1)), "{n}: mask {m}");
+            assert!((m + 1).is_power_of_two(), "{n}: mask {m}");
+        }
+        assert_eq!(mask_below(65_536), 65_535);
+        assert_eq!(mask_below(87_381), 65_535);
+        assert_eq!(mask_below(1), 0);
+    }
+}
