@@ -305,20 +305,23 @@ fn same_flow(e: &ConnKey, k: &ConnKey) -> bool {
         && e.dst[3] == k.dst[3]
 }
 
-/// The way a new flow takes in its bucket: an empty one, else the least
-/// recently used (largest age on the bucket's clock).
+/// The way a new flow takes in a set of `WAYS`: an empty one, else the
+/// least recently used (the largest `age`, measured on the set's clock).
 #[inline(always)]
-fn victim_way(b: &ConnBucket, clock: u32) -> usize {
+fn victim_way<const WAYS: usize>(
+    empty: impl Fn(usize) -> bool,
+    age: impl Fn(usize) -> u32,
+) -> usize {
     let mut best = 0;
     let mut best_age = 0;
     let mut i = 0;
-    while i < CONN_WAYS {
-        if b.tags[i] == 0 {
+    while i < WAYS {
+        if empty(i) {
             return i;
         }
-        let age = clock.wrapping_sub(b.used[i]);
-        if age >= best_age {
-            best_age = age;
+        let a = age(i);
+        if a >= best_age {
+            best_age = a;
             best = i;
         }
         i += 1;
@@ -387,22 +390,10 @@ fn lookup4(key: &ConnKey, hash: u32, cfg: &LbConfig, conn: &mut ConnOutcome) -> 
         return Lookup::Place(Fill::V4(lp, way));
     }
     conn.lookup = Some(Reason::ConnMiss);
-    // An empty way, else the least recently used.
-    let mut victim = 0;
-    let mut oldest = 0;
-    let mut i = 0;
-    while i < CONN4_WAYS {
-        if l.proto[i] == 0 {
-            victim = i;
-            break;
-        }
-        let age = clock.wrapping_sub(l.used[i]);
-        if age >= oldest {
-            oldest = age;
-            victim = i;
-        }
-        i += 1;
-    }
+    let victim = victim_way::<CONN4_WAYS>(
+        |i| l.proto[i] == 0,
+        |i| clock.wrapping_sub(l.used[i]) as u32,
+    );
     conn.evicted = victim < CONN4_WAYS && l.proto[victim] != 0;
     Lookup::Place(Fill::V4(lp, victim))
 }
@@ -440,7 +431,7 @@ fn lookup6(key: &ConnKey, hash: u32, cfg: &LbConfig, conn: &mut ConnOutcome) -> 
         return Lookup::Place(Fill::V6(bp, way));
     }
     conn.lookup = Some(Reason::ConnMiss);
-    let fill = victim_way(b, clock);
+    let fill = victim_way::<CONN_WAYS>(|i| b.tags[i] == 0, |i| clock.wrapping_sub(b.used[i]));
     conn.evicted = b.tags[fill & (CONN_WAYS - 1)] != 0;
     Lookup::Place(Fill::V6(bp, fill))
 }
