@@ -3,7 +3,7 @@
 //! Method (see bench/README.md): one call with a large repeat count per
 //! sample. The kernel does not reset the packet between repeats, so every
 //! `lb` path runs behind `bench_wrap`, which restores the input (undoes head
-//! growth, rewrites the frame from the template, varies the flow) and
+//! growth, copies the next precomputed frame: one per flow) and
 //! tail-calls the program under test. The bare programs (`pass`, `reflect`)
 //! are measured both directly and behind the same wrapper, which gives the
 //! wrapper's own cost.
@@ -25,6 +25,8 @@ pub const XDP_TX: u32 = 3;
 
 /// Flows the wrapper cycles through (all fit the hit table; none fit the miss table).
 pub const COST_FLOWS: u32 = 1024;
+// The wrapper restores precomputed frames: one per flow must fit.
+const _: () = assert!(COST_FLOWS as usize <= crate::flows::MAX_FRAMES);
 
 /// What one path measurement is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

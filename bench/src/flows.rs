@@ -21,6 +21,8 @@ pub const KIND_V6: u32 = 1;
 pub const KIND_UDP: u32 = 2;
 /// Bytes reserved per template in the map.
 pub const TEMPLATE_BYTES: usize = 80;
+/// Slots of `BENCH_FRAMES`, the cost wrapper's precomputed frames.
+pub const MAX_FRAMES: usize = 4096;
 /// Template slots in the map.
 pub const MAX_TEMPLATES: usize = 4;
 /// Lowest client source port; ports cover `PORT_BASE..PORT_BASE + 0x8000`.
@@ -51,10 +53,12 @@ pub struct GenConfig {
     pub templates_log2: u32,
     /// Flows per template minus one.
     pub flow_mask: u32,
+    /// Frames in `BENCH_FRAMES` (a power of two; 0 when they do not fit).
+    pub frames: u32,
 }
 
 // SAFETY: both are #[repr(C)], made of integers only, without padding
-// (4 + 4 + 80 and 4 + 4 bytes); every bit pattern is valid.
+// (4 + 4 + 80 and 3 * 4 bytes); every bit pattern is valid.
 unsafe impl aya::Pod for TemplateValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GenConfig {}
@@ -145,8 +149,20 @@ impl Template {
 
     /// The map value.
     pub fn value(&self) -> TemplateValue {
+        self.value_of(&self.frame)
+    }
+
+    /// The map value of this template with `flow` applied: what the
+    /// generator sends for that flow, and what the cost wrapper restores.
+    pub fn flow_value(&self, flow: u32) -> TemplateValue {
+        let mut f = self.frame.clone();
+        apply_flow(&mut f, self.kind(), flow);
+        self.value_of(&f)
+    }
+
+    fn value_of(&self, frame: &[u8]) -> TemplateValue {
         let mut bytes = [0u8; TEMPLATE_BYTES];
-        bytes[..self.frame.len()].copy_from_slice(&self.frame);
+        bytes[..frame.len()].copy_from_slice(frame);
         let mut words = [0u64; TEMPLATE_BYTES / 8];
         for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
             let mut b = [0u8; 8];
@@ -169,6 +185,25 @@ impl Template {
         };
         format!("{fam}-{l4}")
     }
+}
+
+/// The cost wrapper's frames for `templates` with `flow_mask`: frame `i` is
+/// the generator's `i`-th packet. `None` when they do not fit [`MAX_FRAMES`].
+pub fn precomputed_frames(
+    templates: &[Template],
+    templates_log2: u32,
+    flow_mask: u32,
+) -> Option<Vec<TemplateValue>> {
+    let n = (flow_mask as usize + 1) << templates_log2;
+    if n > MAX_FRAMES || templates.len() != 1 << templates_log2 {
+        return None;
+    }
+    (0..n as u64)
+        .map(|i| {
+            let (t, flow) = pick(i, templates_log2, flow_mask);
+            templates.get(t as usize).map(|t| t.flow_value(flow))
+        })
+        .collect()
 }
 
 /// Which template and which flow the `counter`-th packet uses.
@@ -299,6 +334,30 @@ mod tests {
             Template::new(L4::Tcp, v6, 80, SRC, DST).unwrap(),
             Template::new(L4::Udp, v6, 53, SRC, DST).unwrap(),
         ]
+    }
+
+    #[test]
+    fn precomputed_frames_are_the_generators_packets_in_order() {
+        let t = all();
+        let mask = flow_mask(1024);
+        let frames = precomputed_frames(&t, 2, mask).unwrap();
+        assert_eq!(frames.len(), 4 * 1024);
+        for (i, f) in frames.iter().enumerate() {
+            let (ti, flow) = pick(i as u64, 2, mask);
+            let tpl = &t[ti as usize];
+            let mut want = tpl.frame.clone();
+            apply_flow(&mut want, tpl.kind(), flow);
+            let got: Vec<u8> = f.bytes.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            assert_eq!(&got[..want.len()], &want[..], "frame {i}");
+            assert!(
+                got[want.len()..].iter().all(|b| *b == 0),
+                "frame {i} padding"
+            );
+            assert_eq!((f.len, f.kind), (want.len() as u32, tpl.kind()));
+        }
+        // More than MAX_FRAMES, or a template count that is not 2^log2: none.
+        assert!(precomputed_frames(&t, 2, flow_mask(2048)).is_none());
+        assert!(precomputed_frames(&t[..3], 2, mask).is_none());
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub struct BenchObject {
     pub templates: Array<MapData, TemplateValue>,
     /// `BENCH_CONFIG`.
     pub config: Array<MapData, GenConfig>,
+    /// `BENCH_FRAMES`.
+    pub frames: Array<MapData, TemplateValue>,
     /// `BENCH_SINK`.
     pub sink: PerCpuArray<MapData, u64>,
     /// `BENCH_JUMP`.
@@ -177,12 +179,14 @@ impl BenchObject {
         };
         let templates = Array::try_from(take("BENCH_TEMPLATES")?)?;
         let config = Array::try_from(take("BENCH_CONFIG")?)?;
+        let frames = Array::try_from(take("BENCH_FRAMES")?)?;
         let sink = PerCpuArray::try_from(take("BENCH_SINK")?)?;
         let jump = ProgramArray::try_from(take("BENCH_JUMP")?)?;
         Ok(Self {
             ebpf,
             templates,
             config,
+            frames,
             sink,
             jump,
         })
@@ -214,11 +218,19 @@ impl BenchObject {
         for (i, t) in templates.iter().enumerate() {
             self.templates.set(i as u32, t.value(), 0)?;
         }
+        let flow_mask = crate::flows::flow_mask(flows);
+        let frames = crate::flows::precomputed_frames(templates, log2, flow_mask);
+        if let Some(frames) = &frames {
+            for (i, f) in frames.iter().enumerate() {
+                self.frames.set(i as u32, *f, 0)?;
+            }
+        }
         self.config.set(
             0,
             GenConfig {
                 templates_log2: log2,
-                flow_mask: crate::flows::flow_mask(flows),
+                flow_mask,
+                frames: frames.map_or(0, |f| f.len() as u32),
             },
             0,
         )?;

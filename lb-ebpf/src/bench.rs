@@ -10,10 +10,11 @@
 //! - `bench_wrap`: the per-packet-cost wrapper for BPF_PROG_TEST_RUN with a
 //!   large repeat count. The kernel does not reset the packet between
 //!   repeats, so an encapsulating program would see its own output; this
-//!   program undoes any head growth, rewrites the frame from the template
-//!   (with the same flow rewrite as the generator) and tail-calls slot 0 of
-//!   `BENCH_JUMP` (the program under test). Its own cost is measured by
-//!   tail-calling the trivial programs.
+//!   program undoes any head growth, copies the next of the frames user
+//!   space precomputed (`BENCH_FRAMES`: the templates with the generator's
+//!   flow rewrite applied, in the generator's order) over the packet, and
+//!   tail-calls slot 0 of `BENCH_JUMP` (the program under test). Its own
+//!   cost is measured by tail-calling the trivial programs.
 //! - `bench_sink`: counts frames in a per-CPU counter and drops them.
 //!
 //! Template layout and flow rewrite (mirrored in `bench/src/flows.rs`):
@@ -44,6 +45,8 @@ const KIND_UDP: u32 = 2;
 const TEMPLATE_BYTES: usize = 80;
 /// Number of template slots.
 const MAX_TEMPLATES: u32 = 4;
+/// Number of precomputed frame slots (mirrored in `bench/src/flows.rs`).
+const MAX_FRAMES: u32 = 4096;
 
 /// One frame template.
 #[repr(C)]
@@ -65,12 +68,18 @@ pub struct GenConfig {
     pub templates_log2: u32,
     /// Number of flows per template minus one (a power of two minus one).
     pub flow_mask: u32,
+    /// Number of frames in `BENCH_FRAMES` (a power of two; 0: none).
+    pub frames: u32,
 }
 
 #[map]
 static BENCH_TEMPLATES: Array<Template> = Array::with_max_entries(MAX_TEMPLATES, 0);
 #[map]
 static BENCH_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
+/// Frames for `bench_wrap`: frame `i` is what the generator would send as its
+/// `i`-th packet (template and flow applied).
+#[map]
+static BENCH_FRAMES: Array<Template> = Array::with_max_entries(MAX_FRAMES, 0);
 /// Packets generated (drives the template and flow choice).
 #[map]
 static BENCH_CTR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -107,21 +116,26 @@ unsafe fn copy_words<const N: usize>(data: usize, src: &[u64; TEMPLATE_BYTES / 8
 /// Reads a big-endian u16 at `addr`.
 ///
 /// # Safety
-/// Two bytes at `addr` are in bounds.
+/// Two bytes at `addr` are in bounds, and `addr` is even (frames start
+/// 2-aligned and every field written here is at an even offset).
 #[inline(always)]
 unsafe fn get16(addr: usize) -> u16 {
     // SAFETY: caller's contract.
-    u16::from_be_bytes(unsafe { core::ptr::read_unaligned(addr as *const [u8; 2]) })
+    u16::from_be(unsafe { core::ptr::read(addr as *const u16) })
 }
 
-/// Writes a big-endian u16 at `addr`.
+/// Writes a big-endian u16 at `addr` in one 16-bit store. An unaligned
+/// write would become two byte stores, and the program under test reads
+/// the field back as one 16-bit word: a load that spans two stores still in
+/// the store buffer cannot be forwarded from them and waits for them to
+/// reach the cache, a stall that a packet arriving from a NIC never has.
 ///
 /// # Safety
-/// Two bytes at `addr` are in bounds.
+/// As for [`get16`].
 #[inline(always)]
 unsafe fn put16(addr: usize, v: u16) {
     // SAFETY: caller's contract.
-    unsafe { core::ptr::write_unaligned(addr as *mut [u8; 2], v.to_be_bytes()) }
+    unsafe { core::ptr::write(addr as *mut u16, v.to_be()) }
 }
 
 /// How many bytes the frame has to lose (negative: gain) to be `v6`'s
@@ -147,22 +161,28 @@ fn length_change(ctx: &XdpContext, v6: bool) -> i32 {
     len as i32 - cur
 }
 
-/// Restores the frame from a template and applies this packet's flow.
-/// `live`: fix the length at the tail (live frames are reset to the input
-/// length each run); otherwise undo head growth (test runs with repeat).
+/// This CPU's packet counter, incremented (drives the template and flow choice).
 #[inline(always)]
-fn prepare(ctx: &XdpContext, live: bool) -> bool {
+fn next_packet() -> Option<u64> {
+    let ctr = BENCH_CTR.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    unsafe {
+        let c = *ctr;
+        *ctr = c + 1;
+        Some(c)
+    }
+}
+
+/// Live generator: rewrites the frame from a template and applies this
+/// packet's flow, after fixing the length at the tail (live frames are reset
+/// to the input length each run).
+#[inline(always)]
+fn prepare(ctx: &XdpContext) -> bool {
     let Some(cfg) = BENCH_CONFIG.get(0) else {
         return false;
     };
-    let Some(ctr) = BENCH_CTR.get_ptr_mut(0) else {
+    let Some(c) = next_packet() else {
         return false;
-    };
-    // SAFETY: per-CPU value owned by this CPU for the program's run.
-    let c = unsafe {
-        let c = *ctr;
-        *ctr = c + 1;
-        c
     };
     let log2 = cfg.templates_log2 & 3;
     let t_idx = (c as u32) & ((1u32 << log2) - 1);
@@ -173,14 +193,7 @@ fn prepare(ctx: &XdpContext, live: bool) -> bool {
     let delta = length_change(ctx, t.kind & KIND_V6 != 0);
     if delta != 0 {
         // SAFETY: helper calls on the program's own context.
-        let r = unsafe {
-            if live {
-                bpf_xdp_adjust_tail(ctx.ctx, delta)
-            } else {
-                bpf_xdp_adjust_head(ctx.ctx, -delta)
-            }
-        };
-        if r != 0 {
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
             return false;
         }
     }
@@ -235,17 +248,61 @@ fn prepare(ctx: &XdpContext, live: bool) -> bool {
 /// ingress device.
 #[xdp]
 pub fn bench_gen(ctx: XdpContext) -> u32 {
-    if prepare(&ctx, true) {
-        XDP_TX
-    } else {
-        XDP_DROP
+    if prepare(&ctx) { XDP_TX } else { XDP_DROP }
+}
+
+/// Restores the input of a test run with a repeat count: undoes head growth,
+/// then copies the next precomputed frame over the packet with aligned
+/// stores (no checksum arithmetic here: it would be charged to every path).
+#[inline(always)]
+fn restore(ctx: &XdpContext) -> bool {
+    let Some(cfg) = BENCH_CONFIG.get(0) else {
+        return false;
+    };
+    if cfg.frames == 0 {
+        return false;
     }
+    let Some(c) = next_packet() else {
+        return false;
+    };
+    let Some(f) = BENCH_FRAMES.get((c as u32) & (cfg.frames - 1)) else {
+        return false;
+    };
+    let v6 = f.kind & KIND_V6 != 0;
+    let delta = length_change(ctx, v6);
+    // SAFETY: helper call on the program's own context.
+    if delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
+        return false;
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if v6 {
+        if data + LEN_V6 as usize > end {
+            return false;
+        }
+        // SAFETY: 74 bytes checked: 9 words (72) + 2 bytes; the frame starts
+        // 8-aligned (behind the 256-byte headroom).
+        unsafe {
+            copy_words::<9>(data, &f.bytes);
+            core::ptr::write((data + 72) as *mut u16, f.bytes[9] as u16);
+        }
+    } else {
+        if data + LEN_V4 as usize > end {
+            return false;
+        }
+        // SAFETY: 60 bytes checked: 7 words (56) + 4 bytes, 8-aligned start.
+        unsafe {
+            copy_words::<7>(data, &f.bytes);
+            core::ptr::write((data + 56) as *mut u32, f.bytes[7] as u32);
+        }
+    }
+    true
 }
 
 /// Per-packet-cost wrapper: restore the input, then run the program under test.
 #[xdp]
 pub fn bench_wrap(ctx: XdpContext) -> u32 {
-    if !prepare(&ctx, false) {
+    if !restore(&ctx) {
         return XDP_DROP;
     }
     // SAFETY: tail call into a program user space put in slot 0; on failure
