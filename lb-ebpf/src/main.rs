@@ -244,7 +244,9 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     } else {
         dr(ctx, &p, backend, cfg)
     };
-    if action == XDP_TX {
+    // A too-big error goes back to the client: not backend traffic, and
+    // counted as what it is even for an ICMP error or a fragment.
+    if action == XDP_TX && reason != Reason::TooBigSent {
         add(&BACKEND_STATS, backend_id, frame_len);
         if p.icmp_error {
             return (action, Reason::IcmpToBackend);
@@ -334,10 +336,10 @@ fn victim_way<const WAYS: usize>(
 enum Fill {
     /// Nowhere (the VIP does without the table, or no set was found).
     None,
-    /// Way `way` of an IPv4 line.
-    V4(*mut ConnLine4, usize),
-    /// Way `way` of an IPv6 bucket.
-    V6(*mut ConnBucket, usize),
+    /// A way of an IPv4 line, and whether filling it evicts another flow.
+    V4(*mut ConnLine4, usize, bool),
+    /// A way of an IPv6 bucket, and whether filling it evicts another flow.
+    V6(*mut ConnBucket, usize, bool),
 }
 
 /// What a connection-table lookup found.
@@ -387,15 +389,15 @@ fn lookup4(key: &ConnKey, hash: u32, cfg: &LbConfig, conn: &mut ConnOutcome) -> 
             return Lookup::Hit(id, be);
         }
         conn.lookup = Some(Reason::ConnStale);
-        return Lookup::Place(Fill::V4(lp, way));
+        return Lookup::Place(Fill::V4(lp, way, false));
     }
     conn.lookup = Some(Reason::ConnMiss);
     let victim = victim_way::<CONN4_WAYS>(
         |i| l.proto[i] == 0,
         |i| clock.wrapping_sub(l.used[i]) as u32,
     );
-    conn.evicted = victim < CONN4_WAYS && l.proto[victim] != 0;
-    Lookup::Place(Fill::V4(lp, victim))
+    let evicts = victim < CONN4_WAYS && l.proto[victim] != 0;
+    Lookup::Place(Fill::V4(lp, victim, evicts))
 }
 
 /// The IPv6 table: this CPU's bucket for `hash`, then the flow in it.
@@ -428,26 +430,28 @@ fn lookup6(key: &ConnKey, hash: u32, cfg: &LbConfig, conn: &mut ConnOutcome) -> 
             return Lookup::Hit(id, be);
         }
         conn.lookup = Some(Reason::ConnStale);
-        return Lookup::Place(Fill::V6(bp, way));
+        return Lookup::Place(Fill::V6(bp, way, false));
     }
     conn.lookup = Some(Reason::ConnMiss);
     let fill = victim_way::<CONN_WAYS>(|i| b.tags[i] == 0, |i| clock.wrapping_sub(b.used[i]));
-    conn.evicted = b.tags[fill & (CONN_WAYS - 1)] != 0;
-    Lookup::Place(Fill::V6(bp, fill))
+    let evicts = b.tags[fill & (CONN_WAYS - 1)] != 0;
+    Lookup::Place(Fill::V6(bp, fill, evicts))
 }
 
-/// Records a flow placed by the ring where the lookup said.
+/// Records a flow placed by the ring where the lookup said; an eviction
+/// counts only here, when a flow is actually placed over another.
 #[inline(always)]
-fn record(fill: Fill, key: &ConnKey, hash: u32, id: u32, be: &Backend) {
+fn record(fill: Fill, key: &ConnKey, hash: u32, id: u32, be: &Backend, conn: &mut ConnOutcome) {
     match fill {
         Fill::None => {}
-        Fill::V4(lp, way) => {
+        Fill::V4(lp, way, evicts) => {
             // SAFETY: as in `lookup4`.
             let l = unsafe { &mut *lp };
             // A bound the verifier can see (it does not track `%`).
             if way >= CONN4_WAYS {
                 return;
             }
+            conn.evicted = evicts;
             let w = way;
             l.src[w] = key.src[0];
             l.dst[w] = key.dst[0];
@@ -457,7 +461,8 @@ fn record(fill: Fill, key: &ConnKey, hash: u32, id: u32, be: &Backend) {
             l.generation[w] = be.generation as u16;
             l.used[w] = l.clock;
         }
-        Fill::V6(bp, way) => {
+        Fill::V6(bp, way, evicts) => {
+            conn.evicted = evicts;
             // SAFETY: as in `lookup6`.
             let b = unsafe { &mut *bp };
             let w = way & (CONN_WAYS - 1);
@@ -503,7 +508,7 @@ fn choose_backend(
         return None;
     }
     let be = live_backend(id)?;
-    record(fill, key, hash, id, be);
+    record(fill, key, hash, id, be, conn);
     Some((id, be))
 }
 

@@ -642,6 +642,31 @@ fn ipip_over_mtu_answers_fragmentation_needed() {
     want.extend_from_slice(&icmp);
     assert_frame(&out, &want);
     assert_eq!(lab.reasons()["too_big_sent"], 1);
+    // The error went back to the client: the VIP counts the packet, no
+    // backend does.
+    let vip_packets = |lab: &Lab| -> (u64, u64) {
+        let st = lab.dp.stats().expect("stats");
+        let is_vip = |a: &IpAddr| *a == "10.0.0.100".parse::<IpAddr>().expect("addr");
+        let vip: u64 = st
+            .vips
+            .iter()
+            .filter(|(k, _)| is_vip(&k.addr))
+            .map(|(_, c)| c.packets)
+            .sum();
+        let backends: u64 = st
+            .backends
+            .iter()
+            .filter(|(k, _)| is_vip(&k.addr))
+            .flat_map(|(_, b)| b.values())
+            .map(|c| c.packets)
+            .sum();
+        (vip, backends)
+    };
+    assert_eq!(
+        vip_packets(&lab),
+        (1, 0),
+        "a too-big reply is not backend traffic"
+    );
     // One byte less fits.
     let ok = client_packet(
         CLIENT,
@@ -654,6 +679,7 @@ fn ipip_over_mtu_answers_fragmentation_needed() {
     );
     assert_eq!(lab.run(&ok).0, verdict::TX);
     assert_eq!(lab.reasons()["fwd_ipip"], 1);
+    assert_eq!(vip_packets(&lab), (2, 1));
 }
 
 #[test]
@@ -777,7 +803,7 @@ fn drained_backend_keeps_its_flows_and_gets_no_new_ones() {
 /// IPv6: 4-way buckets): a new flow in a full set evicts the set's least
 /// recently used flow, and counts it.
 fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
-    let lab = Lab::new(state());
+    let mut lab = Lab::new(state());
     let cpus = u32::try_from(aya::util::nr_cpus().expect("CPU count")).expect("CPUs");
     let (ways, sets) = if v6 {
         (
@@ -808,9 +834,9 @@ fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
     let first = set_of(20000);
     let flows: Vec<u16> = (20000..u16::MAX)
         .filter(|&p| set_of(p) == first)
-        .take(ways + 1)
+        .take(ways + 2)
         .collect();
-    assert_eq!(flows.len(), ways + 1);
+    assert_eq!(flows.len(), ways + 2);
     let counts = || {
         let r = lab.reasons();
         (r["conn_hit"], r["conn_miss"], r["conn_evicted"])
@@ -843,6 +869,33 @@ fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
         counts(),
         (2 * w - 1, w + 2, 2),
         "flow 1 was the one evicted"
+    );
+    // With every backend drained, a new flow finds none: it is dropped and
+    // not placed, so it evicts nothing (the miss still counts).
+    let mut st = lab.state.clone();
+    let vip_ip: IpAddr = vip_addr.parse().expect("vip");
+    for v in st.vips.iter_mut().filter(|v| v.spec.addr == vip_ip) {
+        for b in &mut v.backends {
+            b.weight = 0;
+        }
+    }
+    lab.apply(st);
+    let pkt = client_packet(
+        client,
+        flows[ways + 1],
+        vip_addr,
+        80,
+        Protocol::Tcp,
+        None,
+        b"x",
+    );
+    assert_eq!(lab.run(&pkt).0, verdict::DROP);
+    let r = lab.reasons();
+    assert_eq!(r["drop_no_backend"], 1);
+    assert_eq!(
+        (r["conn_hit"], r["conn_miss"], r["conn_evicted"]),
+        (2 * w - 1, w + 3, 2),
+        "a flow without a backend evicts nothing"
     );
 }
 
