@@ -3,7 +3,8 @@
 //! Method (see bench/README.md): one call with a large repeat count per
 //! sample. The kernel does not reset the packet between repeats, so every
 //! `lb` path runs behind `bench_wrap`, which restores the input (undoes head
-//! growth, copies the next precomputed frame: one per flow) and
+//! growth, writes what differs from the next precomputed frame: one per
+//! flow; the run's input must be the template itself) and
 //! tail-calls the program under test. The bare programs (`pass`, `reflect`)
 //! are measured both directly and behind the same wrapper, which gives the
 //! wrapper's own cost.
@@ -194,6 +195,7 @@ impl CostLab<'_> {
         self.bench
             .set_traffic(std::slice::from_ref(t), COST_FLOWS)?;
         let wrap = self.bench.program("bench_wrap")?;
+        // The input is the template itself: the wrapper writes only what differs from it.
         run_raw(wrap, &t.frame, 4 * COST_FLOWS)?;
         let dp: Option<&XdpDataplane> = match which {
             Some(Which::Hit) => Some(self.hit),

@@ -10,11 +10,12 @@
 //! - `bench_wrap`: the per-packet-cost wrapper for BPF_PROG_TEST_RUN with a
 //!   large repeat count. The kernel does not reset the packet between
 //!   repeats, so an encapsulating program would see its own output; this
-//!   program undoes any head growth, copies the next of the frames user
-//!   space precomputed (`BENCH_FRAMES`: the templates with the generator's
-//!   flow rewrite applied, in the generator's order) over the packet, and
-//!   tail-calls slot 0 of `BENCH_JUMP` (the program under test). Its own
-//!   cost is measured by tail-calling the trivial programs.
+//!   program undoes any head growth, turns the packet into the next of the
+//!   frames user space precomputed (`BENCH_FRAMES`: the templates with the
+//!   generator's flow rewrite applied, in the generator's order) by writing
+//!   the words that differ, and tail-calls slot 0 of `BENCH_JUMP` (the
+//!   program under test). Its own cost is measured by tail-calling the
+//!   trivial programs.
 //! - `bench_sink`: counts frames in a per-CPU counter and drops them.
 //!
 //! Template layout and flow rewrite (mirrored in `bench/src/flows.rs`):
@@ -251,9 +252,51 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
     if prepare(&ctx) { XDP_TX } else { XDP_DROP }
 }
 
+/// Byte offsets (even) of the 16-bit words in which the frames of one
+/// template differ from flow to flow: for IPv4 the header checksum, the low
+/// half of the client address, the source port and the TCP or UDP checksum;
+/// for IPv6 the same without a header checksum.
+const FLOW_WORDS_V4_TCP: [usize; 4] = [24, 28, 34, 50];
+const FLOW_WORDS_V4_UDP: [usize; 4] = [24, 28, 34, 40];
+const FLOW_WORDS_V6_TCP: [usize; 3] = [36, 54, 70];
+const FLOW_WORDS_V6_UDP: [usize; 3] = [36, 54, 60];
+
+/// The 16-bit word at byte `at` (even) of a frame, in memory order.
+#[inline(always)]
+fn frame_word(f: &Template, at: usize) -> u16 {
+    (f.bytes[(at / 8) % (TEMPLATE_BYTES / 8)] >> (8 * (at % 8))) as u16
+}
+
+/// Writes the words at `offsets` of `f` into the packet at `data`.
+///
+/// # Safety
+/// Every offset + 2 is within the packet; `data` is even.
+#[inline(always)]
+unsafe fn put_words<const N: usize>(data: usize, f: &Template, offsets: &[usize; N]) {
+    let mut i = 0;
+    while i < N {
+        let at = offsets[i];
+        // SAFETY: the caller's contract.
+        unsafe { core::ptr::write((data + at) as *mut u16, frame_word(f, at)) };
+        i += 1;
+    }
+}
+
 /// Restores the input of a test run with a repeat count: undoes head growth,
-/// then copies the next precomputed frame over the packet with aligned
-/// stores (no checksum arithmetic here: it would be charged to every path).
+/// then writes what differs between the packet the program under test left
+/// and the next precomputed frame: the Ethernet header (DR rewrites the
+/// MACs; after an encapsulation is undone it holds the end of the outer IP
+/// header) and this flow's words. The measured paths write nothing else, so
+/// the rest of the frame is still the template the run started with (the
+/// test run's input); the bench test `wrapped_repeats_see_fresh_packets`
+/// checks that the program's output after thousands of repeats equals a
+/// fresh run's.
+///
+/// The flow's words are written with 16-bit stores at the offsets where the
+/// program reads them as 16-bit words, so those loads are served whole from
+/// the store buffer. Against copying the whole frame in 8-byte words this
+/// measured about 2 ns less on every `lb` path and 1 ns less for the
+/// wrapper itself.
 #[inline(always)]
 fn restore(ctx: &XdpContext) -> bool {
     let Some(cfg) = BENCH_CONFIG.get(0) else {
@@ -269,6 +312,7 @@ fn restore(ctx: &XdpContext) -> bool {
         return false;
     };
     let v6 = f.kind & KIND_V6 != 0;
+    let udp = f.kind & KIND_UDP != 0;
     let delta = length_change(ctx, v6);
     // SAFETY: helper call on the program's own context.
     if delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
@@ -276,24 +320,29 @@ fn restore(ctx: &XdpContext) -> bool {
     }
     let data = ctx.data();
     let end = ctx.data_end();
-    if v6 {
-        if data + LEN_V6 as usize > end {
-            return false;
-        }
-        // SAFETY: 74 bytes checked: 9 words (72) + 2 bytes; the frame starts
-        // 8-aligned (behind the 256-byte headroom).
-        unsafe {
-            copy_words::<9>(data, &f.bytes);
-            core::ptr::write((data + 72) as *mut u16, f.bytes[9] as u16);
-        }
-    } else {
-        if data + LEN_V4 as usize > end {
-            return false;
-        }
-        // SAFETY: 60 bytes checked: 7 words (56) + 4 bytes, 8-aligned start.
-        unsafe {
-            copy_words::<7>(data, &f.bytes);
-            core::ptr::write((data + 56) as *mut u32, f.bytes[7] as u32);
+    if data + if v6 { LEN_V6 } else { LEN_V4 } as usize > end || data + LEN_V4 as usize > end {
+        return false;
+    }
+    // SAFETY: 60 bytes checked (74 for IPv6, the IPv6 words below only in
+    // that case); the frame starts 8-aligned (behind the 256-byte headroom).
+    unsafe {
+        core::ptr::write(data as *mut u64, f.bytes[0]);
+        core::ptr::write((data + 8) as *mut u32, f.bytes[1] as u32);
+        core::ptr::write((data + 12) as *mut u16, frame_word(f, 12));
+        if !v6 {
+            let w = if udp {
+                &FLOW_WORDS_V4_UDP
+            } else {
+                &FLOW_WORDS_V4_TCP
+            };
+            put_words(data, f, w);
+        } else if data + LEN_V6 as usize <= end {
+            let w = if udp {
+                &FLOW_WORDS_V6_UDP
+            } else {
+                &FLOW_WORDS_V6_TCP
+            };
+            put_words(data, f, w);
         }
     }
     true
