@@ -320,7 +320,9 @@ fn restore(ctx: &XdpContext) -> bool {
     }
     let data = ctx.data();
     let end = ctx.data_end();
-    if data + if v6 { LEN_V6 } else { LEN_V4 } as usize > end || data + LEN_V4 as usize > end {
+    let len = if v6 { LEN_V6 } else { LEN_V4 } as usize;
+    // The second test is the one the verifier can use on both branches.
+    if data + len > end || data + LEN_V4 as usize > end {
         return false;
     }
     // SAFETY: 60 bytes checked (74 for IPv6, the IPv6 words below only in
