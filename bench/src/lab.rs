@@ -265,12 +265,16 @@ pub fn dataplane(conn_table_size: u32, state: &DesiredState) -> anyhow::Result<X
     Ok(dp)
 }
 
-/// Sum of the connection-table reason counters: (hits, misses + stale).
+/// Sum of the connection-table reason counters: (hits, misses + stale +
+/// found in the shared table), i.e. hits and misses of the per-CPU table.
 ///
 /// # Errors
 /// Map read errors.
 pub fn conn_counts(dp: &XdpDataplane) -> anyhow::Result<(u64, u64)> {
     let r = dp.stats()?.reasons;
     let g = |k: &str| r.get(k).copied().unwrap_or(0);
-    Ok((g("conn_hit"), g("conn_miss") + g("conn_stale")))
+    Ok((
+        g("conn_hit"),
+        g("conn_miss") + g("conn_stale") + g("conn_shared"),
+    ))
 }

@@ -296,6 +296,52 @@ pub const fn conn_tag(hash: u32) -> u32 {
     hash | 1
 }
 
+/// One flow of the connection table shared by all CPUs (`CONN_SHARED`), the
+/// second level behind the per-CPU tables: a flow whose packets arrive on
+/// another CPU than before (a moved RSS queue or IRQ, veth, a sender that
+/// migrates) misses that CPU's table and finds here the backend it had,
+/// instead of being hashed again on a ring that may have changed since.
+///
+/// Every CPU writes these entries without a lock, so a reader may see the
+/// fields of two writers mixed. [`SharedConn::check`] binds the flow to the
+/// backend and generation: the reader recomputes it from the fields it read
+/// and drops any entry whose fields do not belong together (see
+/// [`shared_conn_check`]). Direct-mapped by the flow hash; the latest flow
+/// placed in a slot holds it.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SharedConn {
+    /// [`shared_conn_check`] of the flow, backend id and generation; 0 when empty.
+    pub check: u64,
+    /// Backend id chosen for the flow.
+    pub backend_id: u32,
+    /// [`Backend::generation`] at the time of the choice.
+    pub generation: u32,
+}
+
+/// The [`SharedConn::check`] of flow fingerprint `fp` ([`flow_hash64`] of
+/// its key) placed on backend `backend_id` of generation `generation`.
+///
+/// The (backend, generation) pair is mixed by a multiply with an odd
+/// constant, a bijection: with the flow's own fingerprint, an entry whose
+/// backend or generation came from another write never checks out.
+#[inline(always)]
+pub const fn shared_conn_check(fp: u64, backend_id: u32, generation: u32) -> u64 {
+    fp ^ pair(backend_id, generation).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Entries of the shared connection table for a capacity of `capacity`
+/// flows: a power of two, at least 1, at most 2^24.
+pub const fn shared_conn_entries(capacity: u32) -> u32 {
+    if capacity <= 1 {
+        1
+    } else if capacity > 1 << 24 {
+        1 << 24
+    } else {
+        capacity.next_power_of_two()
+    }
+}
+
 /// Number of [`ConnBucket`]s per CPU for a capacity of `capacity` IPv6
 /// flows over `cpus` CPUs: a power of two, at least 1.
 pub const fn conn_buckets(capacity: u32, cpus: u32) -> u32 {
@@ -328,6 +374,8 @@ pub struct LbConfig {
     pub conn_mask: u32,
     /// IPv4 connection-table lines per CPU minus one (a power of two minus one).
     pub conn4_mask: u32,
+    /// Entries of the shared connection table minus one (a power of two minus one).
+    pub conn_shared_mask: u32,
 }
 
 /// Node-wide flags ([`LbConfig::flags`]).
@@ -394,10 +442,13 @@ pub enum Reason {
     /// A new flow evicted the least recently used flow of its connection-table set
     /// (many of these: the table is too small for the flows).
     ConnEvicted = 20,
+    /// Not in this CPU's connection table but in the shared one (the flow's
+    /// packets came to another CPU before): kept on its backend.
+    ConnShared = 21,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 21;
+pub const NUM_REASONS: u32 = 22;
 
 /// The single per-CPU value of the `REASONS` map: one counter per
 /// [`Reason`], by its index (one map lookup counts every reason of a packet).
@@ -435,6 +486,7 @@ impl Reason {
         Reason::PassMalformed,
         Reason::DropTooBig,
         Reason::ConnEvicted,
+        Reason::ConnShared,
     ];
 
     /// Stable snake_case name for output.
@@ -461,6 +513,7 @@ impl Reason {
             Reason::PassMalformed => "pass_malformed",
             Reason::DropTooBig => "drop_too_big",
             Reason::ConnEvicted => "conn_evicted",
+            Reason::ConnShared => "conn_shared",
         }
     }
 }
@@ -522,6 +575,13 @@ const fn word(a: &[u8; 16], i: usize) -> u32 {
 /// can predict which backend a flow gets.
 #[inline(always)]
 pub const fn flow_hash(t: &ConnKey) -> u32 {
+    (flow_hash64(t) >> 32) as u32
+}
+
+/// The 64-bit hash of which [`flow_hash`] is the upper half: the flow's
+/// fingerprint in the shared connection table (see [`SharedConn`]).
+#[inline(always)]
+pub const fn flow_hash64(t: &ConnKey) -> u64 {
     let mut h = absorb(HASH_SEED, pair(t.src[0], t.dst[0]));
     if t.family != FAMILY_V4 {
         h = absorb(h, pair(t.src[1], t.dst[1]));
@@ -530,7 +590,7 @@ pub const fn flow_hash(t: &ConnKey) -> u32 {
     }
     let ports = ((t.sport as u32) << 16) | t.dport as u32;
     h = absorb(h, pair(ports, ((t.family as u32) << 8) | t.proto as u32));
-    (fmix64(h) >> 32) as u32
+    fmix64(h)
 }
 
 /// Index of a flow in a Maglev table of `ring_size` entries: the hash scaled
@@ -577,6 +637,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnLine4 {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::SharedConn {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::LbConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
@@ -601,7 +663,8 @@ mod tests {
         assert_eq!(size_of::<ConnKey>(), 40);
         assert_eq!(size_of::<ConnEntry>(), 48);
         assert_eq!(size_of::<ConnBucket>(), 40 + 48 * CONN_WAYS);
-        assert_eq!(size_of::<LbConfig>(), 48);
+        assert_eq!(size_of::<LbConfig>(), 52);
+        assert_eq!(size_of::<SharedConn>(), 16);
         assert_eq!(size_of::<ConnLine4>(), 64);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<AddrKey>(), 20);
@@ -617,6 +680,41 @@ mod tests {
         assert_eq!(conn_buckets(u32::MAX, 1), 1 << 24);
         assert_eq!(conn4_lines(262_144, 2), 65_536); // 43691 -> 65536
         assert_eq!(conn4_lines(16, 2), 4);
+    }
+
+    #[test]
+    fn shared_conn_entries_are_powers_of_two_within_bounds() {
+        assert_eq!(shared_conn_entries(262_144), 262_144);
+        assert_eq!(shared_conn_entries(1000), 1024);
+        assert_eq!(shared_conn_entries(0), 1);
+        assert_eq!(shared_conn_entries(u32::MAX), 1 << 24);
+    }
+
+    #[test]
+    fn shared_conn_check_rejects_fields_of_another_write() {
+        let mut k = ConnKey {
+            src: [0x0a00_0001, 0, 0, 0],
+            dst: [0x0a00_0064, 0, 0, 0],
+            sport: 4242,
+            dport: 80,
+            proto: 6,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let fp = flow_hash64(&k);
+        assert_eq!(flow_hash(&k), (fp >> 32) as u32);
+        let check = shared_conn_check(fp, 7, 3);
+        // The writer's own fields check out.
+        assert_eq!(check, shared_conn_check(fp, 7, 3));
+        // A backend or generation torn in from another write does not.
+        for (b, g) in [(8, 3), (7, 4), (6, 3), (7, 2), (0, 0), (3, 7), (7 << 16, 3)] {
+            assert_ne!(check, shared_conn_check(fp, b, g), "({b}, {g})");
+        }
+        // Nor does another flow's check with these fields.
+        k.sport += 1;
+        assert_ne!(check, shared_conn_check(flow_hash64(&k), 7, 3));
+        // An empty entry (all zero) checks out for no flow with a fingerprint.
+        assert_ne!(shared_conn_check(fp, 0, 0), 0);
     }
 
     #[test]

@@ -32,9 +32,9 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use lb_common::{
     AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
-    FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, VipEntry,
-    VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports, flow_hash, ring_index,
-    slot_record, vip_flags,
+    FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
+    VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports, flow_hash,
+    flow_hash64, ring_index, shared_conn_check, slot_record, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -93,6 +93,12 @@ static CONNS: PerCpuArray<ConnBucket> = PerCpuArray::with_max_entries(1, 0);
 /// page-aligned and every line is one cache line. Sized by user space.
 #[map]
 static CONNS4: Array<ConnLine4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// The connection table shared by all CPUs, behind the per-CPU ones: a flow
+/// that misses this CPU's table is looked up here before it is hashed on the
+/// ring (see [`SharedConn`]). `LbConfig::conn_shared_mask + 1` entries, sized
+/// by user space.
+#[map]
+static CONN_SHARED: Array<SharedConn> = Array::with_max_entries(1, 0);
 /// Node settings (one entry).
 #[map]
 static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
@@ -475,8 +481,9 @@ fn record(fill: Fill, key: &ConnKey, hash: u32, id: u32, be: &Backend, conn: &mu
     }
 }
 
-/// Connection table first, then the VIP's live Maglev ring; a flow placed by
-/// the ring is recorded in the connection table.
+/// This CPU's connection table first, then the shared one, then the VIP's
+/// live Maglev ring; a flow placed by the ring is recorded in both tables,
+/// one found in the shared table in this CPU's.
 #[inline(always)]
 fn choose_backend(
     key: &ConnKey,
@@ -498,6 +505,20 @@ fn choose_backend(
             Lookup::Place(fill) => fill,
         }
     };
+    // Not in this CPU's table: another CPU may have placed the flow.
+    let shared = match fill {
+        Fill::None => None,
+        _ => CONN_SHARED
+            .get_ptr_mut(hash & cfg.conn_shared_mask)
+            .map(|sp| (sp, flow_hash64(key))),
+    };
+    if let Some((sp, fp)) = shared
+        && let Some((id, be)) = shared_lookup(sp, fp)
+    {
+        conn.lookup = Some(Reason::ConnShared);
+        record(fill, key, hash, id, be, conn);
+        return Some((id, be));
+    }
     let ring_size = vip.ring_size;
     if ring_size == 0 {
         return None;
@@ -509,7 +530,35 @@ fn choose_backend(
     }
     let be = live_backend(id)?;
     record(fill, key, hash, id, be, conn);
+    if let Some((sp, fp)) = shared {
+        let entry = SharedConn {
+            check: shared_conn_check(fp, id, be.generation),
+            backend_id: id,
+            generation: be.generation,
+        };
+        // SAFETY: an entry of the shared array; other CPUs may write it at
+        // the same time, which `check` lets readers detect.
+        unsafe { core::ptr::write_volatile(sp, entry) };
+    }
     Some((id, be))
+}
+
+/// The flow with fingerprint `fp` in a shared-table entry: its backend, if
+/// the entry is the flow's, its fields belong together (not torn by
+/// concurrent writers) and the backend is still the one chosen.
+#[inline(always)]
+fn shared_lookup(sp: *mut SharedConn, fp: u64) -> Option<(u32, &'static Backend)> {
+    // SAFETY: an entry of the shared array, read once into a copy (other
+    // CPUs may be writing it; the check below rejects a torn copy).
+    let e = unsafe { core::ptr::read_volatile(sp) };
+    if e.check != shared_conn_check(fp, e.backend_id, e.generation) {
+        return None;
+    }
+    let be = live_backend(e.backend_id)?;
+    if be.generation != e.generation {
+        return None;
+    }
+    Some((e.backend_id, be))
 }
 
 /// DR: the frame goes to the backend's MAC unchanged above L2.

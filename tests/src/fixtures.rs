@@ -103,9 +103,9 @@ pub struct Lab {
 
 impl Lab {
     /// Loads the object and applies `state`, and pins the calling thread to
-    /// CPU 0: the connection table is per CPU, and a test that follows a
-    /// flow across runs must run them all on one CPU (as RSS keeps a flow on
-    /// one CPU).
+    /// CPU 0: the connection table is per CPU first, and a test that follows
+    /// a flow across runs runs them all on one CPU (as RSS keeps a flow on
+    /// one CPU), unless it tests a flow that moves.
     ///
     /// # Panics
     /// When loading, applying or pinning fails (a test failure).
@@ -163,6 +163,25 @@ impl Lab {
         self.run_prog(programs::LB, pkt).expect("test run")
     }
 
+    /// A map of the load balancer program, by name, opened anew (to read or
+    /// write entries the data plane's API does not expose).
+    ///
+    /// # Panics
+    /// When the program's maps cannot be listed or `name` is not among them.
+    pub fn lb_map(&self, name: &str) -> aya::maps::MapData {
+        let info = self
+            .dp
+            .program(programs::LB)
+            .expect("program")
+            .info()
+            .expect("program info");
+        let ids = info.map_ids().expect("map ids").expect("map ids");
+        ids.into_iter()
+            .map(|id| aya::maps::MapData::from_id(id).expect("map by id"))
+            .find(|m| m.info().expect("map info").name_as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no map {name}"))
+    }
+
     /// Reason counters by name.
     ///
     /// # Panics
@@ -178,7 +197,7 @@ impl Lab {
             .filter(|(k, _)| {
                 !matches!(
                     **k,
-                    "conn_hit" | "conn_miss" | "conn_stale" | "conn_evicted"
+                    "conn_hit" | "conn_miss" | "conn_stale" | "conn_evicted" | "conn_shared"
                 )
             })
             .map(|(_, v)| v)

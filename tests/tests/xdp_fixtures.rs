@@ -768,6 +768,177 @@ fn established_flow_survives_a_table_switch() {
     assert!(fresh.contains(&5) && fresh.contains(&6), "{fresh:?}");
 }
 
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu set");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+}
+
+/// A flow whose packets come to another CPU than before (a moved RSS queue
+/// or IRQ, veth, a sender that migrates) misses that CPU's table: the
+/// shared table keeps it on its backend although the ring changed in
+/// between, and puts it in that CPU's table.
+fn flow_moving_to_another_cpu_keeps_its_backend(v6: bool) {
+    let cpus = aya::util::nr_cpus().expect("CPU count");
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs; the machine has {cpus}"
+    );
+    let (spec, client, vip_addr) = if v6 {
+        (vip_j(), CLIENT6, "2001:db8::102")
+    } else {
+        (vip_i(), CLIENT, "10.0.0.104")
+    };
+    let mut st = state();
+    for v in st.vips.iter_mut().filter(|v| v.spec == spec) {
+        v.backends = multi_backends();
+    }
+    let mut lab = Lab::new(st); // on CPU 0
+    // The shared table is direct-mapped (a later flow on a slot replaces
+    // the earlier): flows on distinct slots.
+    let entries = lb_common::shared_conn_entries(CONN_TABLE_SIZE);
+    let mut slots = std::collections::BTreeSet::new();
+    let flows: Vec<u16> = (20000..u16::MAX)
+        .filter(|&p| {
+            let h = hash_of(
+                client,
+                p,
+                vip_addr,
+                80,
+                Protocol::Tcp,
+                HashFields::default(),
+            );
+            slots.insert(h & (entries - 1))
+        })
+        .take(200)
+        .collect();
+    let pkt = |p: u16| client_packet(client, p, vip_addr, 80, Protocol::Tcp, None, b"x");
+    let backends = |lab: &Lab| -> Vec<u8> {
+        flows
+            .iter()
+            .map(|&p| {
+                let (verdict, out) = lab.run(&pkt(p));
+                assert_eq!(verdict, verdict::TX);
+                backend_of(&out)
+            })
+            .collect()
+    };
+    let before = backends(&lab);
+    let mut st = lab.state.clone();
+    let v = st.vips.iter_mut().find(|v| v.spec == spec).expect("vip");
+    v.backends.push(backend("10.0.3.5", 15, 100));
+    v.backends.push(backend("10.0.3.6", 16, 100));
+    assert_eq!(lab.apply(st).rings_switched, 1);
+    // The new ring would move some of them.
+    let moved = flows
+        .iter()
+        .zip(&before)
+        .filter(|&(&p, &b)| {
+            let key = conn_key(ip(client), p, ip(vip_addr), 80, Protocol::Tcp);
+            lab.predicted_backend(&spec, &key) != Some(ip(&format!("10.0.3.{b}")))
+        })
+        .count();
+    assert!(moved > 20, "the ring switch moves only {moved} flows");
+
+    pin_to(1);
+    assert_eq!(backends(&lab), before, "flows kept their backends on CPU 1");
+    let r = lab.reasons();
+    let n = flows.len() as u64;
+    assert_eq!(
+        (r["conn_miss"], r["conn_shared"], r["conn_hit"]),
+        (n, n, 0),
+        "placed on CPU 0, found in the shared table on CPU 1"
+    );
+    assert_eq!(backends(&lab), before);
+    assert_eq!(lab.reasons()["conn_hit"], n, "now in CPU 1's table too");
+    // New flows on CPU 1 do reach the new backends.
+    let fresh: std::collections::BTreeSet<u8> = (40000..40400u16)
+        .map(|p| backend_of(&lab.run(&pkt(p)).1))
+        .collect();
+    assert!(fresh.contains(&5) && fresh.contains(&6), "{fresh:?}");
+}
+
+#[test]
+fn ipv4_flow_moving_to_another_cpu_keeps_its_backend() {
+    flow_moving_to_another_cpu_keeps_its_backend(false);
+}
+
+#[test]
+fn ipv6_flow_moving_to_another_cpu_keeps_its_backend() {
+    flow_moving_to_another_cpu_keeps_its_backend(true);
+}
+
+/// Entries of the shared table are written by every CPU without a lock: an
+/// entry whose backend and generation were torn in from another write is
+/// not trusted, and the flow is hashed on the ring as if it were not there.
+#[test]
+fn torn_shared_entry_is_not_trusted() {
+    use aya::maps::{Array, Map};
+    let mut st = state();
+    for v in st.vips.iter_mut().filter(|v| v.spec == vip_i()) {
+        v.backends = multi_backends();
+    }
+    let lab = Lab::new(st); // on CPU 0
+    let key = conn_key(ip(CLIENT), 20000, ip("10.0.0.104"), 80, Protocol::Tcp);
+    let fp = lb_common::flow_hash64(&key);
+    let slot = (fp >> 32) as u32 & (lb_common::shared_conn_entries(CONN_TABLE_SIZE) - 1);
+    let placed = backend_of(&lab.run(&flow_to_i(20000)).1);
+    let mut shared: Array<_, lb_common::SharedConn> =
+        Array::try_from(Map::Array(lab.lb_map("CONN_SHARED"))).expect("CONN_SHARED");
+    let backends: Array<_, lb_common::Backend> =
+        Array::try_from(Map::Array(lab.lb_map("BACKENDS"))).expect("BACKENDS");
+    let entry = shared.get(&slot, 0).expect("entry");
+    let id_of = |n: u8| {
+        lab.dp
+            .backend_id(&vip_i(), ip(&format!("10.0.3.{n}")))
+            .expect("backend id")
+    };
+    assert_eq!(entry.backend_id, id_of(placed), "the placement is shared");
+    assert_eq!(
+        entry.check,
+        lb_common::shared_conn_check(fp, entry.backend_id, entry.generation)
+    );
+    // Another live backend with its own generation: only the check can
+    // tell that this entry is torn.
+    let other = if placed == 1 { 2 } else { 1 };
+    let other_gen = backends.get(&id_of(other), 0).expect("backend").generation;
+    let torn = lb_common::SharedConn {
+        check: entry.check,
+        backend_id: id_of(other),
+        generation: other_gen,
+    };
+    shared.set(slot, torn, 0).expect("write torn entry");
+
+    pin_to(1);
+    assert_eq!(
+        backend_of(&lab.run(&flow_to_i(20000)).1),
+        placed,
+        "hashed on the ring, not sent to the torn entry's backend"
+    );
+    let r = lab.reasons();
+    assert_eq!((r["conn_shared"], r["conn_miss"]), (0, 2), "{r:?}");
+
+    // Control: an entry whose check matches is followed, even to a backend
+    // the ring would not choose (a flow no CPU has seen).
+    let key = conn_key(ip(CLIENT), 20001, ip("10.0.0.104"), 80, Protocol::Tcp);
+    let fp = lb_common::flow_hash64(&key);
+    let slot = (fp >> 32) as u32 & (lb_common::shared_conn_entries(CONN_TABLE_SIZE) - 1);
+    let ring = lab.predicted_backend(&vip_i(), &key).expect("ring choice");
+    let other = (1..=4u8)
+        .find(|n| ip(&format!("10.0.3.{n}")) != ring)
+        .expect("another backend");
+    let generation = backends.get(&id_of(other), 0).expect("backend").generation;
+    let entry = lb_common::SharedConn {
+        check: lb_common::shared_conn_check(fp, id_of(other), generation),
+        backend_id: id_of(other),
+        generation,
+    };
+    shared.set(slot, entry, 0).expect("write entry");
+    assert_eq!(backend_of(&lab.run(&flow_to_i(20001)).1), other);
+    assert_eq!(lab.reasons()["conn_shared"], 1);
+}
+
 #[test]
 fn drained_backend_keeps_its_flows_and_gets_no_new_ones() {
     let mut lab = Lab::new(state());
@@ -867,8 +1038,13 @@ fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
     run(1);
     assert_eq!(
         counts(),
-        (2 * w - 1, w + 2, 2),
-        "flow 1 was the one evicted"
+        (2 * w - 1, w + 1, 2),
+        "flow 1 was the one evicted (and evicts another to come back)"
+    );
+    assert_eq!(
+        lab.reasons()["conn_shared"],
+        1,
+        "flow 1 came back from the shared table"
     );
     // With every backend drained, a new flow finds none: it is dropped and
     // not placed, so it evicts nothing (the miss still counts).
@@ -894,7 +1070,7 @@ fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
     assert_eq!(r["drop_no_backend"], 1);
     assert_eq!(
         (r["conn_hit"], r["conn_miss"], r["conn_evicted"]),
-        (2 * w - 1, w + 3, 2),
+        (2 * w - 1, w + 2, 2),
         "a flow without a backend evicts nothing"
     );
 }

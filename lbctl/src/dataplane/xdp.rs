@@ -72,7 +72,7 @@ pub mod programs {
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 13] = [
+pub const MAP_NAMES: [&str; 14] = [
     "VIPS",
     "VIP_ADDR_SLOTS",
     "VIP_TABLE",
@@ -81,6 +81,7 @@ pub const MAP_NAMES: [&str; 13] = [
     "BACKENDS",
     "CONNS",
     "CONNS4",
+    "CONN_SHARED",
     "CONFIG",
     "VIP_STATS",
     "BACKEND_STATS",
@@ -92,7 +93,8 @@ pub const MAP_NAMES: [&str; 13] = [
 /// object this lbctl carries. A kept data plane with another layout (left by
 /// an older lbctl) is not adopted: its maps do not fit this program.
 /// 2: per-CPU set-associative `CONNS`, one-value `REASONS`.
-pub const MAP_LAYOUT: u32 = 2;
+/// 3: `CONN_SHARED`, `LbConfig::conn_shared_mask`, reason `conn_shared`.
+pub const MAP_LAYOUT: u32 = 3;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -404,6 +406,8 @@ pub struct XdpDataplane {
     conn_mask: u32,
     /// `CONNS4` lines per CPU minus one.
     conn4_mask: u32,
+    /// `CONN_SHARED` entries minus one.
+    conn_shared_mask: u32,
     links: Vec<(String, &'static str, XdpLinkId)>,
 }
 
@@ -444,7 +448,11 @@ impl XdpDataplane {
         loader
             .map_max_entries("RINGS", ring_entries.max(1))
             .map_max_entries("CONNS", conn_buckets_for(opts.conn_table_size)?)
-            .map_max_entries("CONNS4", conn4_entries_for(opts.conn_table_size)?);
+            .map_max_entries("CONNS4", conn4_entries_for(opts.conn_table_size)?)
+            .map_max_entries(
+                "CONN_SHARED",
+                lb_common::shared_conn_entries(opts.conn_table_size),
+            );
         let mut adopt_node = false;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
@@ -490,6 +498,10 @@ impl XdpDataplane {
             Some(aya::maps::Map::Array(m)) => mask_below(m.info()?.max_entries() / cpu_count()?),
             _ => return Err(XdpError::Missing("array map CONNS4".into())),
         };
+        let conn_shared_mask = match ebpf.map("CONN_SHARED") {
+            Some(aya::maps::Map::Array(m)) => mask_below(m.info()?.max_entries()),
+            _ => return Err(XdpError::Missing("array map CONN_SHARED".into())),
+        };
         let mut dp = Self {
             ebpf,
             rings: Some(rings),
@@ -503,6 +515,7 @@ impl XdpDataplane {
             node: None,
             conn_mask,
             conn4_mask,
+            conn_shared_mask,
             links: Vec::new(),
         };
         if adopt_node {
@@ -836,6 +849,7 @@ impl XdpDataplane {
             ring_stride: self.opts.ring_stride,
             conn_mask: self.conn_mask,
             conn4_mask: self.conn4_mask,
+            conn_shared_mask: self.conn_shared_mask,
         };
         if self.node == Some(cfg) {
             return Ok(false);
@@ -1183,8 +1197,9 @@ impl XdpDataplane {
         Ok(())
     }
 
-    /// Number of flows in the connection table, over all CPUs (reads the
-    /// whole per-CPU table; for tests and tools, not for a hot path).
+    /// Number of flows in the per-CPU connection tables, over all CPUs
+    /// (reads them whole; for tests and tools, not for a hot path). Flows
+    /// in the shared table are also in the table of the CPU that placed them.
     ///
     /// # Errors
     /// Map errors.
