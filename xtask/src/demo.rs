@@ -105,9 +105,13 @@ impl Drop for Demo {
             return;
         }
         for (_, c) in &mut self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            // Only the living: the demo kills one lbctl itself.
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for (_, c) in &mut self.children {
