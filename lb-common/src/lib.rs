@@ -690,17 +690,22 @@ mod tests {
         assert_eq!(shared_conn_entries(u32::MAX), 1 << 24);
     }
 
-    #[test]
-    fn shared_conn_check_rejects_fields_of_another_write() {
-        let mut k = ConnKey {
-            src: [0x0a00_0001, 0, 0, 0],
-            dst: [0x0a00_0064, 0, 0, 0],
-            sport: 4242,
+    /// 10.0.0.1:40000 -> 10.0.0.100:80, TCP.
+    fn tcp4_key() -> ConnKey {
+        ConnKey {
+            src: addr_words(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            dst: addr_words(&[10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            sport: 40000,
             dport: 80,
             proto: 6,
             family: FAMILY_V4,
             _pad: [0; 2],
-        };
+        }
+    }
+
+    #[test]
+    fn shared_conn_check_rejects_fields_of_another_write() {
+        let mut k = tcp4_key();
         let fp = flow_hash64(&k);
         assert_eq!(flow_hash(&k), (fp >> 32) as u32);
         let check = shared_conn_check(fp, 7, 3);
@@ -771,15 +776,7 @@ mod tests {
 
     #[test]
     fn flow_hash_depends_on_every_field() {
-        let base = ConnKey {
-            src: addr_words(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            dst: addr_words(&[10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            sport: 40000,
-            dport: 80,
-            proto: 6,
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        };
+        let base = tcp4_key();
         let h = flow_hash(&base);
         let variants = [
             ConnKey {

@@ -101,6 +101,24 @@ pub struct Lab {
     pub state: DesiredState,
 }
 
+/// Pins the calling thread to CPU `cpu` (the data plane's connection
+/// tables are per CPU first: what a test sees depends on where it runs).
+///
+/// # Panics
+/// When the CPU does not exist or the call fails.
+pub fn pin_to_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu set");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .unwrap_or_else(|e| panic!("pin the thread to CPU {cpu}: {e}"));
+}
+
+/// The shared connection table's slot of a flow with flow hash `hash`, in
+/// a data plane loaded with [`CONN_TABLE_SIZE`] (as the data plane indexes it).
+pub fn shared_slot(hash: u32) -> u32 {
+    hash & (lb_common::shared_conn_entries(CONN_TABLE_SIZE) - 1)
+}
+
 impl Lab {
     /// Loads the object and applies `state`, and pins the calling thread to
     /// CPU 0: the connection table is per CPU first, and a test that follows
@@ -110,10 +128,7 @@ impl Lab {
     /// # Panics
     /// When loading, applying or pinning fails (a test failure).
     pub fn new(state: DesiredState) -> Self {
-        let mut cpu0 = nix::sched::CpuSet::new();
-        cpu0.set(0).expect("cpu set");
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0)
-            .expect("pin the test thread to CPU 0");
+        pin_to_cpu(0);
         let mut dp = XdpDataplane::load(LoadOptions {
             ring_stride: RING,
             max_vips: 16,

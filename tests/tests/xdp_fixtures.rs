@@ -768,13 +768,6 @@ fn established_flow_survives_a_table_switch() {
     assert!(fresh.contains(&5) && fresh.contains(&6), "{fresh:?}");
 }
 
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).expect("cpu set");
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
-}
-
 /// A flow whose packets come to another CPU than before (a moved RSS queue
 /// or IRQ, veth, a sender that migrates) misses that CPU's table: the
 /// shared table keeps it on its backend although the ring changed in
@@ -797,7 +790,6 @@ fn flow_moving_to_another_cpu_keeps_its_backend(v6: bool) {
     let mut lab = Lab::new(st); // on CPU 0
     // The shared table is direct-mapped (a later flow on a slot replaces
     // the earlier): flows on distinct slots.
-    let entries = lb_common::shared_conn_entries(CONN_TABLE_SIZE);
     let mut slots = std::collections::BTreeSet::new();
     let flows: Vec<u16> = (20000..u16::MAX)
         .filter(|&p| {
@@ -809,7 +801,7 @@ fn flow_moving_to_another_cpu_keeps_its_backend(v6: bool) {
                 Protocol::Tcp,
                 HashFields::default(),
             );
-            slots.insert(h & (entries - 1))
+            slots.insert(shared_slot(h))
         })
         .take(200)
         .collect();
@@ -841,7 +833,7 @@ fn flow_moving_to_another_cpu_keeps_its_backend(v6: bool) {
         .count();
     assert!(moved > 20, "the ring switch moves only {moved} flows");
 
-    pin_to(1);
+    pin_to_cpu(1);
     assert_eq!(backends(&lab), before, "flows kept their backends on CPU 1");
     let r = lab.reasons();
     let n = flows.len() as u64;
@@ -882,7 +874,7 @@ fn torn_shared_entry_is_not_trusted() {
     let lab = Lab::new(st); // on CPU 0
     let key = conn_key(ip(CLIENT), 20000, ip("10.0.0.104"), 80, Protocol::Tcp);
     let fp = lb_common::flow_hash64(&key);
-    let slot = (fp >> 32) as u32 & (lb_common::shared_conn_entries(CONN_TABLE_SIZE) - 1);
+    let slot = shared_slot(lb_common::flow_hash(&key));
     let placed = backend_of(&lab.run(&flow_to_i(20000)).1);
     let mut shared: Array<_, lb_common::SharedConn> =
         Array::try_from(Map::Array(lab.lb_map("CONN_SHARED"))).expect("CONN_SHARED");
@@ -910,7 +902,7 @@ fn torn_shared_entry_is_not_trusted() {
     };
     shared.set(slot, torn, 0).expect("write torn entry");
 
-    pin_to(1);
+    pin_to_cpu(1);
     assert_eq!(
         backend_of(&lab.run(&flow_to_i(20000)).1),
         placed,
@@ -923,7 +915,7 @@ fn torn_shared_entry_is_not_trusted() {
     // the ring would not choose (a flow no CPU has seen).
     let key = conn_key(ip(CLIENT), 20001, ip("10.0.0.104"), 80, Protocol::Tcp);
     let fp = lb_common::flow_hash64(&key);
-    let slot = (fp >> 32) as u32 & (lb_common::shared_conn_entries(CONN_TABLE_SIZE) - 1);
+    let slot = shared_slot(lb_common::flow_hash(&key));
     let ring = lab.predicted_backend(&vip_i(), &key).expect("ring choice");
     let other = (1..=4u8)
         .find(|n| ip(&format!("10.0.3.{n}")) != ring)
@@ -1111,9 +1103,7 @@ fn dying_backend_leaves_the_table_before_it_is_marked_dead() {
     let cpus = aya::util::nr_cpus().expect("CPU count");
     std::thread::scope(|s| {
         let sender = s.spawn(|| {
-            let mut other = nix::sched::CpuSet::new();
-            other.set(if cpus > 1 { 1 } else { 0 }).expect("cpu set");
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &other).expect("pin");
+            pin_to_cpu(if cpus > 1 { 1 } else { 0 });
             let started = std::time::Instant::now();
             let mut port = 1024u16;
             // Bounded in count and time.
