@@ -243,13 +243,18 @@ pub const fn conn4_lines(capacity: u32, cpus: u32) -> u32 {
 /// power of two (at most 2^24).
 const fn per_cpu_sets(capacity: u32, cpus: u32, ways: u32) -> u32 {
     let cpus = if cpus == 0 { 1 } else { cpus };
-    let sets = (capacity / cpus).div_ceil(ways);
-    if sets <= 1 {
+    pow2_within((capacity / cpus).div_ceil(ways))
+}
+
+/// `n` rounded up to a power of two, at least 1, at most 2^24: the size of
+/// a table indexed by a mask.
+const fn pow2_within(n: u32) -> u32 {
+    if n <= 1 {
         1
-    } else if sets > 1 << 24 {
+    } else if n > 1 << 24 {
         1 << 24
     } else {
-        sets.next_power_of_two()
+        n.next_power_of_two()
     }
 }
 
@@ -333,13 +338,7 @@ pub const fn shared_conn_check(fp: u64, backend_id: u32, generation: u32) -> u64
 /// Entries of the shared connection table for a capacity of `capacity`
 /// flows: a power of two, at least 1, at most 2^24.
 pub const fn shared_conn_entries(capacity: u32) -> u32 {
-    if capacity <= 1 {
-        1
-    } else if capacity > 1 << 24 {
-        1 << 24
-    } else {
-        capacity.next_power_of_two()
-    }
+    pow2_within(capacity)
 }
 
 /// Number of [`ConnBucket`]s per CPU for a capacity of `capacity` IPv6
