@@ -7,7 +7,9 @@
 //! flow; the run's input must be the template itself) and
 //! tail-calls the program under test. The bare programs (`pass`, `reflect`)
 //! are measured both directly and behind the same wrapper, which gives the
-//! wrapper's own cost.
+//! wrapper's own cost; `bench_grow` behind it gives the floor of an
+//! encapsulating path (a head growth and the wrapper's undo: two helper
+//! calls).
 
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use lbctl::dataplane::{Forwarding, xdp::XdpDataplane, xdp::programs};
@@ -86,6 +88,12 @@ impl CostLab<'_> {
             spec("reflect", "MAC-swap XDP_TX reflector (bare)", false, XDP_TX),
             spec("wrap_pass", "wrapper + XDP_PASS", true, XDP_PASS),
             spec("wrap_reflect", "wrapper + reflector", true, XDP_TX),
+            spec(
+                "wrap_grow",
+                "wrapper + head growth (encap floor)",
+                true,
+                XDP_TX,
+            ),
         ];
         for fam in ["v4", "v6"] {
             v.push(spec(
@@ -141,6 +149,13 @@ impl CostLab<'_> {
             let s = self.wrapped(None, &tcp4)?;
             out.push((id.to_owned(), s));
         }
+        // What any IPv4 encapsulation pays in this harness: its own
+        // `bpf_xdp_adjust_head` and the wrapper's undo of it.
+        progress("wrap_grow");
+        let fd = self.bench.program("bench_grow")?.fd()?.try_clone()?;
+        self.bench.jump.set(0, &fd, 0)?;
+        let s = self.wrapped(None, &tcp4)?;
+        out.push(("wrap_grow".to_owned(), s));
         self.hit.apply(&lab::desired(Forwarding::Dr))?;
         for (id, dst) in [("non_vip_v4", lab::NON_VIP4), ("non_vip_v6", lab::NON_VIP6)] {
             if !wanted(id) {

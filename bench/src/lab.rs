@@ -166,7 +166,13 @@ impl BenchObject {
         let mut ebpf = EbpfLoader::new()
             .load(BENCH_OBJECT)
             .context("loading lb-bench")?;
-        for name in ["bench_gen", "bench_wrap", "bench_sink", "bench_pass"] {
+        for name in [
+            "bench_gen",
+            "bench_wrap",
+            "bench_grow",
+            "bench_sink",
+            "bench_pass",
+        ] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("lb-bench has no program {name}"))?

@@ -16,6 +16,9 @@
 //!   the words that differ, and tail-calls slot 0 of `BENCH_JUMP` (the
 //!   program under test). Its own cost is measured by tail-calling the
 //!   trivial programs.
+//! - `bench_grow`: grows the head by 20 bytes and returns XDP_TX: behind
+//!   `bench_wrap`, the floor of an IPv4 encapsulating path (two helper
+//!   calls: its growth and the wrapper's undo).
 //! - `bench_sink`: counts frames in a per-CPU counter and drops them.
 //!
 //! Template layout and flow rewrite (mirrored in `bench/src/flows.rs`):
@@ -360,6 +363,18 @@ pub fn bench_wrap(ctx: XdpContext) -> u32 {
     // control returns here.
     unsafe { BENCH_JUMP.tail_call(&ctx, 0) };
     XDP_ABORTED
+}
+
+/// The floor of an encapsulating path behind `bench_wrap`: grows the head
+/// by an outer IPv4 header's 20 bytes (which the wrapper then undoes, as it
+/// does `lb`'s) and returns XDP_TX, doing nothing else.
+#[xdp]
+pub fn bench_grow(ctx: XdpContext) -> u32 {
+    // SAFETY: helper call on the program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -20) } != 0 {
+        return XDP_DROP;
+    }
+    XDP_TX
 }
 
 /// Counting sink.
