@@ -139,23 +139,29 @@ impl CostLab<'_> {
             let (ns, verdict) = run_raw(self.hit.program(name)?, &tcp4.frame, repeat)?;
             out.push((id.to_owned(), sample(ns, verdict, (0, 0))));
         }
-        for (id, name) in [
-            ("wrap_pass", programs::PASS),
-            ("wrap_reflect", programs::REFLECT),
-        ] {
+        // The wrapper's own cost (trivial programs behind it), and the floor
+        // of an IPv4 encapsulation in this harness: `bench_grow`'s
+        // `bpf_xdp_adjust_head` and the wrapper's undo of it.
+        let wrapped_baselines = [
+            (
+                "wrap_pass",
+                self.hit.program(programs::PASS)?.fd()?.try_clone()?,
+            ),
+            (
+                "wrap_reflect",
+                self.hit.program(programs::REFLECT)?.fd()?.try_clone()?,
+            ),
+            (
+                "wrap_grow",
+                self.bench.program("bench_grow")?.fd()?.try_clone()?,
+            ),
+        ];
+        for (id, fd) in wrapped_baselines {
             progress(id);
-            let fd = self.hit.program(name)?.fd()?.try_clone()?;
             self.bench.jump.set(0, &fd, 0)?;
             let s = self.wrapped(None, &tcp4)?;
             out.push((id.to_owned(), s));
         }
-        // What any IPv4 encapsulation pays in this harness: its own
-        // `bpf_xdp_adjust_head` and the wrapper's undo of it.
-        progress("wrap_grow");
-        let fd = self.bench.program("bench_grow")?.fd()?.try_clone()?;
-        self.bench.jump.set(0, &fd, 0)?;
-        let s = self.wrapped(None, &tcp4)?;
-        out.push(("wrap_grow".to_owned(), s));
         self.hit.apply(&lab::desired(Forwarding::Dr))?;
         for (id, dst) in [("non_vip_v4", lab::NON_VIP4), ("non_vip_v6", lab::NON_VIP6)] {
             if !wanted(id) {
