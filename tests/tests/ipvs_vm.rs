@@ -189,6 +189,7 @@ fn ipvs_data_plane_in_a_debian_6_1_guest() {
         "IPVS-VM: PASS status",
         "IPVS-VM: PASS stop",
         "IPVS-VM: PASS tcp",
+        "IPVS-VM: PASS drain-mh",
         "IPVS-VM: PASS daemon-apply",
         "IPVS-VM: PASS daemon-health",
         "IPVS-VM: PASS daemon-status",

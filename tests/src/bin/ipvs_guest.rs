@@ -196,14 +196,14 @@ fn main() {
     let first = [
         FOREIGN,
         FOREIGN_DEST,
-        "TCP 10.0.0.1:80 mh (mh-port)",
-        "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 1",
-        "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 2",
+        "TCP 10.0.0.1:80 mh (mh-fallback,mh-port)",
+        "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.1:80 Route 1",
+        "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.2:80 Route 2",
         "UDP 10.0.0.2:53 wrr",
         "UDP 10.0.0.2:53 wrr -> 10.0.2.1:53 Tunnel 3",
         "UDP 10.0.0.2:53 wrr -> 10.0.2.2:53 Tunnel 4",
-        "TCP [2001:db8::1]:443 sh (sh-port)",
-        "TCP [2001:db8::1]:443 sh (sh-port) -> [2001:db8::10]:443 Masq 1",
+        "TCP [2001:db8::1]:443 sh (sh-fallback,sh-port)",
+        "TCP [2001:db8::1]:443 sh (sh-fallback,sh-port) -> [2001:db8::10]:443 Masq 1",
         "TCP 10.0.0.3:0 rr persistent 300",
         "TCP 10.0.0.3:0 rr persistent 300 -> 10.0.3.1:0 Route 1",
     ];
@@ -220,7 +220,7 @@ fn main() {
     let r = dp.apply(&s).expect("health apply");
     assert_eq!(r.dests_updated, 1, "{r:?}");
     let mut want: Vec<&str> = first.to_vec();
-    want[3] = "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 0";
+    want[3] = "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.1:80 Route 0";
     expect("health", &want);
 
     // Reload: a weight changes, the UDP VIP goes, a backend is added.
@@ -237,12 +237,12 @@ fn main() {
     let reloaded = [
         FOREIGN,
         FOREIGN_DEST,
-        "TCP 10.0.0.1:80 mh (mh-port)",
-        "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 0",
-        "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 5",
-        "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.3:80 Route 7",
-        "TCP [2001:db8::1]:443 sh (sh-port)",
-        "TCP [2001:db8::1]:443 sh (sh-port) -> [2001:db8::10]:443 Masq 1",
+        "TCP 10.0.0.1:80 mh (mh-fallback,mh-port)",
+        "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.1:80 Route 0",
+        "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.2:80 Route 5",
+        "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.3:80 Route 7",
+        "TCP [2001:db8::1]:443 sh (sh-fallback,sh-port)",
+        "TCP [2001:db8::1]:443 sh (sh-fallback,sh-port) -> [2001:db8::10]:443 Masq 1",
         "TCP 10.0.0.3:0 rr persistent 300",
         "TCP 10.0.0.3:0 rr persistent 300 -> 10.0.3.1:0 Route 1",
     ];
@@ -271,6 +271,7 @@ fn main() {
     expect("stop", &[FOREIGN, FOREIGN_DEST]);
 
     tcp_through_the_vip(&dir);
+    drained_server_with_mh(&dir);
     daemon::run();
     println!("IPVS-VM: ALL PASS");
 }
@@ -343,6 +344,102 @@ fn tcp_through_the_vip(dir: &std::path::Path) {
     assert!(svc.stats.conns >= 1, "{:?}", svc.stats);
     dp.remove_owned().expect("remove_owned");
     println!("IPVS-VM: PASS tcp");
+}
+
+/// Drain with the default scheduler (`mh`): a real server whose health
+/// check failed gets weight 0 and must take no new connection, while every
+/// new connection still gets through, to the other one. The kernel keeps a
+/// weight-0 server in mh's table (with its last weight), so without the
+/// fallback flag the connections hashed to it are refused.
+fn drained_server_with_mh(dir: &std::path::Path) {
+    use std::io::{Read as _, Write as _};
+    use std::time::{Duration, Instant};
+    const CONNS: usize = 24;
+    for a in ["10.0.0.101/32", "10.0.0.201/32"] {
+        let st = Command::new("ip")
+            .args(["addr", "add", a, "dev", "lo"])
+            .status()
+            .expect("ip addr add");
+        assert!(st.success(), "ip addr add {a}");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let servers: Vec<std::thread::JoinHandle<usize>> = ["10.0.0.200:80", "10.0.0.201:80"]
+        .into_iter()
+        .map(|at| {
+            let l = std::net::TcpListener::bind(at).expect("bind a real server");
+            l.set_nonblocking(true).expect("nonblocking");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Bounded: serves until told to stop, CONNS connections or 20 s.
+                let (mut n, end) = (0, Instant::now() + Duration::from_secs(20));
+                while n < CONNS
+                    && Instant::now() < end
+                    && !stop.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    match l.accept() {
+                        Ok((mut c, _)) => {
+                            let _ = c.set_nonblocking(false);
+                            let _ = c.write_all(format!("{at}\n").as_bytes());
+                            n += 1;
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut web = vip("10.0.0.101", Some(80), Protocol::Tcp, Forwarding::Dr);
+    web.backends = vec![backend("10.0.0.200", 1), backend("10.0.0.201", 1)];
+    let mut s = DesiredState {
+        node: NodeSettings::default(),
+        vips: vec![web],
+    };
+    let mut o = IpvsOptions::new(dir);
+    o.vips.insert(
+        s.vips[0].spec,
+        VipOptions {
+            scheduler: Some(Scheduler::Mh),
+            forwarding: Some(IpvsForwarding::Nat),
+            persistence: None,
+            unhealthy: None,
+        },
+    );
+    let mut dp = IpvsDataplane::open(o).expect("open IPVS");
+    dp.apply(&s).expect("apply the mh VIP");
+    // Up first, then its check fails: a server added with weight 0 never
+    // enters mh's table; one that had a weight stays in it.
+    s.vips[0].backends[1].healthy = false;
+    dp.apply(&s).expect("drain 10.0.0.201");
+    ipvsadm(&["-Ln"]);
+    let addr: std::net::SocketAddr = "10.0.0.101:80".parse().expect("address");
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..CONNS {
+        // A new source port each time: mh-port spreads them over the table.
+        let who = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_secs(3)))?;
+                let mut got = String::new();
+                c.read_to_string(&mut got)?;
+                Ok(got.trim().to_owned())
+            })
+            .unwrap_or_else(|e| format!("error: {e}"));
+        *answers.entry(who).or_default() += 1;
+    }
+    println!("answers with 10.0.0.201 drained: {answers:?}");
+    dp.remove_owned().expect("remove_owned");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: Vec<usize> = servers
+        .into_iter()
+        .map(|t| t.join().expect("server thread"))
+        .collect();
+    println!("served by 10.0.0.200, 10.0.0.201: {served:?}");
+    if answers.get("10.0.0.200:80") == Some(&CONNS) {
+        println!("IPVS-VM: PASS drain-mh");
+    } else {
+        println!("IPVS-VM: FAIL drain-mh");
+        panic!("drained mh service: {answers:?}");
+    }
 }
 
 /// `lbctl run` in the guest.
@@ -626,9 +723,9 @@ health_check = { type = "none" }
             .unwrap_or_else(|| panic!("no backend {addr} of {vip} in {st:#}"))
     }
 
-    const WEB: &str = "TCP 10.0.0.1:80 mh (mh-port)";
+    const WEB: &str = "TCP 10.0.0.1:80 mh (mh-fallback,mh-port)";
     const DNS: &str = "UDP 10.0.0.2:53 wrr";
-    const WEB6: &str = "TCP [2001:db8::1]:443 sh (sh-port)";
+    const WEB6: &str = "TCP [2001:db8::1]:443 sh (sh-fallback,sh-port)";
     const ANY: &str = "TCP 10.0.0.3:0 rr persistent 60";
 
     pub fn run() {
@@ -646,13 +743,13 @@ health_check = { type = "none" }
             FOREIGN,
             FOREIGN_DEST,
             WEB,
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 100",
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 50",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.1:80 Route 100",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.2:80 Route 50",
             DNS,
             "UDP 10.0.0.2:53 wrr -> 10.0.2.1:53 Tunnel 3",
             "UDP 10.0.0.2:53 wrr -> 10.0.2.2:53 Tunnel 4",
             WEB6,
-            "TCP [2001:db8::1]:443 sh (sh-port) -> [2001:db8::10]:443 Masq 1",
+            "TCP [2001:db8::1]:443 sh (sh-fallback,sh-port) -> [2001:db8::10]:443 Masq 1",
             ANY,
             "TCP 10.0.0.3:0 rr persistent 60 -> 10.0.3.1:0 Route 1",
         ];
@@ -667,8 +764,8 @@ health_check = { type = "none" }
             FOREIGN,
             FOREIGN_DEST,
             WEB,
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 0",
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 50",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.1:80 Route 0",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.2:80 Route 50",
             DNS,
             "UDP 10.0.0.2:53 wrr -> 10.0.2.1:53 Tunnel 3",
             "UDP 10.0.0.2:53 wrr -> 10.0.2.2:53 Tunnel 4",
@@ -701,7 +798,10 @@ health_check = { type = "none" }
         );
         let web = st["vips"].as_array().and_then(|v| v.first()).expect("web");
         assert_eq!(web["ipvs"]["scheduler"], "mh", "{web:#}");
-        assert_eq!(web["ipvs"]["flags"], serde_json::json!(["mh-port"]));
+        assert_eq!(
+            web["ipvs"]["flags"],
+            serde_json::json!(["mh-fallback", "mh-port"])
+        );
         assert_eq!(web["ipvs"]["owned"], true);
         println!("IPVS-VM: PASS daemon-status");
 
@@ -714,9 +814,9 @@ health_check = { type = "none" }
             FOREIGN,
             FOREIGN_DEST,
             WEB,
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 0",
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 70",
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.4:80 Route 10",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.1:80 Route 0",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.2:80 Route 70",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.4:80 Route 10",
             WEB6,
             ANY,
             "TCP 10.0.0.3:0 rr persistent 60 -> 10.0.3.1:0 Route 1",
@@ -751,11 +851,11 @@ health_check = { type = "none" }
             FOREIGN,
             FOREIGN_DEST,
             WEB,
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.1:80 Route 100",
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.2:80 Route 70",
-            "TCP 10.0.0.1:80 mh (mh-port) -> 10.0.1.4:80 Route 10",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.1:80 Route 100",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.2:80 Route 70",
+            "TCP 10.0.0.1:80 mh (mh-fallback,mh-port) -> 10.0.1.4:80 Route 10",
             WEB6,
-            "TCP [2001:db8::1]:443 sh (sh-port) -> [2001:db8::10]:443 Masq 1",
+            "TCP [2001:db8::1]:443 sh (sh-fallback,sh-port) -> [2001:db8::10]:443 Masq 1",
             ANY,
             "TCP 10.0.0.3:0 rr persistent 60 -> 10.0.3.1:0 Route 1",
         ];

@@ -19,7 +19,13 @@
 //!   NAT (`-m`) is an IPVS-only choice through [`VipOptions::forwarding`].
 //! - Scheduler per service, default [`Scheduler::Mh`] (Maglev, as the XDP
 //!   path). With `mh` or `sh`, the XDP hash field `src_port` maps to the
-//!   scheduler's port flag (`mh-port`/`sh-port`).
+//!   scheduler's port flag (`mh-port`/`sh-port`), and the fallback flag
+//!   (`mh-fallback`/`sh-fallback`) is always set: the kernel leaves a real
+//!   server of weight 0 in its hash table (it keeps the last weight), and
+//!   without fallback a new connection that hashes to it is refused ("no
+//!   destination available") instead of going to another real server. With
+//!   fallback it is rehashed, so drain means what it means in the XDP path:
+//!   no new connections, existing ones stay.
 //! - A healthy backend gets its weight (0 drains: no new connections,
 //!   existing ones stay). An unhealthy one gets weight 0, or is removed when
 //!   [`IpvsOptions::unhealthy`] (or the VIP's [`VipOptions::unhealthy`]) is
@@ -366,8 +372,14 @@ impl<K: IpvsKernel> IpvsDataplane<K> {
         if persistence.is_some() {
             flags |= codec::svc_flags::PERSISTENT;
         }
-        if matches!(sched, Scheduler::Mh | Scheduler::Sh) && vip.hash.src_port {
-            flags |= codec::svc_flags::SCHED2;
+        if matches!(sched, Scheduler::Mh | Scheduler::Sh) {
+            // Fallback: the kernel keeps a drained (weight 0) or failed real
+            // server in the hash table, and without this flag a new
+            // connection hashed to it gets no destination at all.
+            flags |= codec::svc_flags::SCHED1;
+            if vip.hash.src_port {
+                flags |= codec::svc_flags::SCHED2;
+            }
         }
         let config = ServiceConfig {
             sched_name: sched.name().to_owned(),

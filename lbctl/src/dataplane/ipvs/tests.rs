@@ -692,8 +692,8 @@ fn apply_creates_then_writes_nothing_when_unchanged() {
     assert_eq!(c.sched_name, "mh");
     assert_eq!(
         c.flags,
-        codec::svc_flags::SCHED2,
-        "mh-port from hash.src_port"
+        codec::svc_flags::SCHED1 | codec::svc_flags::SCHED2,
+        "mh-fallback always (drain must not refuse connections), mh-port from hash.src_port"
     );
     assert_eq!(d.len(), 2);
     assert_eq!(
