@@ -444,10 +444,14 @@ pub enum Reason {
     /// Not in this CPU's connection table but in the shared one (the flow's
     /// packets came to another CPU before): kept on its backend.
     ConnShared = 21,
+    /// Decap program: the outer header was marked CE (congestion) but the
+    /// inner packet is not ECN-capable, so the mark cannot be passed on:
+    /// dropped, as RFC 6040 section 4.2 requires.
+    DropCeNotEct = 22,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 22;
+pub const NUM_REASONS: u32 = 23;
 
 /// The single per-CPU value of the `REASONS` map: one counter per
 /// [`Reason`], by its index (one map lookup counts every reason of a packet).
@@ -486,6 +490,7 @@ impl Reason {
         Reason::DropTooBig,
         Reason::ConnEvicted,
         Reason::ConnShared,
+        Reason::DropCeNotEct,
     ];
 
     /// Stable snake_case name for output.
@@ -513,6 +518,7 @@ impl Reason {
             Reason::DropTooBig => "drop_too_big",
             Reason::ConnEvicted => "conn_evicted",
             Reason::ConnShared => "conn_shared",
+            Reason::DropCeNotEct => "drop_ce_not_ect",
         }
     }
 }
@@ -560,6 +566,33 @@ const fn pair(hi: u32, lo: u32) -> u64 {
 #[inline(always)]
 const fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]])
+}
+
+/// ECN codepoints (the two low bits of the IPv4 TOS / IPv6 traffic class).
+pub mod ecn {
+    /// Not ECN-capable transport.
+    pub const NOT_ECT: u8 = 0;
+    /// ECN-capable transport, codepoint 1.
+    pub const ECT1: u8 = 1;
+    /// ECN-capable transport, codepoint 0.
+    pub const ECT0: u8 = 2;
+    /// Congestion experienced.
+    pub const CE: u8 = 3;
+}
+
+/// The inner packet's ECN codepoint after decapsulation (RFC 6040 section
+/// 4.2, normal mode), from the arriving inner and outer codepoints; `None`:
+/// drop the packet (outer CE on a not-ECN-capable inner packet, where the
+/// congestion mark could only be lost).
+#[inline(always)]
+pub const fn decap_ecn(inner: u8, outer: u8) -> Option<u8> {
+    let (inner, outer) = (inner & 3, outer & 3);
+    match (inner, outer) {
+        (ecn::NOT_ECT, ecn::CE) => None,
+        (_, ecn::CE) => Some(ecn::CE),
+        (ecn::ECT0, ecn::ECT1) => Some(ecn::ECT1),
+        _ => Some(inner),
+    }
 }
 
 /// The flow hash: it indexes the VIP's Maglev table (see [`ring_index`])
@@ -649,6 +682,26 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    /// RFC 6040 section 4.2, Figure 4: every cell of the decapsulation table.
+    #[test]
+    fn decap_ecn_follows_rfc6040_table() {
+        use super::{decap_ecn, ecn::*};
+        // rows: arriving inner; columns: arriving outer Not-ECT, ECT(0), ECT(1), CE
+        let table = [
+            (NOT_ECT, [Some(NOT_ECT), Some(NOT_ECT), Some(NOT_ECT), None]),
+            (ECT0, [Some(ECT0), Some(ECT0), Some(ECT1), Some(CE)]),
+            (ECT1, [Some(ECT1), Some(ECT1), Some(ECT1), Some(CE)]),
+            (CE, [Some(CE), Some(CE), Some(CE), Some(CE)]),
+        ];
+        for (inner, row) in table {
+            for (outer, want) in [NOT_ECT, ECT0, ECT1, CE].into_iter().zip(row) {
+                assert_eq!(decap_ecn(inner, outer), want, "inner {inner} outer {outer}");
+                // the DSCP bits around them do not matter
+                assert_eq!(decap_ecn(inner | 0xb8, outer | 0x28), want);
+            }
+        }
+    }
+
     extern crate std;
     use super::*;
     use core::mem::size_of;

@@ -879,7 +879,7 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
     }
     let ip = if vlan { data + 18 } else { data + 14 };
     let mut key = AddrKey::default();
-    let (outer_len, inner_proto) = if ethertype == ETH_P_IPV4.to_be() {
+    let (outer_len, inner_proto, outer_ecn) = if ethertype == ETH_P_IPV4.to_be() {
         if ip + 20 > end {
             return (XDP_PASS, None);
         }
@@ -903,20 +903,22 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
         }
         key.family = FAMILY_V4;
         pkt::set32(&mut key.addr, 0, dst);
-        (ihl, proto)
+        // TOS is the second byte of the first word.
+        (ihl, proto, (w0 >> 8) as u8)
     } else if ethertype == ETH_P_IPV6.to_be() {
         if ip + 40 > end {
             return (XDP_PASS, None);
         }
         // SAFETY: 40 bytes checked.
-        let nh = unsafe { ld16(ip + 6) } as u8;
+        let (w0, nh) = unsafe { (ld16(ip), ld16(ip + 6) as u8) };
         if nh != IPPROTO_IPIP && nh != IPPROTO_IPV6 {
             return (XDP_PASS, None);
         }
         key.family = FAMILY_V6;
         // SAFETY: 40 bytes checked.
         unsafe { pkt::ld128(ip + 24, &mut key.addr) };
-        (40usize, nh)
+        // ECN: bits 4-5 of the second byte (the traffic class's low bits).
+        (40usize, nh, (w0 >> 12) as u8)
     } else {
         return (XDP_PASS, None);
     };
@@ -937,9 +939,41 @@ fn decapsulate(ctx: &XdpContext) -> (u32, Option<Reason>) {
         return (XDP_DROP, Some(Reason::DropMalformed));
     }
     // SAFETY: 2 bytes checked.
-    let ver = unsafe { ld16(inner) } as u8 >> 4;
+    let w0 = unsafe { ld16(inner) };
+    let ver = w0 as u8 >> 4;
     if (inner_type == ETH_P_IPV4 && ver != 4) || (inner_type == ETH_P_IPV6 && ver != 6) {
         return (XDP_DROP, Some(Reason::DropMalformed));
+    }
+    // Congestion marks set on the way from the balancer go to the inner
+    // packet (RFC 6040 section 4.2).
+    if outer_ecn & 3 != 0 {
+        let v4 = inner_type == ETH_P_IPV4;
+        let inner_ecn = if v4 {
+            (w0 >> 8) as u8
+        } else {
+            (w0 >> 12) as u8
+        };
+        let Some(ecn) = lb_common::decap_ecn(inner_ecn, outer_ecn) else {
+            return (XDP_DROP, Some(Reason::DropCeNotEct));
+        };
+        if ecn != inner_ecn & 3 {
+            if v4 {
+                if inner + 20 > end {
+                    return (XDP_DROP, Some(Reason::DropMalformed));
+                }
+                let new = (w0 & !0x0300) | ((ecn as u16) << 8);
+                // SAFETY: 20 bytes checked; the header checksum follows the
+                // change incrementally (RFC 1624 eqn. 3, byte-order independent).
+                unsafe {
+                    let c = ld16(inner + 10);
+                    st16(inner, new);
+                    st16(inner + 10, fold((!c) as u32 + (!w0) as u32 + new as u32));
+                }
+            } else {
+                // SAFETY: 2 bytes checked above.
+                unsafe { st16(inner, (w0 & !0x3000) | ((ecn as u16) << 12)) };
+            }
+        }
     }
     // Move L2 forward over the outer header, then drop the bytes in front.
     let new_l2 = data + outer_len;

@@ -1318,6 +1318,68 @@ fn decap_strips_tunnels_to_this_host_only() {
     assert_eq!(lab.reasons()["decapsulated"], 6);
 }
 
+/// Sets the ECN bits of the IP header at `l3` (fixing the IPv4 checksum).
+fn set_ecn(frame: &mut [u8], l3: usize, ecn: u8) {
+    if frame[l3] >> 4 == 4 {
+        frame[l3 + 1] = (frame[l3 + 1] & !3) | ecn;
+        let ihl = usize::from(frame[l3] & 0x0f) * 4;
+        let (h, _) = Ipv4Header::from_slice(&frame[l3..l3 + ihl]).expect("ipv4 header");
+        let c = h.calc_header_checksum();
+        frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        frame[l3 + 1] = (frame[l3 + 1] & !0x30) | (ecn << 4);
+    }
+}
+
+/// RFC 6040 section 4.2: a congestion mark on the outer header reaches the
+/// inner packet (whose IPv4 checksum stays right), ECT(1) on the outer one
+/// turns an inner ECT(0) into ECT(1), and outer CE on an inner packet that
+/// is not ECN-capable is dropped and counted; every combination, IPIP and
+/// IP6IP6.
+#[test]
+fn decap_carries_congestion_marks_inward() {
+    use lb_common::ecn::{CE, ECT0, ECT1, NOT_ECT};
+    let mut lab = Lab::new(state());
+    lab.dp
+        .set_decap_addrs(&[ip("10.0.2.1"), ip("2001:db8:2::1"), ip("2001:db8:2::2")])
+        .expect("decap addrs");
+    let mut dropped = 0;
+    for (src, dst) in [(CLIENT, "10.0.0.100"), (CLIENT6, "2001:db8::100")] {
+        for inner in [NOT_ECT, ECT0, ECT1, CE] {
+            for outer in [NOT_ECT, ECT0, ECT1, CE] {
+                let mut pkt = client_packet(src, 40000, dst, 53, Protocol::Udp, None, b"ecn");
+                set_ecn(&mut pkt, 14, inner);
+                let (v, mut tunneled) = lab.run(&pkt);
+                assert_eq!(v, verdict::TX);
+                set_ecn(&mut tunneled, 14, outer);
+                let (v, out) = lab.run_prog(programs::DECAP, &tunneled).expect("decap run");
+                let case = format!("{dst}: inner {inner} outer {outer}");
+                let want_ecn = match (inner, outer) {
+                    (NOT_ECT, CE) => None,
+                    (_, CE) => Some(CE),
+                    (ECT0, ECT1) => Some(ECT1),
+                    _ => Some(inner),
+                };
+                let Some(want_ecn) = want_ecn else {
+                    assert_eq!(v, verdict::DROP, "{case}");
+                    dropped += 1;
+                    continue;
+                };
+                assert_eq!(v, verdict::PASS, "{case}");
+                let mut want = tunneled[..14].to_vec();
+                want[12..14].copy_from_slice(&pkt[12..14]);
+                let mut inner_pkt = pkt[14..].to_vec();
+                set_ecn(&mut inner_pkt, 0, want_ecn);
+                want.extend_from_slice(&inner_pkt);
+                assert_frame(&out, &want);
+            }
+        }
+    }
+    assert_eq!(dropped, 2);
+    assert_eq!(lab.reasons()["drop_ce_not_ect"], 2);
+    assert_eq!(lab.reasons()["decapsulated"], 30);
+}
+
 // ------------------------------------------------------------- bad input
 
 fn fixture_packets() -> Vec<Vec<u8>> {
