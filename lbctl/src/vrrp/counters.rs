@@ -65,6 +65,10 @@ pub struct Counters {
     /// `unicast_peer`. Counted by the shell, before decoding.
     pub rx_not_unicast_peer: u64,
 
+    /// Answers to lower-priority advertisements while Master (an
+    /// advertisement and the VIPs announced again; see [`Action::Announce`]).
+    pub lower_priority_answered: u64,
+
     /// Transitions into Master.
     pub became_master: u64,
     /// Transitions into Backup.
@@ -159,6 +163,7 @@ impl Counters {
                 State::Fault => self.became_fault += 1,
                 State::Initialize => self.became_initialize += 1,
             },
+            Action::Announce => self.lower_priority_answered += 1,
             Action::SetTimer { .. } | Action::CancelTimer { .. } => {}
         }
     }
@@ -252,6 +257,8 @@ mod tests {
             from: State::Backup,
             to: State::Master,
         });
+        c.record_action(&Action::Announce);
+        assert_eq!(c.lower_priority_answered, 1);
         let d = Decoded {
             advert: Advertisement {
                 version: super::super::Version::V3,

@@ -14,7 +14,8 @@
 //! one back, and the watch channel: the daemon switches the data plane's
 //! active flag in this step), adds the VIPs (rtnetlink; IPv6 with `nodad`),
 //! starts the gratuitous ARP / unsolicited NA schedule, and runs the notify
-//! script. **Leaving Master**: stops the announcements, removes the VIPs,
+//! script. A Master that answers a lower-priority advertisement
+//! ([`Action::Announce`]) restarts that schedule. **Leaving Master**: stops the announcements, removes the VIPs,
 //! publishes the new state (data plane inactive, acknowledged), notifies.
 //! The order keeps one invariant: while a VIP is a local address of this
 //! node, the data plane forwards it. Otherwise a packet of an established
@@ -759,6 +760,13 @@ impl Shell {
             // Deadlines are read back from the machine by the loop.
             Action::SetTimer { .. } | Action::CancelTimer { .. } => {}
             Action::Transition { from, to } => self.transition(from, to).await,
+            Action::Announce => {
+                // Only a Master holds the VIPs; the machine only asks then.
+                if self.machine.state() == State::Master {
+                    tracing::info!(instance = %self.name, "lower-priority advertisement answered; announcing the VIPs again");
+                    self.start_announcements();
+                }
+            }
         }
     }
 
