@@ -899,9 +899,12 @@ impl Shell {
                     continue;
                 }
             };
-            if let Err(error) = self.socket.send(&msg, *dst) {
-                bump(&self.shared.stats.send_errors);
-                tracing::warn!(instance = %self.name, %dst, %error, "cannot send advertisement");
+            match self.socket.send(&msg, *dst) {
+                Ok(()) => self.shared.counters().record_sent(priority),
+                Err(error) => {
+                    bump(&self.shared.stats.send_errors);
+                    tracing::warn!(instance = %self.name, %dst, %error, "cannot send advertisement");
+                }
             }
         }
     }
