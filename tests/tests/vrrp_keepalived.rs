@@ -536,6 +536,16 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<(
             .is_ok_and(|o| o.contains(&mac))
     })
     .with_context(|| format!("{} did not announce {v} with {mac}", name(master_impl)))?;
+    if master_impl == Impl::Lbctl && matches!(mode, Mode::V6 | Mode::Unicast6) {
+        // The nodes forward IPv6 (Pair::new), so lbctl's unsolicited NA has
+        // the Router flag (RFC 5798 §6.4.1/§6.4.2), as keepalived's does
+        // when forwarding: the neighbour entry says "router".
+        let entry = p.b.run(&["ip", "neigh", "show", v, "dev", "eth0"])?;
+        ensure!(
+            entry.contains("router"),
+            "no Router flag from a forwarding lbctl: {entry:?}"
+        );
+    }
 
     // Crash of the master: the backup takes over within Master_Down_Interval.
     let t0 = Instant::now();

@@ -625,7 +625,7 @@ async fn run_once(
         if addrs.is_empty() {
             continue;
         }
-        match l.mac.map(|mac| Announcer::new(l.index, mac, &addrs)) {
+        match l.mac.map(|mac| Announcer::new(l.index, dev, mac, &addrs)) {
             Some(Ok(a)) => announcers.push((a, addrs)),
             Some(Err(error)) => {
                 tracing::warn!(instance = %name, %dev, %error, "cannot open announcement sockets; no gratuitous ARP/NA")
