@@ -479,3 +479,63 @@ fn instance_retries_until_its_interface_appears() -> Result<()> {
     );
     Ok(())
 }
+
+/// The address owner (priority 255, RFC 5798 §1) advertises an address the
+/// interface already has: its own. Neither start-up (which removes a killed
+/// run's leftover VIPs for every other instance) nor a clean stop removes
+/// it. No VRRP peer needed.
+#[test]
+fn owner_keeps_its_own_address() -> Result<()> {
+    let ns = NetNs::new(&unique_name("vrrp-own", "a"))?;
+    let idle = NetNs::new(&unique_name("vrrp-own", "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    // The first address is the primary (advert source); the second is the
+    // owner's own address, which it also advertises as its VIP.
+    ns.addr_add("eth0", "10.82.0.2/24")?;
+    ns.addr_add("eth0", "10.82.0.1/24")?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+    let toml = "[node]\ninterface = \"eth0\"\n\n\
+        [[vrrp_instance]]\nname = \"VI_O\"\ninterface = \"eth0\"\nvirtual_router_id = 91\n\
+        priority = 255\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.82.0.1/24\"]\n\
+        garp_master_repeat = 1\n";
+    let cfg = lbctl::config::parse(toml, "lb.toml")?;
+    let ns_name = ns.name().to_owned();
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let h = instances.get("VI_O").ok_or_else(|| anyhow!("no VI_O"))?;
+            wait_for("owner Master", Duration::from_secs(3), || {
+                h.state().state == State::Master
+            })
+            .await?;
+            let c = h.shell_counters();
+            ensure!(c.address_errors == 0, "{ns_name}: {c:?}");
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    // Meanwhile the address must never go away.
+    let start = std::time::Instant::now();
+    while !node.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        ensure!(
+            ns.has_addr("10.82.0.1"),
+            "the owner removed its own address"
+        );
+        std::thread::sleep(POLL);
+    }
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)?;
+    ensure!(
+        ns.has_addr("10.82.0.1"),
+        "the owner's stop removed its own address"
+    );
+    ensure!(ns.has_addr("10.82.0.2"), "primary address gone");
+    Ok(())
+}

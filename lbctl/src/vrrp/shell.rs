@@ -449,6 +449,9 @@ struct Vip {
     prefix_len: u8,
     ifindex: u32,
     dev: String,
+    /// The address owner's own address, present before the instance
+    /// started: never removed.
+    keep: bool,
 }
 
 /// The running instance (inside its task).
@@ -560,11 +563,29 @@ async fn run_once(
             prefix_len: v.prefix_len,
             ifindex,
             dev,
+            keep: false,
         });
     }
-    for v in &vips {
-        if let Err(error) = netlink.del_address(v.ifindex, v.address).await {
-            tracing::warn!(instance = %name, vip = %v.address, %error, "cannot remove stale VIP");
+    if spec.params.is_owner() {
+        // The address owner's VIPs are its own real addresses (RFC 5798
+        // §1, priority 255), not leftovers: the ones already on the
+        // interface stay, now and when the instance stops or faults.
+        for v in &mut vips {
+            match netlink.addresses(v.ifindex).await {
+                Ok(list) => v.keep = list.iter().any(|a| a.address == v.address),
+                Err(error) => {
+                    tracing::warn!(instance = %name, vip = %v.address, %error, "cannot list addresses; the owner's address will be removed on stop")
+                }
+            }
+            if v.keep {
+                tracing::info!(instance = %name, vip = %v.address, dev = %v.dev, "address owner: keeping an address the interface already has");
+            }
+        }
+    } else {
+        for v in &vips {
+            if let Err(error) = netlink.del_address(v.ifindex, v.address).await {
+                tracing::warn!(instance = %name, vip = %v.address, %error, "cannot remove stale VIP");
+            }
         }
     }
 
@@ -959,7 +980,7 @@ impl Shell {
     }
 
     async fn remove_vips(&self) {
-        for v in &self.vips {
+        for v in self.vips.iter().filter(|v| !v.keep) {
             if let Err(error) = self.netlink.del_address(v.ifindex, v.address).await {
                 bump(&self.shared.stats.address_errors);
                 tracing::error!(instance = %self.name, vip = %v.address, dev = %v.dev, %error, "cannot remove VIP");
