@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use nix::sys::signal::Signal;
-use tests::netns::{ChildGuard, NetNs, unique_name, veth_pair, wait_until};
+use tests::netns::{ChildGuard, NetNs, bridge, unique_name, veth_pair, wait_until};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -536,6 +536,16 @@ fn cycle(p: &Pair, master_impl: Impl, backup_impl: Impl, mode: Mode) -> Result<(
             .is_ok_and(|o| o.contains(&mac))
     })
     .with_context(|| format!("{} did not announce {v} with {mac}", name(master_impl)))?;
+    if master_impl == Impl::Lbctl && matches!(mode, Mode::V6 | Mode::Unicast6) {
+        // The nodes forward IPv6 (Pair::new), so lbctl's unsolicited NA has
+        // the Router flag (RFC 5798 §6.4.1/§6.4.2), as keepalived's does
+        // when forwarding: the neighbour entry says "router".
+        let entry = p.b.run(&["ip", "neigh", "show", v, "dev", "eth0"])?;
+        ensure!(
+            entry.contains("router"),
+            "no Router flag from a forwarding lbctl: {entry:?}"
+        );
+    }
 
     // Crash of the master: the backup takes over within Master_Down_Interval.
     let t0 = Instant::now();
@@ -1168,4 +1178,152 @@ fn v3_lbctl_pair_checksum_modes() -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The MAC a client's neighbour table has for `ip` on `dev`, if any.
+fn neigh_mac(ns: &NetNs, ip: &str, dev: &str) -> Option<String> {
+    let out = ns.run(&["ip", "neigh", "show", ip, "dev", dev]).ok()?;
+    let mut w = out.split_whitespace();
+    w.position(|x| x == "lladdr")
+        .and_then(|_| w.next())
+        .map(str::to_owned)
+}
+
+/// A Master answers a lower-priority Master (keepalived's default,
+/// `lower_prio_no_advert` off, and what lbctl's machine does on purpose
+/// instead of RFC 5798 §6.4.3's "discard"), so a healed split brain leaves
+/// the neighbours pointing at the Master that stays.
+///
+/// lbctl is Master (150), keepalived Backup (100). The bridge stops
+/// flooding multicast to both nodes' ports, so neither hears the other:
+/// keepalived becomes Master too and announces the VIP with its own MAC
+/// (the client's neighbour entry follows). Multicast is let through again:
+/// lbctl answers keepalived's advertisement, keepalived steps back on
+/// lbctl's, and the client's entry must point at lbctl again within a
+/// bounded time.
+///
+/// keepalived 2.2.7 cannot play the other trigger, a lower-priority node
+/// started with `state MASTER`: it enters "BACKUP STATE (init)" and never
+/// becomes Master while it hears a higher-priority Master (lbctl's `state
+/// = "MASTER"` does; the unit test `two_masters_resolve_with_announce`
+/// covers it).
+///
+/// Topology: a bridge (its own namespace) joining lbctl's node,
+/// keepalived's node and a client that learns from gratuitous ARP
+/// (`arp_accept`). The client keeps the kernel's default `locktime` (1 s):
+/// an ARP update within 1 s of the previous one is ignored, which is why
+/// the answer re-runs the whole announcement schedule (a burst now and one
+/// after `garp_master_delay`, here 1 s), as keepalived does with
+/// `garp_lower_prio_repeat` / `garp_lower_prio_delay`.
+#[test]
+fn v3_master_answers_lower_priority_master() -> Result<()> {
+    let _g = lock();
+    let test = "vrrp-lpa";
+    let br = NetNs::new(&unique_name(test, "br"))?;
+    let a = NetNs::new(&unique_name(test, "a"))?;
+    let b = NetNs::new(&unique_name(test, "b"))?;
+    let c = NetNs::new(&unique_name(test, "c"))?;
+    let dir = TempDir::new("lpa")?;
+    for k in ["iptables", "ip6tables", "arptables"] {
+        // Not every kernel has br_netfilter: best effort.
+        let _ = br.exec(&["sysctl", "-qw", &format!("net.bridge.bridge-nf-call-{k}=0")]);
+    }
+    for (ns, port, addr) in [
+        (&a, "pa", ADDR_A),
+        (&b, "pb", ADDR_B),
+        (&c, "pc", "10.77.0.9"),
+    ] {
+        veth_pair(ns, "eth0", &br, port)?;
+        ns.no_dad("eth0")?;
+        ns.sysctl("net.ipv4.conf.eth0.arp_accept", "1")?;
+        ns.addr_add("eth0", &format!("{addr}/24"))?;
+        ns.link_up("eth0")?;
+    }
+    bridge(&br, "br0", &["pa", "pb", "pc"])?;
+    let r = (|| -> Result<()> {
+        let vip = "10.77.0.100/32";
+        let v = "10.77.0.100";
+        let mac_a = mac_of(&a, "eth0")?;
+        let mac_b = mac_of(&b, "eth0")?;
+        let hi = Inst::v3(150, vip);
+        let lo = Inst::v3(100, vip);
+        let mut lb = Node::start(Impl::Lbctl, &a, &dir.0, "lbctl", &hi)?;
+        wait_vip(&a, v, Duration::from_secs(5)).context("lbctl never became master")?;
+        // The client learnt the VIP from lbctl's announcement.
+        wait_until(Duration::from_secs(2), POLL, || {
+            neigh_mac(&c, v, "eth0").as_deref() == Some(mac_a.as_str())
+        })
+        .with_context(|| format!("client did not learn {v} at lbctl's {mac_a}"))?;
+        // Let lbctl's own announcement schedule (burst, second burst after
+        // 1 s) finish, so only an answer can announce the VIP again.
+        std::thread::sleep(Duration::from_millis(1500));
+        let answered_before = field(&lb.stats(), "lower_priority_answered").unwrap_or(0);
+
+        let mut ka = Node::start(Impl::Keepalived, &b, &dir.0, "keepalived", &lo)?;
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(
+            !b.has_addr(v),
+            "keepalived took the VIP from a higher-priority master"
+        );
+        // Split brain: neither hears the other; keepalived becomes Master
+        // and announces its MAC (now and after garp_master_delay, 1 s).
+        let flood = |port: &str, on: &str| {
+            br.run(&["bridge", "link", "set", "dev", port, "mcast_flood", on])
+        };
+        flood("pa", "off")?;
+        flood("pb", "off")?;
+        wait_vip(&b, v, Duration::from_secs(3)).context("keepalived never became master")?;
+        wait_until(Duration::from_secs(3), POLL, || {
+            neigh_mac(&c, v, "eth0").as_deref() == Some(mac_b.as_str())
+        })
+        .context("keepalived never announced the VIP")?;
+        // Past keepalived's second burst and the client's 1 s locktime.
+        std::thread::sleep(Duration::from_millis(2500));
+        ensure!(
+            neigh_mac(&c, v, "eth0").as_deref() == Some(mac_b.as_str()),
+            "client left keepalived's MAC during the split"
+        );
+        // Healing, one way first so the order is fixed: lbctl hears the
+        // lower-priority Master and answers; then keepalived hears lbctl
+        // and steps back. (Healed both ways at once, keepalived may step
+        // back before lbctl hears any of its adverts: then nothing answers.)
+        flood("pa", "on")?;
+        wait_until(Duration::from_secs(2), POLL, || {
+            field(&lb.stats(), "lower_priority_answered").unwrap_or(0) > answered_before
+        })
+        .with_context(|| format!("lbctl did not answer: {}", lb.stats()))?;
+        flood("pb", "on")?;
+        wait_sole(&a, &b, v, Duration::from_secs(3)).context("keepalived kept the VIP")?;
+        let t0 = Instant::now();
+        // lbctl answered and announced again: the client is back on it.
+        let bound = Duration::from_millis(2500);
+        wait_until(bound, POLL, || {
+            neigh_mac(&c, v, "eth0").as_deref() == Some(mac_a.as_str())
+        })
+        .with_context(|| {
+            format!(
+                "client still sends {v} to {:?} (keepalived's MAC {mac_b}), not lbctl's {mac_a}",
+                neigh_mac(&c, v, "eth0")
+            )
+        })?;
+        println!(
+            "LOWER-PRIORITY MASTER: client back on lbctl's MAC {:.0} ms after keepalived stepped back",
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+        let answered = field(&lb.stats(), "lower_priority_answered").unwrap_or(0);
+        ensure!(
+            answered > answered_before,
+            "lbctl did not count an answer: {}",
+            lb.stats()
+        );
+        assert_sole_holder(&a, &b, v, Duration::from_millis(500))?;
+        ka.stop()?;
+        lb.stop()?;
+        Ok(())
+    })();
+    if let Err(e) = &r {
+        eprintln!("test vrrp-lpa failed: {e:#}");
+        dir.dump();
+    }
+    r
 }

@@ -383,3 +383,159 @@ fn shared_script_runs_once() -> Result<()> {
         .map_err(|_| anyhow!("node thread panicked"))?
         .and_then(|r| r)
 }
+
+/// Poll `cond` every [`POLL`] until it holds (the time it took) or `limit`
+/// passes (an error naming `what`).
+async fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) -> Result<Duration> {
+    let start = std::time::Instant::now();
+    while !cond() {
+        ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(start.elapsed())
+}
+
+/// An instance that cannot start (its interface does not exist yet) is not
+/// lost: it shows FAULT with the error, retries with a growing wait, and
+/// runs once the interface appears. One whose interface never appears
+/// keeps retrying and reports its error at shutdown.
+#[test]
+fn instance_retries_until_its_interface_appears() -> Result<()> {
+    let ns = NetNs::new(&unique_name("vrrp-rty", "a"))?;
+    let toml = "[node]\ninterface = \"late0\"\n\n\
+        [[vrrp_instance]]\nname = \"VI_L\"\ninterface = \"late0\"\nvirtual_router_id = 81\n\
+        priority = 150\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.80.0.100/32\"]\n\
+        garp_master_repeat = 1\n\n\
+        [[vrrp_instance]]\nname = \"VI_N\"\ninterface = \"never0\"\nvirtual_router_id = 82\n\
+        priority = 150\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.80.0.101/32\"]\n";
+    let cfg = lbctl::config::parse(toml, "lb.toml")?;
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let get = |n: &str| instances.get(n).ok_or_else(|| anyhow!("no {n}"));
+            let (late, never) = (get("VI_L")?, get("VI_N")?);
+            wait_for(
+                "VI_L in FAULT with its error",
+                Duration::from_secs(3),
+                || {
+                    late.state().state == State::Fault
+                        && late.last_error().is_some_and(|e| e.contains("late0"))
+                },
+            )
+            .await?;
+            ensure!(!late.is_finished(), "the failed instance's task ended");
+            let run = |args: &[&str]| -> Result<()> {
+                let out = std::process::Command::new("ip").args(args).output()?;
+                ensure!(out.status.success(), "ip {args:?}: {out:?}");
+                Ok(())
+            };
+            run(&[
+                "link", "add", "late0", "type", "veth", "peer", "name", "late0p",
+            ])?;
+            run(&["addr", "add", "10.80.0.1/24", "dev", "late0"])?;
+            run(&["link", "set", "late0p", "up"])?;
+            run(&["link", "set", "late0", "up"])?;
+            // Retries at 1 s, 3 s, 7 s after the first failure; then
+            // Master_Down_Interval (about 0.36 s) with no peer.
+            let took = wait_for(
+                "VI_L Master once late0 exists",
+                Duration::from_secs(6),
+                || late.state().state == State::Master,
+            )
+            .await?;
+            println!("RETRY: VI_L Master {took:?} after its interface appeared");
+            ensure!(late.last_error().is_none(), "error kept after a start");
+            let failures = late.shell_counters().start_failures;
+            ensure!(failures >= 1, "no start failure counted");
+            // The one that cannot start keeps trying (1 s, 2 s, ...).
+            ensure!(
+                never.state().state == State::Fault,
+                "VI_N: {:?}",
+                never.state()
+            );
+            ensure!(
+                never.shell_counters().start_failures >= 2,
+                "VI_N not retried: {:?}",
+                never.shell_counters()
+            );
+            let errors = instances.shutdown().await;
+            ensure!(
+                errors.len() == 1 && errors[0].to_string().contains("never0"),
+                "shutdown errors: {errors:?}"
+            );
+            Ok(())
+        })
+    })?;
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)?;
+    ensure!(
+        !ns.has_addr("10.80.0.100"),
+        "clean shutdown left the VIP behind"
+    );
+    Ok(())
+}
+
+/// The address owner (priority 255, RFC 5798 §1) advertises an address the
+/// interface already has: its own. Neither start-up (which removes a killed
+/// run's leftover VIPs for every other instance) nor a clean stop removes
+/// it. No VRRP peer needed.
+#[test]
+fn owner_keeps_its_own_address() -> Result<()> {
+    let ns = NetNs::new(&unique_name("vrrp-own", "a"))?;
+    let idle = NetNs::new(&unique_name("vrrp-own", "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    // The first address is the primary (advert source); the second is the
+    // owner's own address, which it also advertises as its VIP.
+    ns.addr_add("eth0", "10.82.0.2/24")?;
+    ns.addr_add("eth0", "10.82.0.1/24")?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+    let toml = "[node]\ninterface = \"eth0\"\n\n\
+        [[vrrp_instance]]\nname = \"VI_O\"\ninterface = \"eth0\"\nvirtual_router_id = 91\n\
+        priority = 255\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.82.0.1/24\"]\n\
+        garp_master_repeat = 1\n";
+    let cfg = lbctl::config::parse(toml, "lb.toml")?;
+    let ns_name = ns.name().to_owned();
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let h = instances.get("VI_O").ok_or_else(|| anyhow!("no VI_O"))?;
+            wait_for("owner Master", Duration::from_secs(3), || {
+                h.state().state == State::Master
+            })
+            .await?;
+            let c = h.shell_counters();
+            ensure!(c.address_errors == 0, "{ns_name}: {c:?}");
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    // Meanwhile the address must never go away.
+    let start = std::time::Instant::now();
+    while !node.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        ensure!(
+            ns.has_addr("10.82.0.1"),
+            "the owner removed its own address"
+        );
+        std::thread::sleep(POLL);
+    }
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)?;
+    ensure!(
+        ns.has_addr("10.82.0.1"),
+        "the owner's stop removed its own address"
+    );
+    ensure!(ns.has_addr("10.82.0.2"), "primary address gone");
+    Ok(())
+}

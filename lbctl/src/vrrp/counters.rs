@@ -12,11 +12,14 @@ use super::{ChecksumMode, PRIORITY_STOP};
 pub struct Counters {
     /// Valid advertisements received (passed decode and check).
     pub adverts_received: u64,
-    /// Advertisements sent.
+    /// Advertisement packets sent: one per destination the socket took
+    /// (each unicast peer counts). Packets that could not be encoded or
+    /// sent are not counted here but in the shell's `send_errors`.
     pub adverts_sent: u64,
     /// Valid advertisements received with priority 0.
     pub priority_zero_received: u64,
-    /// Advertisements sent with priority 0.
+    /// Advertisement packets sent with priority 0 (counted like
+    /// `adverts_sent`).
     pub priority_zero_sent: u64,
     /// v3/IPv4 advertisements accepted only because the other checksum
     /// form was allowed (a peer using the non-configured form).
@@ -64,6 +67,10 @@ pub struct Counters {
     /// Rejected (unicast mode): the source is not a configured
     /// `unicast_peer`. Counted by the shell, before decoding.
     pub rx_not_unicast_peer: u64,
+
+    /// Answers to lower-priority advertisements while Master (an
+    /// advertisement and the VIPs announced again; see [`Action::Announce`]).
+    pub lower_priority_answered: u64,
 
     /// Transitions into Master.
     pub became_master: u64,
@@ -143,23 +150,31 @@ impl Counters {
         }
     }
 
-    /// Count what a machine action implies (sent adverts, transitions).
-    /// Call it for each action the shell carried out.
+    /// Count one advertisement packet with `priority` that the socket
+    /// accepted (call it once per destination actually sent to).
+    pub fn record_sent(&mut self, priority: u8) {
+        self.adverts_sent += 1;
+        if priority == PRIORITY_STOP {
+            self.priority_zero_sent += 1;
+        }
+    }
+
+    /// Count what a machine action implies (transitions, answers). Call it
+    /// for each action the shell carried out. A
+    /// [`Action::SendAdvertisement`] counts nothing here: the shell counts
+    /// the packets it actually sent with [`Counters::record_sent`].
     pub fn record_action(&mut self, a: &Action) {
         match a {
-            Action::SendAdvertisement { priority } => {
-                self.adverts_sent += 1;
-                if *priority == PRIORITY_STOP {
-                    self.priority_zero_sent += 1;
-                }
-            }
             Action::Transition { to, .. } => match to {
                 State::Master => self.became_master += 1,
                 State::Backup => self.became_backup += 1,
                 State::Fault => self.became_fault += 1,
                 State::Initialize => self.became_initialize += 1,
             },
-            Action::SetTimer { .. } | Action::CancelTimer { .. } => {}
+            Action::Announce => self.lower_priority_answered += 1,
+            Action::SendAdvertisement { .. }
+            | Action::SetTimer { .. }
+            | Action::CancelTimer { .. } => {}
         }
     }
 }
@@ -246,12 +261,17 @@ mod tests {
     #[test]
     fn counts_traffic_and_transitions() {
         let mut c = Counters::default();
-        c.record_action(&Action::SendAdvertisement { priority: 0 });
+        // The action alone counts no packet; each packet sent does.
         c.record_action(&Action::SendAdvertisement { priority: 100 });
+        assert_eq!(c.adverts_sent, 0);
+        c.record_sent(0);
+        c.record_sent(100);
         c.record_action(&Action::Transition {
             from: State::Backup,
             to: State::Master,
         });
+        c.record_action(&Action::Announce);
+        assert_eq!(c.lower_priority_answered, 1);
         let d = Decoded {
             advert: Advertisement {
                 version: super::super::Version::V3,

@@ -10,6 +10,15 @@
 //!   target and our MAC as target link-layer address option (RFC 4861
 //!   §7.2.6), hop limit 255, on a raw ICMPv6 socket (the kernel fills in the
 //!   checksum and picks the link-local source).
+//!
+//!   The Router flag: RFC 5798 §6.4.1/§6.4.2 ask for it, since a VRRP
+//!   router's virtual address is a default gateway. But R tells every
+//!   neighbour "the sender is a router" (RFC 4861 §4.4), and a host that
+//!   later sees R clear removes it from its Default Router List (§7.2.5);
+//!   a load balancer's VIP is often not a router at all. So, as keepalived
+//!   does, R is set only when the node forwards IPv6 on that interface
+//!   (`/proc/sys/net/ipv6/conf/<iface>/forwarding` is 1), read at each
+//!   announcement so a sysctl change applies to the next one.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
@@ -39,12 +48,18 @@ pub fn arp_frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; 42] {
     f
 }
 
+/// NA flag: Router (RFC 4861 §4.4).
+const NA_ROUTER: u8 = 0x80;
+/// NA flag: Override.
+const NA_OVERRIDE: u8 = 0x20;
+
 /// Build an unsolicited neighbour advertisement (ICMPv6 message, checksum
-/// left zero for the kernel) for `vip` with our `mac`.
-pub fn na_message(mac: [u8; 6], vip: Ipv6Addr) -> [u8; 32] {
+/// left zero for the kernel) for `vip` with our `mac`: Override set,
+/// Solicited clear, Router set when `router` (see the module docs).
+pub fn na_message(mac: [u8; 6], vip: Ipv6Addr, router: bool) -> [u8; 32] {
     let mut m = [0u8; 32];
     m[0] = 136; // Neighbor Advertisement
-    m[4] = 0x20; // Override flag (R=0, S=0, O=1)
+    m[4] = NA_OVERRIDE | if router { NA_ROUTER } else { 0 };
     m[8..24].copy_from_slice(&vip.octets());
     m[24] = 2; // option: target link-layer address
     m[25] = 1; // length in units of 8 bytes
@@ -52,19 +67,37 @@ pub fn na_message(mac: [u8; 6], vip: Ipv6Addr) -> [u8; 32] {
     m
 }
 
+/// Whether a `/proc/sys/net/ipv6/conf/*/forwarding` value means the
+/// interface forwards (any non-zero number; unreadable text: no).
+pub fn parse_forwarding(text: &str) -> bool {
+    text.trim().parse::<u32>().is_ok_and(|v| v != 0)
+}
+
+/// Whether this node forwards IPv6 on `ifname` (read from `/proc` now, in
+/// the calling thread's network namespace). An unreadable value or an
+/// odd name counts as not forwarding.
+pub fn ipv6_forwarding(ifname: &str) -> bool {
+    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{ifname}/forwarding"))
+        .is_ok_and(|t| parse_forwarding(&t))
+}
+
 /// Sends announcements on one interface.
 #[derive(Debug)]
 pub struct Announcer {
     ifindex: u32,
+    ifname: String,
     mac: [u8; 6],
     arp: Option<Socket>,
     icmp6: Option<Socket>,
 }
 
 impl Announcer {
-    /// Open the sockets needed for `vips` on interface `ifindex` with
-    /// Ethernet address `mac`.
-    pub fn new(ifindex: u32, mac: [u8; 6], vips: &[IpAddr]) -> io::Result<Announcer> {
+    /// Open the sockets needed for `vips` on interface `ifindex` (named
+    /// `ifname`) with Ethernet address `mac`.
+    pub fn new(ifindex: u32, ifname: &str, mac: [u8; 6], vips: &[IpAddr]) -> io::Result<Announcer> {
         let arp = if vips.iter().any(IpAddr::is_ipv4) {
             // Protocol 0: a send-only packet socket that receives nothing.
             let s = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))?;
@@ -89,6 +122,7 @@ impl Announcer {
         };
         Ok(Announcer {
             ifindex,
+            ifname: ifname.to_owned(),
             mac,
             arp,
             icmp6,
@@ -103,7 +137,8 @@ impl Announcer {
             }
             (IpAddr::V6(a), _, Some(s)) => {
                 let dst = SockAddr::from(SocketAddrV6::new(ALL_NODES, 0, 0, self.ifindex));
-                s.send_to(&na_message(self.mac, a), &dst)?;
+                let router = ipv6_forwarding(&self.ifname);
+                s.send_to(&na_message(self.mac, a, router), &dst)?;
             }
             _ => return Err(io::Error::other("no socket for this address family")),
         }
@@ -150,12 +185,29 @@ mod tests {
     fn na_layout() {
         let mac = [2, 0, 0, 0, 0, 1];
         let vip: Ipv6Addr = "2001:db8::100".parse().expect("addr");
-        let m = na_message(mac, vip);
+        let m = na_message(mac, vip, false);
         assert_eq!(m[0], 136);
         assert_eq!(m[1], 0);
+        // Override only: not forwarding, so not a router (RFC 4861 §4.4).
         assert_eq!(m[4], 0x20);
         assert_eq!(&m[8..24], &vip.octets());
         assert_eq!(&m[24..26], &[2, 1]);
         assert_eq!(&m[26..32], &mac);
+        // Forwarding: Router and Override (RFC 5798 §6.4.1/§6.4.2 R flag).
+        let r = na_message(mac, vip, true);
+        assert_eq!(r[4], 0xa0);
+        assert_eq!(r[..4], m[..4]);
+        assert_eq!(r[5..], m[5..]);
+    }
+
+    #[test]
+    fn forwarding_sysctl_values() {
+        assert!(parse_forwarding("1\n"));
+        assert!(parse_forwarding("2"));
+        assert!(!parse_forwarding("0\n"));
+        assert!(!parse_forwarding(""));
+        assert!(!parse_forwarding("yes"));
+        assert!(!ipv6_forwarding("../../../etc"));
+        assert!(!ipv6_forwarding("lbt-no-such-interface"));
     }
 }

@@ -42,6 +42,23 @@
 //! first lower-priority advertisement; it is cleared when an advertisement
 //! of equal or higher priority is accepted and when leaving Backup.
 //!
+//! **Lower-priority advertisements in Master** (keepalived, not RFC 5798):
+//! §6.4.3 says a Master discards an advertisement of lower priority (or of
+//! equal priority from a smaller primary address). keepalived 2.x answers
+//! it instead (`lower_prio_no_advert` false by default): it sends an
+//! advertisement at once and repeats its gratuitous ARPs
+//! (`garp_lower_prio_repeat` / `garp_lower_prio_delay`, which default to the
+//! `garp_master_*` values). This machine does the same, with
+//! [`Action::SendAdvertisement`] followed by [`Action::Announce`]: when a
+//! second Master appears (a lower-priority node started with `state
+//! MASTER`, a healed split brain) it has announced the VIPs with its own
+//! MAC, and once it steps back (on our advertisement) nothing else would
+//! point the neighbours back at us until their ARP / ND caches expire. The
+//! answer is rate limited to one per [`Machine::answer_gap`] (the larger of
+//! Advertisement_Interval and [`MIN_ANSWER_GAP`]), so a peer that keeps
+//! sending lower-priority advertisements cannot make this router flood;
+//! the ones in between are discarded as the RFC says.
+//!
 //! Preemption itself follows the RFC exactly: a preempting Backup does not
 //! jump to Master on the lower-priority advertisement; it discards it and
 //! takes over when Master_Down_Timer expires, at most Master_Down_Interval
@@ -77,6 +94,10 @@ pub enum Timer {
     MasterDown,
 }
 
+/// The shortest time between two answers to lower-priority advertisements
+/// (see the module docs); the Advertisement_Interval when it is longer.
+pub const MIN_ANSWER_GAP: Duration = Duration::from_secs(1);
+
 /// What the shell must do, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -98,6 +119,10 @@ pub enum Action {
         /// Which timer.
         timer: Timer,
     },
+    /// Announce the virtual addresses again (Master only): re-run the
+    /// gratuitous ARP / unsolicited NA schedule the shell runs on becoming
+    /// Master. Sent after answering a lower-priority advertisement.
+    Announce,
     /// The state changed.
     Transition {
         /// Previous state.
@@ -167,6 +192,8 @@ pub struct Machine {
     adver_deadline: Option<Instant>,
     down_deadline: Option<Instant>,
     preempt_deadline: Option<Instant>,
+    /// When this Master last answered a lower-priority advertisement.
+    last_answer: Option<Instant>,
 }
 
 impl Machine {
@@ -188,6 +215,7 @@ impl Machine {
             adver_deadline: None,
             down_deadline: None,
             preempt_deadline: None,
+            last_answer: None,
         }
     }
 
@@ -223,6 +251,12 @@ impl Machine {
     /// Master_Down_Interval = 3 * Master_Adver_Interval + Skew_Time.
     pub fn master_down_interval(&self) -> Duration {
         self.master_adver_interval.saturating_mul(3) + self.skew_time()
+    }
+
+    /// The shortest time between two answers to lower-priority
+    /// advertisements: max(Advertisement_Interval, [`MIN_ANSWER_GAP`]).
+    pub fn answer_gap(&self) -> Duration {
+        self.advert_interval.max(MIN_ANSWER_GAP)
     }
 
     /// When the armed timer `t` is due, if armed.
@@ -307,6 +341,8 @@ impl Machine {
             self.cancel_timer(Timer::MasterDown, out);
         }
         self.set_timer(now, Timer::Advertisement, self.advert_interval, out);
+        // A new mastership answers the first lower-priority advert at once.
+        self.last_answer = None;
         self.transition(State::Master, out);
     }
 
@@ -449,8 +485,22 @@ impl Machine {
             let down = self.master_down_interval();
             self.set_timer(now, Timer::MasterDown, down, out);
             self.transition(State::Backup, out);
+            return;
         }
-        // Otherwise discard.
+        // Lower priority, or equal priority from a smaller (or equal)
+        // primary address: RFC 5798 §6.4.3 discards it. keepalived answers
+        // with an advertisement and its gratuitous ARPs (module docs): so
+        // do we, at most once per answer_gap; otherwise discard.
+        let due = self
+            .last_answer
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.answer_gap());
+        if due {
+            self.last_answer = Some(now);
+            out.push(Action::SendAdvertisement {
+                priority: self.priority,
+            });
+            out.push(Action::Announce);
+        }
     }
 
     fn on_priority(&mut self, p: u8) {
@@ -877,9 +927,14 @@ mod tests {
     fn master_tie_break_by_primary_address() {
         // Our primary is 192.0.2.10.
         let (mut m, c) = master(v3_v4_params());
-        assert!(
-            m.handle(c.at(Duration::from_secs(5)), adv(100, ip(9)))
-                .is_empty()
+        // Smaller address: not discarded in silence but answered (the
+        // keepalived behaviour, see master_answers_lower_priority).
+        assert_eq!(
+            m.handle(c.at(Duration::from_secs(5)), adv(100, ip(9))),
+            vec![
+                Action::SendAdvertisement { priority: 100 },
+                Action::Announce
+            ]
         );
         assert_eq!(m.state(), State::Master);
         let a = m.handle(c.at(Duration::from_secs(6)), adv(100, ip(11)));
@@ -893,16 +948,98 @@ mod tests {
         assert!(!addr_greater(ip(11), ip(100)));
     }
 
-    // RFC 5798 §6.4.3: Master receiving a lower priority advertisement
-    // discards it.
+    // RFC 5798 §6.4.3 says a Master discards a lower-priority
+    // advertisement. Deliberately not followed (keepalived 2.x default,
+    // `lower_prio_no_advert` false and `garp_lower_prio_repeat`): the Master
+    // answers at once with an advertisement, so the other Master steps
+    // back now, and re-announces the VIPs, so neighbours that learnt the
+    // other Master's MAC point back at us. The Adver_Timer keeps its
+    // cadence, the state does not change.
     #[test]
-    fn master_ignores_lower_priority() {
+    fn master_answers_lower_priority() {
         let (mut m, c) = master(v3_v4_params());
-        assert!(
-            m.handle(c.at(Duration::from_secs(5)), adv(99, ip(250)))
-                .is_empty()
+        let due = m.deadline(Timer::Advertisement);
+        let a = m.handle(c.at(Duration::from_secs(5)), adv(99, ip(250)));
+        assert_eq!(
+            a,
+            vec![
+                Action::SendAdvertisement { priority: 100 },
+                Action::Announce
+            ]
         );
         assert_eq!(m.state(), State::Master);
+        assert_eq!(m.deadline(Timer::Advertisement), due);
+    }
+
+    // The answer above (keepalived behaviour, not RFC 5798 §6.4.3) is rate
+    // limited: at most one per max(Advertisement_Interval, 1 s); the
+    // lower-priority adverts in between are discarded as §6.4.3 says, so a
+    // misbehaving peer cannot make the Master flood.
+    #[test]
+    fn master_answer_is_rate_limited() {
+        // 1 s interval: one answer per second.
+        let (mut m, c) = master(v3_v4_params());
+        assert_eq!(m.answer_gap(), Duration::from_secs(1));
+        let t = Duration::from_secs(5);
+        assert_eq!(m.handle(c.at(t), adv(50, ip(200))).len(), 2);
+        for ms in [1, 100, 500, 999] {
+            assert!(
+                m.handle(c.at(t + MS(ms)), adv(50, ip(200))).is_empty(),
+                "answered again {ms} ms later"
+            );
+        }
+        assert_eq!(
+            m.handle(c.at(t + MS(1000)), adv(50, ip(200))),
+            vec![
+                Action::SendAdvertisement { priority: 100 },
+                Action::Announce
+            ]
+        );
+        // 100 ms interval: still at most one per second.
+        let (mut m, c) = master(InstanceParams {
+            advert_interval: MS(100),
+            ..v3_v4_params()
+        });
+        assert_eq!(m.answer_gap(), Duration::from_secs(1));
+        let mut answers = 0;
+        for i in 0..30u64 {
+            answers += m.handle(c.at(t + MS(100 * i)), adv(50, ip(200))).len() / 2;
+        }
+        assert_eq!(answers, 3, "30 adverts over 3 s");
+        // 3 s interval: one per Advertisement_Interval.
+        let (mut m, c) = master(InstanceParams {
+            advert_interval: Duration::from_secs(3),
+            ..v3_v4_params()
+        });
+        assert_eq!(m.answer_gap(), Duration::from_secs(3));
+        let t = Duration::from_secs(20);
+        assert_eq!(m.handle(c.at(t), adv(50, ip(200))).len(), 2);
+        assert!(m.handle(c.at(t + MS(2999)), adv(50, ip(200))).is_empty());
+        assert_eq!(m.handle(c.at(t + MS(3000)), adv(50, ip(200))).len(), 2);
+    }
+
+    // A new mastership (RFC 5798 §6.4.2 Master_Down_Timer) answers the first
+    // lower-priority advertisement at once, whatever the previous one did.
+    #[test]
+    fn master_answer_limit_resets_on_new_mastership() {
+        let (mut m, c) = master(v3_v4_params());
+        let t = Duration::from_secs(5);
+        assert_eq!(m.handle(c.at(t), adv(50, ip(200))).len(), 2);
+        // A higher-priority Master appears, then stops (priority 0): we take
+        // over after Skew_Time and answer the lower one at once.
+        m.handle(c.at(t + MS(10)), adv(200, ip(200)));
+        assert_eq!(m.state(), State::Backup);
+        m.handle(c.at(t + MS(20)), adv(0, ip(200)));
+        let due = m.deadline(Timer::MasterDown).expect("armed");
+        m.handle(due, Input::TimerExpired(Timer::MasterDown));
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(
+            m.handle(due + MS(1), adv(50, ip(200))),
+            vec![
+                Action::SendAdvertisement { priority: 100 },
+                Action::Announce
+            ]
+        );
     }
 
     // RFC 5798 §6.4.3: Master receiving priority 0 -> send advertisement,
@@ -1197,5 +1334,38 @@ mod tests {
         assert_eq!(due, t + Duration::from_nanos(609_375_000));
         b.handle(due, Input::TimerExpired(Timer::MasterDown));
         assert_eq!(b.state(), State::Master);
+    }
+    // keepalived `state MASTER` on a lower-priority node, or a healed split
+    // brain: two Masters. The higher one answers the lower one's advert
+    // (keepalived behaviour, see master_answers_lower_priority) and the
+    // lower one steps back on that answer (RFC 5798 §6.4.3, higher
+    // priority). The Announce is what points the neighbours back at it.
+    #[test]
+    fn two_masters_resolve_with_announce() {
+        let c = Clock(Instant::now());
+        let (mut a, _) = master(InstanceParams {
+            priority: 200,
+            ..v3_v4_params()
+        });
+        let mut b = Machine::new(&InstanceParams {
+            priority: 100,
+            primary_address: ip(20),
+            ..v3_v4_params()
+        });
+        b.set_start_as_master(true);
+        let t = c.at(Duration::from_secs(10));
+        let from_b = b.handle(t, Input::Startup);
+        assert!(from_b.contains(&Action::SendAdvertisement { priority: 100 }));
+        assert_eq!(b.state(), State::Master);
+        let from_a = a.handle(t + MS(1), adv(100, ip(20)));
+        assert_eq!(
+            from_a,
+            vec![
+                Action::SendAdvertisement { priority: 200 },
+                Action::Announce
+            ]
+        );
+        b.handle(t + MS(2), adv(200, ip(10)));
+        assert_eq!((a.state(), b.state()), (State::Master, State::Backup));
     }
 }

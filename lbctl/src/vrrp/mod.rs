@@ -57,8 +57,8 @@ pub use counters::Counters;
 pub use machine::{Action, Input, Machine, ReceivedAdvert, State, Timer};
 pub use run::{Instances, run_instances};
 pub use shell::{
-    HOOK_ACK_TIMEOUT, HookAck, InstanceHandle, SharedIo, ShellCounters, ShellError, StateHook,
-    StateInfo, spawn_instance, spawn_instance_shared,
+    HOOK_ACK_TIMEOUT, HookAck, InstanceHandle, RETRY_FIRST, RETRY_MAX, SharedIo, ShellCounters,
+    ShellError, StateHook, StateInfo, retry_delay, spawn_instance, spawn_instance_shared,
 };
 pub use spec::{GarpConfig, InstanceSpec, ScriptSpec, SpecError, VipAddress};
 

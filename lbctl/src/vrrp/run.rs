@@ -44,7 +44,8 @@ impl Instances {
     }
 
     /// Stop every instance cleanly and wait for them; returns the errors of
-    /// instances that failed (at startup or while running).
+    /// instances that never started (the last start error) or whose task
+    /// ended abnormally.
     pub async fn shutdown(self) -> Vec<ShellError> {
         let mut errors = Vec::new();
         for h in self.handles {
@@ -59,9 +60,11 @@ impl Instances {
 /// Start one task per `[[vrrp_instance]]` of `cfg`. Every spec is built
 /// first, so a config error starts nothing. `hook` is called on every
 /// transition of every instance (see [`StateHook`]). The instances stop
-/// when `cancel` is cancelled or [`Instances::shutdown`] is called. Errors
-/// at runtime (missing interface, no address) end that instance only:
-/// watch [`InstanceHandle::is_finished`] or collect them at shutdown.
+/// when `cancel` is cancelled or [`Instances::shutdown`] is called. An
+/// instance that cannot start (missing interface, no address, no raw
+/// socket) logs the error, shows [`super::State::Fault`] with
+/// [`InstanceHandle::last_error`], and retries with a growing wait
+/// ([`super::shell::retry_delay`]); the others are not affected.
 pub async fn run_instances(
     cfg: &Config,
     hook: Option<StateHook>,

@@ -14,7 +14,8 @@
 //! one back, and the watch channel: the daemon switches the data plane's
 //! active flag in this step), adds the VIPs (rtnetlink; IPv6 with `nodad`),
 //! starts the gratuitous ARP / unsolicited NA schedule, and runs the notify
-//! script. **Leaving Master**: stops the announcements, removes the VIPs,
+//! script. A Master that answers a lower-priority advertisement
+//! ([`Action::Announce`]) restarts that schedule. **Leaving Master**: stops the announcements, removes the VIPs,
 //! publishes the new state (data plane inactive, acknowledged), notifies.
 //! The order keeps one invariant: while a VIP is a local address of this
 //! node, the data plane forwards it. Otherwise a packet of an established
@@ -25,13 +26,19 @@
 //! removed. At startup VIPs left behind by a killed predecessor are
 //! removed before anything else.
 //!
+//! A start that fails (interface missing, no raw socket, VRID already
+//! taken, no primary address) is logged at error level, published as
+//! FAULT with [`InstanceHandle::last_error`], and tried again after
+//! [`retry_delay`] (1 s doubling to 30 s) until it succeeds or the
+//! instance is stopped.
+//!
 //! Nothing a packet carries can stop the loop: every rejected packet is
 //! counted (in [`Counters`] or [`ShellCounters`]) and logged at debug.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -59,6 +66,21 @@ use super::{
 pub const PRIMARY_WAIT: Duration = Duration::from_secs(30);
 /// Poll period while waiting for the primary address.
 const PRIMARY_POLL: Duration = Duration::from_millis(100);
+/// The wait before the first retry of an instance that could not start.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two start attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How long to wait before the next start attempt after `failures`
+/// consecutive failed ones (1 for the first failure): [`RETRY_FIRST`],
+/// doubling, at most [`RETRY_MAX`]. Zero failures: no wait.
+pub fn retry_delay(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
+    RETRY_FIRST.saturating_mul(factor).min(RETRY_MAX)
+}
 
 /// Why an instance could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +169,8 @@ pub struct ShellStats {
     pub garp_sent: AtomicU64,
     /// Gratuitous ARPs / unsolicited NAs that failed.
     pub garp_errors: AtomicU64,
+    /// Start attempts that failed (each is retried, see [`retry_delay`]).
+    pub start_failures: AtomicU64,
     /// Notify scripts.
     pub notify: NotifyStats,
 }
@@ -178,6 +202,8 @@ pub struct ShellCounters {
     pub garp_sent: u64,
     /// See [`ShellStats::garp_errors`].
     pub garp_errors: u64,
+    /// See [`ShellStats::start_failures`].
+    pub start_failures: u64,
     /// Notify scripts started.
     pub notify_started: u64,
     /// Notify scripts failed.
@@ -199,6 +225,7 @@ impl ShellStats {
             address_errors: l(&self.address_errors),
             garp_sent: l(&self.garp_sent),
             garp_errors: l(&self.garp_errors),
+            start_failures: l(&self.start_failures),
             notify_started: l(&self.notify.started),
             notify_failed: l(&self.notify.failed),
         }
@@ -215,7 +242,9 @@ struct Shared {
     counters: Mutex<Counters>,
     stats: ShellStats,
     /// The counters of the shared receive socket, once subscribed.
-    rx_stats: OnceLock<Arc<ReceiverStats>>,
+    rx_stats: Mutex<Option<Arc<ReceiverStats>>>,
+    /// Why the last start attempt failed; `None` once one succeeded.
+    last_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -225,6 +254,34 @@ impl Shared {
         self.counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_last_error(&self, e: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = e;
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_rx_stats(&self, stats: Arc<ReceiverStats>) {
+        *self
+            .rx_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stats);
+    }
+
+    fn rx_stats(&self) -> Option<Arc<ReceiverStats>> {
+        self.rx_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -279,10 +336,18 @@ impl InstanceHandle {
     pub fn shell_counters(&self) -> ShellCounters {
         self.shared
             .stats
-            .snapshot(self.shared.rx_stats.get().map(|s| &**s))
+            .snapshot(self.shared.rx_stats().as_deref())
     }
 
-    /// Whether the task has ended (an error at startup ends it at once).
+    /// Why the instance could not start, while it could not: it then
+    /// publishes [`State::Fault`] and retries (see [`retry_delay`]).
+    /// `None` before the first failure and once a start succeeded.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.last_error()
+    }
+
+    /// Whether the task has ended. An instance that cannot start does not
+    /// end: it retries until stopped (see [`InstanceHandle::last_error`]).
     pub fn is_finished(&self) -> bool {
         self.task.as_ref().is_none_or(JoinHandle::is_finished)
     }
@@ -384,6 +449,9 @@ struct Vip {
     prefix_len: u8,
     ifindex: u32,
     dev: String,
+    /// The address owner's own address, present before the instance
+    /// started: never removed.
+    keep: bool,
 }
 
 /// The running instance (inside its task).
@@ -408,6 +476,14 @@ struct Shell {
     tracking: Tracking,
 }
 
+/// The instance task: [`run_once`], started again after a failed start
+/// (missing interface, no permission for raw sockets, VRID already taken,
+/// no primary address), with a growing wait ([`retry_delay`]). Each failure
+/// is logged at error level, counted, kept as the handle's
+/// [`InstanceHandle::last_error`] and published as [`State::Fault`] on the
+/// watch channel (the state hook is not called: the instance never became
+/// Master, so its VIPs are not active in the data plane anyway). Returns the
+/// last start error when stopped before any start succeeded.
 async fn run(
     spec: InstanceSpec,
     io: SharedIo,
@@ -416,6 +492,52 @@ async fn run(
     mut backends_rx: watch::Receiver<bool>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
+) -> Result<(), ShellError> {
+    let mut failures: u32 = 0;
+    loop {
+        let started = run_once(
+            &spec,
+            &io,
+            hook.clone(),
+            state_tx.clone(),
+            &mut backends_rx,
+            &shared,
+            &cancel,
+        )
+        .await;
+        let Err(error) = started else {
+            return Ok(());
+        };
+        failures = failures.saturating_add(1);
+        let delay = retry_delay(failures);
+        bump(&shared.stats.start_failures);
+        shared.set_last_error(Some(error.to_string()));
+        tracing::error!(
+            instance = %spec.name, interface = %spec.interface, %error,
+            failures, retry_in = ?delay, "VRRP instance could not start; will retry"
+        );
+        state_tx.send_replace(StateInfo {
+            state: State::Fault,
+            priority: spec.params.priority,
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(error),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One start of the instance and, once started, its loop until
+/// cancellation. An error means the start failed (nothing of it is left
+/// running); the loop itself does not fail.
+async fn run_once(
+    spec: &InstanceSpec,
+    io: &SharedIo,
+    hook: Option<StateHook>,
+    state_tx: watch::Sender<StateInfo>,
+    backends_rx: &mut watch::Receiver<bool>,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
 ) -> Result<(), ShellError> {
     let name = spec.name.clone();
     let nl_err = |source| ShellError::Netlink {
@@ -441,11 +563,29 @@ async fn run(
             prefix_len: v.prefix_len,
             ifindex,
             dev,
+            keep: false,
         });
     }
-    for v in &vips {
-        if let Err(error) = netlink.del_address(v.ifindex, v.address).await {
-            tracing::warn!(instance = %name, vip = %v.address, %error, "cannot remove stale VIP");
+    if spec.params.is_owner() {
+        // The address owner's VIPs are its own real addresses (RFC 5798
+        // §1, priority 255), not leftovers: the ones already on the
+        // interface stay, now and when the instance stops or faults.
+        for v in &mut vips {
+            match netlink.addresses(v.ifindex).await {
+                Ok(list) => v.keep = list.iter().any(|a| a.address == v.address),
+                Err(error) => {
+                    tracing::warn!(instance = %name, vip = %v.address, %error, "cannot list addresses; the owner's address will be removed on stop")
+                }
+            }
+            if v.keep {
+                tracing::info!(instance = %name, vip = %v.address, dev = %v.dev, "address owner: keeping an address the interface already has");
+            }
+        }
+    } else {
+        for v in &vips {
+            if let Err(error) = netlink.del_address(v.ifindex, v.address).await {
+                tracing::warn!(instance = %name, vip = %v.address, %error, "cannot remove stale VIP");
+            }
         }
     }
 
@@ -488,7 +628,7 @@ async fn run(
             spec.unicast_peers.is_empty(),
         )
         .map_err(sock_err)?;
-    let _ = shared.rx_stats.set(rx_sub.stats());
+    shared.set_rx_stats(rx_sub.stats());
     let destinations = if spec.unicast_peers.is_empty() {
         vec![params.multicast_group()]
     } else {
@@ -506,7 +646,7 @@ async fn run(
         if addrs.is_empty() {
             continue;
         }
-        match l.mac.map(|mac| Announcer::new(l.index, mac, &addrs)) {
+        match l.mac.map(|mac| Announcer::new(l.index, dev, mac, &addrs)) {
             Some(Ok(a)) => announcers.push((a, addrs)),
             Some(Err(error)) => {
                 tracing::warn!(instance = %name, %dev, %error, "cannot open announcement sockets; no gratuitous ARP/NA")
@@ -596,7 +736,7 @@ async fn run(
         notifier,
         hook,
         state_tx,
-        shared,
+        shared: Arc::clone(shared),
         tracking,
     };
     tracing::info!(
@@ -604,6 +744,7 @@ async fn run(
         priority = shell.params.priority, version = ?shell.params.version,
         primary = %primary, destinations = ?shell.destinations, "VRRP instance starting"
     );
+    shared.set_last_error(None);
 
     shell.apply_tracking(Instant::now()).await;
     shell.input(Instant::now(), Input::Startup).await;
@@ -759,6 +900,13 @@ impl Shell {
             // Deadlines are read back from the machine by the loop.
             Action::SetTimer { .. } | Action::CancelTimer { .. } => {}
             Action::Transition { from, to } => self.transition(from, to).await,
+            Action::Announce => {
+                // Only a Master holds the VIPs; the machine only asks then.
+                if self.machine.state() == State::Master {
+                    tracing::info!(instance = %self.name, "lower-priority advertisement answered; announcing the VIPs again");
+                    self.start_announcements();
+                }
+            }
         }
     }
 
@@ -772,9 +920,12 @@ impl Shell {
                     continue;
                 }
             };
-            if let Err(error) = self.socket.send(&msg, *dst) {
-                bump(&self.shared.stats.send_errors);
-                tracing::warn!(instance = %self.name, %dst, %error, "cannot send advertisement");
+            match self.socket.send(&msg, *dst) {
+                Ok(()) => self.shared.counters().record_sent(priority),
+                Err(error) => {
+                    bump(&self.shared.stats.send_errors);
+                    tracing::warn!(instance = %self.name, %dst, %error, "cannot send advertisement");
+                }
             }
         }
     }
@@ -829,7 +980,7 @@ impl Shell {
     }
 
     async fn remove_vips(&self) {
-        for v in &self.vips {
+        for v in self.vips.iter().filter(|v| !v.keep) {
             if let Err(error) = self.netlink.del_address(v.ifindex, v.address).await {
                 bump(&self.shared.stats.address_errors);
                 tracing::error!(instance = %self.name, vip = %v.address, dev = %v.dev, %error, "cannot remove VIP");
@@ -941,6 +1092,26 @@ async fn burst(
         }
         if i + 1 < garp.repeat && !garp.interval.is_zero() {
             tokio::time::sleep(garp.interval).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Start-up retries: 1 s, doubling, capped at 30 s; never overflows.
+    #[test]
+    fn retry_backoff_schedule() {
+        let s: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(s, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(retry_delay(0), Duration::ZERO);
+        for n in [31, 32, 33, 64, u32::MAX] {
+            assert_eq!(retry_delay(n), RETRY_MAX, "{n} failures");
+        }
+        // Never shorter than the previous wait.
+        for n in 1..100 {
+            assert!(retry_delay(n + 1) >= retry_delay(n));
         }
     }
 }
