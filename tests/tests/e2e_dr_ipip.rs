@@ -520,6 +520,17 @@ impl Drop for Daemon {
 }
 
 fn write_config(t: &Topology, forwarding: &str, weights: [u16; 3], keep: bool) -> PathBuf {
+    write_config_interval(t, forwarding, weights, keep, INTERVAL_MS)
+}
+
+/// [`write_config`] with the health check every `interval_ms`.
+fn write_config_interval(
+    t: &Topology,
+    forwarding: &str,
+    weights: [u16; 3],
+    keep: bool,
+    interval_ms: u64,
+) -> PathBuf {
     let mut s = format!(
         r#"[node]
 interface = "{lb_if}"
@@ -535,7 +546,7 @@ address = "{VIP}"
 port = 80
 forwarding = "{forwarding}"
 table_size = 4099
-health_check = {{ type = "http", path = "/health", interval = "{INTERVAL_MS}ms", timeout = "{TIMEOUT_MS}ms", rise = 2, fall = {FALL} }}
+health_check = {{ type = "http", path = "/health", interval = "{interval_ms}ms", timeout = "{TIMEOUT_MS}ms", rise = 2, fall = {FALL} }}
 "#,
         lb_if = t.lb_if,
         dir = t.dir.display(),
@@ -689,6 +700,43 @@ fn scenario(test: &str, forwarding: &str) {
     let got = spread(&t, 100);
     assert_eq!(got.get("error"), None, "{got:?}");
 
+    // A reload that changes only the checks' interval restarts them, from
+    // the backends' current health: no backend leaves the ring meanwhile.
+    write_config_interval(&t, forwarding, [300, 200, 0], false, INTERVAL_MS + 100);
+    match d.call(Request::Reload) {
+        Response::Reloaded(r) => {
+            assert_eq!(
+                (
+                    r.checks_kept,
+                    r.checks_started,
+                    r.checks_stopped,
+                    r.checks_restarted
+                ),
+                (0, 3, 3, 3),
+                "{r:?}"
+            );
+        }
+        other => panic!("reload: {other:?}"),
+    }
+    let st = d.status();
+    assert_eq!(st.config_generation, 3);
+    let health: Vec<(&str, &str, bool)> = st.vips[0]
+        .backends
+        .iter()
+        .map(|b| (b.address.as_str(), b.health.as_str(), b.in_ring))
+        .collect();
+    assert_eq!(
+        health,
+        vec![
+            (SERVER_IPS[0], "up", true),
+            (SERVER_IPS[1], "up", true),
+            (SERVER_IPS[2], "up", false), // weight 0
+        ],
+        "right after the reload"
+    );
+    let got = spread(&t, 200);
+    assert_spread(&got, &[("s1", 300), ("s2", 200)], 200);
+
     d.stop().expect("daemon exit");
     // Detached: the VIP is no longer served.
     let after = in_ns(&t.ns("client"), || {
@@ -770,6 +818,19 @@ fn restart_keeps_flows_and_transfers() {
         pins.link().exists(),
         "the link stays pinned while the daemon runs, so a crash keeps forwarding"
     );
+
+    // Reloading the unchanged config changes no check: the checks of the
+    // backends seeded healthy from the adopted plane keep running, and no
+    // backend leaves the ring.
+    match d.call(Request::Reload) {
+        Response::Reloaded(r) => assert_eq!(
+            (r.checks_kept, r.checks_started, r.checks_stopped),
+            (3, 0, 0),
+            "{r:?}"
+        ),
+        other => panic!("reload: {other:?}"),
+    }
+    assert_eq!(d.in_ring(), SERVER_IPS, "right after the reload");
 
     let len = transfer
         .join()

@@ -321,6 +321,10 @@ pub struct ReloadReport {
     pub checks_stopped: usize,
     /// Health checks kept with their state.
     pub checks_kept: usize,
+    /// Of the started and stopped checks: changed checks of a backend that
+    /// stays, restarted from its current health (it stays in the ring).
+    #[serde(default)]
+    pub checks_restarted: usize,
 }
 
 /// A request handed to the owner task, with the way back.

@@ -652,19 +652,20 @@ impl Owner {
         }
     }
 
-    fn start_check(&mut self, key: BackendKey, mut spec: CheckSpec) {
-        // A backend seeded as up (adopted data plane) starts up: it is not
-        // taken out of the table until its check fails `fall` times.
-        if self.inputs.health.get(&key) == Some(&true) {
-            spec.initial = crate::health::Status::Up;
-        }
+    /// Starts the check of `key`. `spec` is the configured check, which is
+    /// what the running check records (and a reload compares against); the
+    /// run itself starts Up when the backend is known healthy (seeded from
+    /// an adopted data plane, or kept over a restart by a reload): it is not
+    /// taken out of the table until its check fails `fall` times.
+    fn start_check(&mut self, key: BackendKey, spec: CheckSpec) {
+        let run = reconcile::restart_initial(&spec, self.inputs.health.get(&key).copied());
         self.check_gen += 1;
         let handle = spawn_check(
             HealthTarget {
                 key,
                 generation: self.check_gen,
             },
-            spec.clone(),
+            run,
             self.health_tx.clone(),
             &self.cancel,
         );
@@ -704,11 +705,23 @@ impl Owner {
             .collect();
         let wanted = reconcile::checks(&new);
         let plan = reconcile::plan_checks(&running, &wanted);
+        // Only a backend that loses its check loses its health. A changed
+        // check restarts from the backend's current health (kept in
+        // `inputs.health` until the new run reports a transition; events of
+        // the old run are ignored by generation).
         for key in &plan.stop {
             self.checks.remove(key);
             self.inputs.health.remove(key);
         }
+        for key in &plan.restart {
+            self.checks.remove(key);
+            if let Some(spec) = wanted.get(key) {
+                self.start_check(*key, spec.clone());
+            }
+        }
         for key in &plan.start {
+            // A new check starts down, whatever an earlier run left here.
+            self.inputs.health.remove(key);
             if let Some(spec) = wanted.get(key) {
                 self.start_check(*key, spec.clone());
             }
@@ -722,15 +735,18 @@ impl Owner {
         info!(
             generation = self.generation,
             started = plan.start.len(),
+            restarted = plan.restart.len(),
             stopped = plan.stop.len(),
             kept = plan.keep.len(),
             "config reloaded"
         );
+        // A restarted check is counted as stopped and started too.
         Ok(api::ReloadReport {
             config_generation: self.generation,
-            checks_started: plan.start.len(),
-            checks_stopped: plan.stop.len(),
+            checks_started: plan.start.len() + plan.restart.len(),
+            checks_stopped: plan.stop.len() + plan.restart.len(),
             checks_kept: plan.keep.len(),
+            checks_restarted: plan.restart.len(),
         })
     }
 
