@@ -460,6 +460,36 @@ impl Daemon {
         d
     }
 
+    /// Runs a daemon on `config` that must fail at start; its error.
+    fn start_error(t: &Topology, config: &Path) -> String {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let ns = t.ns("lb");
+        let path = config.to_owned();
+        let thread = std::thread::spawn(move || {
+            enter(&ns);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(daemon::run(path, c, None))
+                .map_err(|e| e.to_string())
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread.is_finished() {
+            if Instant::now() > deadline {
+                cancel.cancel();
+                let r = thread.join();
+                panic!("a second daemon started: {r:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match thread.join() {
+            Ok(Err(e)) => e,
+            other => panic!("a second daemon did not fail: {other:?}"),
+        }
+    }
+
     fn call(&self, req: Request) -> Response {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -831,6 +861,21 @@ fn restart_keeps_flows_and_transfers() {
         other => panic!("reload: {other:?}"),
     }
     assert_eq!(d.in_ring(), SERVER_IPS, "right after the reload");
+
+    // A second daemon on the same config is refused before it touches the
+    // data plane: the running one keeps forwarding, its link stays pinned.
+    let err = Daemon::start_error(&t, &cfg);
+    assert!(
+        err.contains("another lbctl daemon") && err.contains(daemon::lock::LOCK_NAME),
+        "{err}"
+    );
+    assert!(
+        pins.link().exists(),
+        "a refused second daemon unpinned the running daemon's link"
+    );
+    let got = spread(&t, 60);
+    assert_spread(&got, &[("s1", 100), ("s2", 100), ("s3", 100)], 60);
+    assert_eq!(d.in_ring(), SERVER_IPS);
 
     let len = transfer
         .join()

@@ -23,6 +23,7 @@
 //! instances stop cleanly (priority 0, addresses removed) before the data
 //! plane is detached or kept.
 
+pub mod lock;
 pub mod neigh;
 pub mod pin;
 pub mod plane;
@@ -68,6 +69,10 @@ pub enum DaemonError {
     /// The IPVS data plane.
     #[error("{0}")]
     Ipvs(#[from] crate::dataplane::ipvs::IpvsError),
+    /// Another daemon runs with this state directory (or its lock cannot
+    /// be taken).
+    #[error("{0}")]
+    Lock(#[from] lock::LockError),
     /// The control socket.
     #[error("control socket: {0}")]
     Api(#[from] api::ApiError),
@@ -293,6 +298,11 @@ pub async fn run(
     vrrp: Option<VrrpHook>,
 ) -> Result<(), DaemonError> {
     let cfg = config::load(&config_path)?;
+    // One daemon per state directory, checked before anything touches the
+    // data plane: a second daemon would adopt and re-pin the running one's
+    // XDP link, and detach it when it gives up. Held until `run` returns.
+    let daemon_lock = lock::acquire(&cfg.node.state_dir)?;
+    info!(lock = %daemon_lock.path().display(), "daemon lock taken");
     let resolver = Resolver::new()?;
     // XDP needs the interface (and its MAC); IPVS is not bound to one.
     let link = match cfg.node.dataplane {
@@ -430,6 +440,7 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket);
     let Owner { dp, cfg, .. } = owner;
     dp.stop(&cfg);
+    drop(daemon_lock);
     result
 }
 
