@@ -106,6 +106,14 @@ pub struct StatusReport {
     pub foreign_services: Vec<String>,
     /// Configs loaded so far (1 + successful reloads).
     pub config_generation: u64,
+    /// Applies of the desired state to the data plane that failed since
+    /// the daemon started (each is retried until one succeeds).
+    #[serde(default)]
+    pub apply_failures: u64,
+    /// The error of the last apply while it has not succeeded since: the
+    /// data plane then holds part of the desired state (retried).
+    #[serde(default)]
+    pub apply_error: Option<String>,
     /// VIPs in config order.
     pub vips: Vec<VipStatus>,
     /// VRRP instances.
@@ -481,6 +489,19 @@ pub fn render_status(s: &StatusReport) -> String {
     if let Some(n) = &s.dataplane_note {
         let _ = writeln!(o, "  {n}");
     }
+    if let Some(e) = &s.apply_error {
+        let _ = writeln!(
+            o,
+            "  APPLY FAILING ({} failed applies so far, retrying): {e}",
+            s.apply_failures
+        );
+    } else if s.apply_failures > 0 {
+        let _ = writeln!(
+            o,
+            "  {} failed applies so far; the last apply succeeded",
+            s.apply_failures
+        );
+    }
     if s.dataplane == "ipvs" {
         render_ipvs_vips(&mut o, s);
     } else {
@@ -732,6 +753,33 @@ mod tests {
     }
 
     #[test]
+    fn failing_applies_are_shown() {
+        let mut s = StatusReport {
+            apply_failures: 3,
+            apply_error: Some("more than 4095 backends".into()),
+            ..StatusReport::default()
+        };
+        let text = render_status(&s);
+        assert!(
+            text.contains(
+                "APPLY FAILING (3 failed applies so far, retrying): more than 4095 backends"
+            ),
+            "{text}"
+        );
+        s.apply_error = None;
+        let text = render_status(&s);
+        assert!(
+            text.contains("3 failed applies so far; the last apply succeeded"),
+            "{text}"
+        );
+        s.apply_failures = 0;
+        assert!(
+            !render_status(&s).contains("appl"),
+            "nothing when all went well"
+        );
+    }
+
+    #[test]
     fn vrrp_status_renders_and_reads_old_answers() {
         let s = StatusReport {
             vrrp: vec![VrrpStatus {
@@ -787,6 +835,8 @@ mod tests {
             dataplane_note: Some("auto: XDP unavailable (no BPF); using IPVS".into()),
             xdp_mode: "-".into(),
             config_generation: 2,
+            apply_failures: 0,
+            apply_error: None,
             foreign_services: vec!["TCP 192.0.2.9:443".into()],
             vips: vec![VipStatus {
                 name: "web".into(),

@@ -726,3 +726,34 @@ fn table_size_must_exceed_backend_count() {
         "{err}"
     );
 }
+
+#[test]
+fn sorry_servers_count_against_the_backend_limit() {
+    let limit = lb_common::MAX_BACKENDS as usize - 1;
+    let with = |backends: usize, sorry: &str| {
+        let mut text = with_node(&format!(
+            "[[vip]]\nname = \"web\"\naddress = \"10.0.0.100\"\nport = 80\nsorry_server = \"{sorry}\"\n"
+        ));
+        for i in 0..backends {
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"10.1.{}.{}\"\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        parse(&text, "lb.toml")
+    };
+    // Every backend id in use, the sorry server's included.
+    let cfg = with(limit - 1, "10.2.0.9").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.vips[0].backends.len(), limit - 1);
+    // One more: the sorry server has no id left.
+    let err = with(limit, "10.2.0.9").expect_err("too many");
+    assert!(
+        err.to_string().contains(
+            "lb.toml:7:16: too many backends: at most 4095 in all VIPs together, sorry servers included"
+        ),
+        "{err}"
+    );
+    // A sorry server that is one of the backends uses that backend's id.
+    assert!(with(limit, "10.1.0.1").is_ok());
+}

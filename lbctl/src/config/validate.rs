@@ -230,17 +230,21 @@ pub(crate) fn validate(raw: RawConfig, file: &str, text: &str) -> Result<Config,
             ),
         );
     }
-    // Backend ids are per (VIP, backend) since health is per VIP; id 0 is reserved.
+    // Backend ids are per (VIP, backend) since health is per VIP; id 0 is
+    // reserved. A sorry server in use takes an id of its own too (the data
+    // plane adds it to the VIP's backends), unless it is one of them.
     let limit = lb_common::MAX_BACKENDS as usize - 1;
-    if let Some(b) = raw
+    if let Some(span) = raw
         .vip
         .iter()
-        .flat_map(|v| v.get_ref().backend.iter())
+        .flat_map(|v| backend_id_users(v.get_ref()))
         .nth(limit)
     {
         cx.err(
-            b.span(),
-            format!("too many backends: at most {limit} in all VIPs together"),
+            span,
+            format!(
+                "too many backends: at most {limit} in all VIPs together, sorry servers included"
+            ),
         );
     }
 
@@ -265,6 +269,21 @@ pub(crate) fn validate(raw: RawConfig, file: &str, text: &str) -> Result<Config,
             "invalid [node]".into(),
         )]),
     }
+}
+
+/// Where each backend id a VIP may use is configured: its backends, then
+/// its sorry server when that is not one of them.
+fn backend_id_users(v: &RawVip) -> impl Iterator<Item = Range<usize>> + '_ {
+    let same = |a: &S<String>, b: &S<String>| match (parse_ip(a.get_ref()), parse_ip(b.get_ref())) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    let sorry = v
+        .sorry_server
+        .as_ref()
+        .filter(|s| !v.backend.iter().any(|b| same(s, &b.get_ref().address)))
+        .map(|s| s.span());
+    v.backend.iter().map(|b| b.span()).chain(sorry)
 }
 
 /// The data plane chosen in `[node]` (parsing it cannot fail), for the

@@ -123,8 +123,9 @@ impl VrrpPort {
 
     /// [`VrrpPort::state_changed`], and a receiver that resolves once the
     /// owner has applied the new desired state to the data plane (or has
-    /// tried to: a failure is logged by the owner and retried on the next
-    /// event). It resolves with an error at once when the daemon is gone.
+    /// tried to: a failure is logged by the owner, shown by `lbctl status`
+    /// and retried on a timer and on every event). It resolves with an
+    /// error at once when the daemon is gone.
     pub fn state_changed_acked(&self, instance: &str, role: VrrpRole) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         // On a send error the message, and with it the sender, is dropped:
@@ -405,6 +406,7 @@ pub async fn run(
         seeded_macs: BTreeMap::new(),
         dp,
         last: None,
+        apply: ApplyRetry::default(),
         targets_tx,
         health_tx,
         cancel: cancel.clone(),
@@ -415,7 +417,8 @@ pub async fn run(
     let kernel_health = owner.dp.kernel_health(&owner.cfg);
     owner.inputs.health.extend(kernel_health);
     owner.start_checks();
-    owner.reconcile();
+    // A failure is logged, counted and retried by the event loop.
+    let _ = owner.reconcile();
     info!(
         config = %owner.config_path.display(),
         interface = %owner.cfg.node.interface,
@@ -478,13 +481,44 @@ struct Owner {
     /// MACs of an adopted data plane, used until the resolver has an answer.
     seeded_macs: BTreeMap<IpAddr, [u8; 6]>,
     dp: plane::Plane,
+    /// The desired state last applied in full.
     last: Option<DesiredState>,
+    /// Failed applies and their retry.
+    apply: ApplyRetry,
     targets_tx: watch::Sender<BTreeSet<NeighTarget>>,
     health_tx: mpsc::Sender<HealthEvent<HealthTarget>>,
     cancel: CancellationToken,
     vrrp_backends: Option<watch::Sender<BTreeMap<String, bool>>>,
     /// The daemon's own VRRP instances.
     vrrp: Option<BuiltinVrrp>,
+}
+
+/// First delay before a failed apply is retried.
+pub const APPLY_RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest delay between retries of a failed apply.
+pub const APPLY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The delay before the next retry of a failed apply, after `previous`
+/// (`None`: the first failure): doubling from [`APPLY_RETRY_MIN`] up to
+/// [`APPLY_RETRY_MAX`].
+pub fn apply_retry_delay(previous: Option<std::time::Duration>) -> std::time::Duration {
+    previous.map_or(APPLY_RETRY_MIN, |d| {
+        d.saturating_mul(2).clamp(APPLY_RETRY_MIN, APPLY_RETRY_MAX)
+    })
+}
+
+/// Failed applies of the desired state: counted, shown by `lbctl status`,
+/// and retried on a timer until one succeeds (any event retries too).
+#[derive(Debug, Default)]
+struct ApplyRetry {
+    /// Failed applies since the daemon started.
+    failures: u64,
+    /// The error of the last apply, while it has not succeeded since.
+    error: Option<String>,
+    /// The delay used for the pending retry.
+    delay: Option<std::time::Duration>,
+    /// When to retry.
+    at: Option<tokio::time::Instant>,
 }
 
 /// VRRP instances run by the daemon, and their `track_backends` feed.
@@ -518,8 +552,20 @@ impl Owner {
         let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
         let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
         loop {
+            let retry_at = self.apply.at;
             tokio::select! {
                 () = shutdown.cancelled() => { info!("shutting down"); return Ok(()) }
+                () = async {
+                    match retry_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.apply.at = None;
+                    info!(failures = self.apply.failures, "retrying the failed apply of the desired state");
+                    // A failure schedules the next retry.
+                    let _ = self.reconcile();
+                }
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = sighup.recv() => {
@@ -532,7 +578,7 @@ impl Owner {
                     if self.checks.get(&key).is_some_and(|c| c.generation == generation) {
                         info!(backend = %key, up = ev.up, reason = %ev.reason, "health changed");
                         self.inputs.health.insert(key, ev.up);
-                        self.reconcile();
+                        let _ = self.reconcile();
                     }
                 }
                 Ok(()) = neigh_rx.changed() => {
@@ -548,7 +594,7 @@ impl Owner {
                             .filter_map(|(a, r)| r.mac().map(|m| (*a, m))),
                     );
                     self.inputs.macs = macs;
-                    self.reconcile();
+                    let _ = self.reconcile();
                 }
                 Some(msg) = async {
                     match vrrp_rx.as_mut() {
@@ -559,7 +605,7 @@ impl Owner {
                     let VrrpMsg { update: up, applied } = msg;
                     info!(instance = %up.instance, role = ?up.role, "VRRP role changed");
                     self.inputs.vrrp.insert(up.instance, up.role);
-                    self.reconcile();
+                    let _ = self.reconcile();
                     if let Some(tx) = applied {
                         let _ = tx.send(());
                     }
@@ -589,43 +635,67 @@ impl Owner {
         }
     }
 
-    /// Recomputes the desired state and applies it when it changed.
-    fn reconcile(&mut self) {
+    /// Recomputes the desired state and applies it when it changed (or when
+    /// the last apply failed: the data plane may then hold part of it).
+    ///
+    /// # Errors
+    /// The apply failed: it is logged, counted, shown by `lbctl status` and
+    /// retried on a timer with backoff ([`apply_retry_delay`]); `last`
+    /// stays the last state applied in full.
+    fn reconcile(&mut self) -> Result<(), plane::PlaneError> {
         let desired = reconcile::desired_state(&self.cfg, &self.inputs);
-        if self.last.as_ref() == Some(&desired) {
-            return;
+        if self.apply.error.is_none() && self.last.as_ref() == Some(&desired) {
+            return Ok(());
         }
-        match self.dp.apply(&desired) {
-            Ok(report) => {
-                if !report.is_empty() {
-                    info!(?report, "data plane updated");
-                }
-                let starved = |d: &DesiredState| -> BTreeSet<crate::dataplane::VipSpec> {
-                    d.vips
-                        .iter()
-                        .filter(|v| v.active && !v.backends.iter().any(|b| b.in_ring()))
-                        .map(|v| v.spec)
-                        .collect()
-                };
-                let before = self.last.as_ref().map(starved).unwrap_or_default();
-                for spec in starved(&desired).difference(&before) {
-                    warn!(vip = %spec, "no backend can take new flows");
-                }
-                if let Some(tx) = &self.vrrp_backends {
-                    let h = reconcile::instance_backends_healthy(&self.cfg, &desired);
-                    tx.send_if_modified(|cur| {
-                        let changed = *cur != h;
-                        *cur = h;
-                        changed
-                    });
-                }
-                self.last = Some(desired);
-            }
+        let report = match self.dp.apply(&desired) {
+            Ok(r) => r,
             Err(e) => {
-                // `last` stays, so the next event retries.
-                error!(error = %e, "applying the desired state failed");
+                let delay = apply_retry_delay(self.apply.delay);
+                self.apply.failures += 1;
+                self.apply.error = Some(e.to_string());
+                self.apply.delay = Some(delay);
+                self.apply.at = Some(tokio::time::Instant::now() + delay);
+                error!(
+                    error = %e,
+                    failures = self.apply.failures,
+                    retry_in = ?delay,
+                    "applying the desired state failed; the data plane may hold part of it"
+                );
+                return Err(e);
             }
+        };
+        if self.apply.error.take().is_some() {
+            info!(
+                failures = self.apply.failures,
+                "the desired state is applied again"
+            );
         }
+        self.apply.delay = None;
+        self.apply.at = None;
+        if !report.is_empty() {
+            info!(?report, "data plane updated");
+        }
+        let starved = |d: &DesiredState| -> BTreeSet<crate::dataplane::VipSpec> {
+            d.vips
+                .iter()
+                .filter(|v| v.active && !v.backends.iter().any(|b| b.in_ring()))
+                .map(|v| v.spec)
+                .collect()
+        };
+        let before = self.last.as_ref().map(starved).unwrap_or_default();
+        for spec in starved(&desired).difference(&before) {
+            warn!(vip = %spec, "no backend can take new flows");
+        }
+        if let Some(tx) = &self.vrrp_backends {
+            let h = reconcile::instance_backends_healthy(&self.cfg, &desired);
+            tx.send_if_modified(|cur| {
+                let changed = *cur != h;
+                *cur = h;
+                changed
+            });
+        }
+        self.last = Some(desired);
+        Ok(())
     }
 
     /// Takes health and MACs from an adopted data plane, so the first
@@ -742,7 +812,19 @@ impl Owner {
         self.generation += 1;
         self.targets_tx
             .send_replace(reconcile::neigh_targets(&self.cfg));
-        self.reconcile();
+        if let Err(e) = self.reconcile() {
+            let retry = self.apply.delay.unwrap_or(APPLY_RETRY_MIN);
+            return Err(format!(
+                "config generation {} is loaded (its health checks and VRRP gating are in effect), \
+                 but applying it to the {} data plane failed: {e}. Running now: the data plane \
+                 holds the previous state with part of the new one (every VIP it forwards uses a \
+                 complete table); the apply is retried in {retry:?} and then with backoff up to \
+                 {APPLY_RETRY_MAX:?} until it succeeds (`lbctl status` shows the failures). \
+                 Fix the cause, or reload a config that applies.",
+                self.generation,
+                self.dp.kind()
+            ));
+        }
         info!(
             generation = self.generation,
             started = plan.start.len(),
@@ -922,6 +1004,8 @@ impl Owner {
                 .map(|s| s.key.to_string())
                 .collect(),
             config_generation: self.generation,
+            apply_failures: self.apply.failures,
+            apply_error: self.apply.error.clone(),
             vips,
             vrrp,
         }
@@ -1150,6 +1234,24 @@ virtual_ipaddress = ["10.0.0.100"]
         assert!(why.contains("added VI_2"), "{why}");
         let why = vrrp_reload_blocker(&added, &running).expect("refused");
         assert!(why.contains("removed VI_2"), "{why}");
+    }
+
+    #[test]
+    fn failed_applies_are_retried_with_a_bounded_backoff() {
+        let mut d = apply_retry_delay(None);
+        assert_eq!(d, APPLY_RETRY_MIN);
+        let mut seen = vec![d];
+        for _ in 0..10 {
+            d = apply_retry_delay(Some(d));
+            seen.push(d);
+        }
+        assert_eq!(seen[1], APPLY_RETRY_MIN * 2);
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert_eq!(seen.last(), Some(&APPLY_RETRY_MAX));
+        assert_eq!(
+            apply_retry_delay(Some(std::time::Duration::MAX)),
+            APPLY_RETRY_MAX
+        );
     }
 
     #[test]
