@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::stat::{Mode, umask};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -127,7 +128,7 @@ pub struct VipStatus {
     pub name: String,
     /// `addr:port/proto`.
     pub vip: String,
-    /// "dr" / "ipip".
+    /// "dr" / "ipip" / "nat" (IPVS only).
     pub forwarding: String,
     /// Forwarded by this node.
     pub active: bool,
@@ -202,7 +203,9 @@ pub struct BackendStatus {
     pub address: String,
     /// Configured weight.
     pub weight: u32,
-    /// "up", "down" or "up (no check)".
+    /// "up", "down", "up (no check)" (a backend without a health check),
+    /// or "up (sorry)" (the VIP's sorry server, in use while no backend can
+    /// take new flows).
     pub health: String,
     /// Takes new flows.
     pub in_ring: bool,
@@ -366,7 +369,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ApiError> {
         }
         std::fs::remove_file(path).map_err(io)?;
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
+    // Created with mode 0600 from the start (no window in which the
+    // umask-derived mode lets others connect). The umask is per process:
+    // files other threads create meanwhile come out more private, never less.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(listener)
 }
@@ -911,9 +920,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lbctl-api-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = socket_path(&dir);
+        let before = umask(Mode::from_bits_truncate(0o022));
         let listener = bind(&path).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // The process umask is restored.
+        assert_eq!(umask(before), Mode::from_bits_truncate(0o022));
         assert!(matches!(bind(&path).await, Err(ApiError::InUse(_))));
         let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
         let cancel = CancellationToken::new();

@@ -264,6 +264,12 @@ pub fn reload_blocker(running: &Config, opts: LoadOptions, new: &Config) -> Opti
     if new.node.max_vips != opts.max_vips || new.node.conn_table_size != opts.conn_table_size {
         return Some("node.max_vips / node.conn_table_size changed; restart lbctl".into());
     }
+    if new.node.xdp_mode != running.node.xdp_mode {
+        return Some(format!(
+            "node.xdp_mode changed ({:?} -> {:?}); the program stays attached as it is: restart lbctl to re-attach it",
+            running.node.xdp_mode, new.node.xdp_mode
+        ));
+    }
     // What holds for every data plane.
     ipvs_reload_blocker(running, new)
 }
@@ -298,6 +304,10 @@ pub async fn run(
     shutdown: CancellationToken,
     vrrp: Option<VrrpHook>,
 ) -> Result<(), DaemonError> {
+    // First of all: from here on SIGHUP, SIGTERM and SIGINT no longer kill
+    // the process (their default action, without any cleanup); one that
+    // arrives during start-up is handled when the event loop starts.
+    let signals = Signals::install()?;
     let cfg = config::load(&config_path)?;
     // One daemon per state directory, checked before anything touches the
     // data plane: a second daemon would adopt and re-pin the running one's
@@ -427,7 +437,7 @@ pub async fn run(
         "lbctl running"
     );
     let result = owner
-        .event_loop(shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
+        .event_loop(signals, shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
         .await;
     // VRRP first: priority 0 from masters and the VIPs removed while the
     // data plane still forwards (the owner loop is gone, so the shell's
@@ -445,6 +455,24 @@ pub async fn run(
     dp.stop(&cfg);
     drop(daemon_lock);
     result
+}
+
+/// The daemon's signal streams, installed first thing in [`run`].
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, DaemonError> {
+        let on = |k: SignalKind| signal(k).map_err(DaemonError::Signal);
+        Ok(Self {
+            sigint: on(SignalKind::interrupt())?,
+            sigterm: on(SignalKind::terminate())?,
+            sighup: on(SignalKind::hangup())?,
+        })
+    }
 }
 
 struct RunningCheck {
@@ -542,15 +570,18 @@ impl BuiltinVrrp {
 impl Owner {
     async fn event_loop(
         &mut self,
+        signals: Signals,
         shutdown: CancellationToken,
         mut health_rx: mpsc::Receiver<HealthEvent<HealthTarget>>,
         mut neigh_rx: watch::Receiver<BTreeMap<IpAddr, Resolution>>,
         mut vrrp_rx: Option<mpsc::UnboundedReceiver<VrrpMsg>>,
         mut api_rx: mpsc::Receiver<ApiCall>,
     ) -> Result<(), DaemonError> {
-        let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+        let Signals {
+            mut sigint,
+            mut sigterm,
+            mut sighup,
+        } = signals;
         loop {
             let retry_at = self.apply.at;
             tokio::select! {
@@ -1234,6 +1265,65 @@ virtual_ipaddress = ["10.0.0.100"]
         assert!(why.contains("added VI_2"), "{why}");
         let why = vrrp_reload_blocker(&added, &running).expect("refused");
         assert!(why.contains("removed VI_2"), "{why}");
+    }
+
+    #[test]
+    fn node_changes_that_need_a_restart_are_refused() {
+        let with_node = |node: &str| {
+            config::parse(
+                &format!(
+                    "[node]\n{node}\n[[vip]]\nname = \"a\"\naddress = \"10.0.0.100\"\nport = 80\n  [[vip.backend]]\n  address = \"10.0.1.1\"\n"
+                ),
+                "lb.toml",
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let running = with_node("interface = \"veth0\"");
+        let opts = load_options(&running);
+        assert_eq!(reload_blocker(&running, opts, &running.clone()), None);
+        for (change, want) in [
+            (
+                "interface = \"veth0\"\nxdp_mode = \"skb\"",
+                "node.xdp_mode changed (Auto -> Skb)",
+            ),
+            ("interface = \"veth1\"", "node.interface changed"),
+            ("interface = \"veth0\"\nmax_vips = 8", "node.max_vips"),
+            (
+                "interface = \"veth0\"\nkeep_dataplane_on_exit = true",
+                "node.keep_dataplane_on_exit",
+            ),
+            (
+                "interface = \"veth0\"\ndataplane = \"ipvs\"",
+                "node.dataplane changed",
+            ),
+        ] {
+            let why = reload_blocker(&running, opts, &with_node(change))
+                .unwrap_or_else(|| panic!("{change}: reload not refused"));
+            assert!(
+                why.contains(want) && why.contains("restart lbctl"),
+                "{change}: {why}"
+            );
+        }
+        // node.mtu is applied by a reload.
+        let mtu = with_node("interface = \"veth0\"\nmtu = 9000");
+        assert_eq!(reload_blocker(&running, opts, &mtu), None);
+    }
+
+    #[tokio::test]
+    async fn signals_during_start_up_wait_for_the_event_loop() {
+        // What `run` installs before it loads the config: a signal that
+        // arrives before the event loop polls is kept for it, and the
+        // process lives on (the default action of all three kills it).
+        let mut s = Signals::install().unwrap_or_else(|e| panic!("{e}"));
+        for sig in [
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::Signal::SIGTERM,
+        ] {
+            nix::sys::signal::raise(sig).unwrap_or_else(|e| panic!("raise {sig}: {e}"));
+        }
+        let limit = std::time::Duration::from_secs(5);
+        assert!(tokio::time::timeout(limit, s.sighup.recv()).await.is_ok());
+        assert!(tokio::time::timeout(limit, s.sigterm.recv()).await.is_ok());
     }
 
     #[test]
