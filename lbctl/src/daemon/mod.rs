@@ -845,13 +845,17 @@ impl Owner {
             .send_replace(reconcile::neigh_targets(&self.cfg));
         if let Err(e) = self.reconcile() {
             let retry = self.apply.delay.unwrap_or(APPLY_RETRY_MIN);
+            let consistent = match self.dp {
+                plane::Plane::Xdp { .. } => " (every VIP it forwards uses a complete table)",
+                plane::Plane::Ipvs(_) => "",
+            };
             return Err(format!(
                 "config generation {} is loaded (its health checks and VRRP gating are in effect), \
                  but applying it to the {} data plane failed: {e}. Running now: the data plane \
-                 holds the previous state with part of the new one (every VIP it forwards uses a \
-                 complete table); the apply is retried in {retry:?} and then with backoff up to \
-                 {APPLY_RETRY_MAX:?} until it succeeds (`lbctl status` shows the failures). \
-                 Fix the cause, or reload a config that applies.",
+                 holds the previous state with part of the new one{consistent}; the apply is \
+                 retried in {retry:?} and then with backoff up to {APPLY_RETRY_MAX:?} until it \
+                 succeeds (`lbctl status` shows the failures). Fix the cause, or reload a config \
+                 that applies.",
                 self.generation,
                 self.dp.kind()
             ));
