@@ -145,8 +145,12 @@ fn print_response(r: &Response, json: bool) -> anyhow::Result<ExitCode> {
         Response::Status(s) => print!("{}", api::render_status(s)),
         Response::Stats(s) => print!("{}", api::render_stats(s)),
         Response::Reloaded(rep) => println!(
-            "reloaded: config generation {} (checks: {} started, {} stopped, {} kept)",
-            rep.config_generation, rep.checks_started, rep.checks_stopped, rep.checks_kept
+            "reloaded: config generation {} (checks: {} started, {} stopped, {} kept; {} changed, restarted keeping their health)",
+            rep.config_generation,
+            rep.checks_started,
+            rep.checks_stopped,
+            rep.checks_kept,
+            rep.checks_restarted
         ),
         Response::Error { message } => {
             eprintln!("{message}");

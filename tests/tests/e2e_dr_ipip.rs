@@ -8,7 +8,9 @@
 //! it leaves within the health-check bound, new connections succeed, open
 //! connections to survivors are not reset; bring it back → it rejoins;
 //! reload with changed weights → the spread follows. The restart test keeps
-//! the data plane over a daemon restart during a transfer.
+//! the data plane over a daemon restart during a transfer, and refuses a
+//! second daemon on the same config. The apply test reloads a config the
+//! data plane cannot take and checks the error, the retries and recovery.
 //!
 //! Needs root. Namespaces are named `lbt-e2e-<test>-<pid>-*` and removed on
 //! drop, also when a test fails.
@@ -460,6 +462,36 @@ impl Daemon {
         d
     }
 
+    /// Runs a daemon on `config` that must fail at start; its error.
+    fn start_error(t: &Topology, config: &Path) -> String {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let ns = t.ns("lb");
+        let path = config.to_owned();
+        let thread = std::thread::spawn(move || {
+            enter(&ns);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(daemon::run(path, c, None))
+                .map_err(|e| e.to_string())
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread.is_finished() {
+            if Instant::now() > deadline {
+                cancel.cancel();
+                let r = thread.join();
+                panic!("a second daemon started: {r:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match thread.join() {
+            Ok(Err(e)) => e,
+            other => panic!("a second daemon did not fail: {other:?}"),
+        }
+    }
+
     fn call(&self, req: Request) -> Response {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -520,6 +552,17 @@ impl Drop for Daemon {
 }
 
 fn write_config(t: &Topology, forwarding: &str, weights: [u16; 3], keep: bool) -> PathBuf {
+    write_config_interval(t, forwarding, weights, keep, INTERVAL_MS)
+}
+
+/// [`write_config`] with the health check every `interval_ms`.
+fn write_config_interval(
+    t: &Topology,
+    forwarding: &str,
+    weights: [u16; 3],
+    keep: bool,
+    interval_ms: u64,
+) -> PathBuf {
     let mut s = format!(
         r#"[node]
 interface = "{lb_if}"
@@ -535,7 +578,7 @@ address = "{VIP}"
 port = 80
 forwarding = "{forwarding}"
 table_size = 4099
-health_check = {{ type = "http", path = "/health", interval = "{INTERVAL_MS}ms", timeout = "{TIMEOUT_MS}ms", rise = 2, fall = {FALL} }}
+health_check = {{ type = "http", path = "/health", interval = "{interval_ms}ms", timeout = "{TIMEOUT_MS}ms", rise = 2, fall = {FALL} }}
 "#,
         lb_if = t.lb_if,
         dir = t.dir.display(),
@@ -689,6 +732,43 @@ fn scenario(test: &str, forwarding: &str) {
     let got = spread(&t, 100);
     assert_eq!(got.get("error"), None, "{got:?}");
 
+    // A reload that changes only the checks' interval restarts them, from
+    // the backends' current health: no backend leaves the ring meanwhile.
+    write_config_interval(&t, forwarding, [300, 200, 0], false, INTERVAL_MS + 100);
+    match d.call(Request::Reload) {
+        Response::Reloaded(r) => {
+            assert_eq!(
+                (
+                    r.checks_kept,
+                    r.checks_started,
+                    r.checks_stopped,
+                    r.checks_restarted
+                ),
+                (0, 3, 3, 3),
+                "{r:?}"
+            );
+        }
+        other => panic!("reload: {other:?}"),
+    }
+    let st = d.status();
+    assert_eq!(st.config_generation, 3);
+    let health: Vec<(&str, &str, bool)> = st.vips[0]
+        .backends
+        .iter()
+        .map(|b| (b.address.as_str(), b.health.as_str(), b.in_ring))
+        .collect();
+    assert_eq!(
+        health,
+        vec![
+            (SERVER_IPS[0], "up", true),
+            (SERVER_IPS[1], "up", true),
+            (SERVER_IPS[2], "up", false), // weight 0
+        ],
+        "right after the reload"
+    );
+    let got = spread(&t, 200);
+    assert_spread(&got, &[("s1", 300), ("s2", 200)], 200);
+
     d.stop().expect("daemon exit");
     // Detached: the VIP is no longer served.
     let after = in_ns(&t.ns("client"), || {
@@ -771,6 +851,34 @@ fn restart_keeps_flows_and_transfers() {
         "the link stays pinned while the daemon runs, so a crash keeps forwarding"
     );
 
+    // Reloading the unchanged config changes no check: the checks of the
+    // backends seeded healthy from the adopted plane keep running, and no
+    // backend leaves the ring.
+    match d.call(Request::Reload) {
+        Response::Reloaded(r) => assert_eq!(
+            (r.checks_kept, r.checks_started, r.checks_stopped),
+            (3, 0, 0),
+            "{r:?}"
+        ),
+        other => panic!("reload: {other:?}"),
+    }
+    assert_eq!(d.in_ring(), SERVER_IPS, "right after the reload");
+
+    // A second daemon on the same config is refused before it touches the
+    // data plane: the running one keeps forwarding, its link stays pinned.
+    let err = Daemon::start_error(&t, &cfg);
+    assert!(
+        err.contains("another lbctl daemon") && err.contains(daemon::lock::LOCK_NAME),
+        "{err}"
+    );
+    assert!(
+        pins.link().exists(),
+        "a refused second daemon unpinned the running daemon's link"
+    );
+    let got = spread(&t, 60);
+    assert_spread(&got, &[("s1", 100), ("s2", 100), ("s3", 100)], 60);
+    assert_eq!(d.in_ring(), SERVER_IPS);
+
     let len = transfer
         .join()
         .expect("transfer thread")
@@ -787,5 +895,106 @@ fn restart_keeps_flows_and_transfers() {
     }
     let got = spread(&t, 60);
     assert!(!got.keys().any(|k| k.starts_with("error")), "{got:?}");
+    d.stop().expect("daemon exit");
+}
+
+/// A config with `n` backends (no checks) from `base` (a /16 routed via s1,
+/// so their next hops resolve), forwarded by IPIP.
+fn write_many_backends_config(t: &Topology, base: [u8; 2], n: usize) -> PathBuf {
+    let mut s = format!(
+        r#"[node]
+interface = "{lb_if}"
+state_dir = "{dir}/state"
+max_vips = 4
+conn_table_size = 65536
+[ipip]
+source_v4 = "{LB_IP}"
+[[vip]]
+name = "web"
+address = "{VIP}"
+port = 80
+forwarding = "ipip"
+table_size = 4099
+health_check = {{ type = "none" }}
+"#,
+        lb_if = t.lb_if,
+        dir = t.dir.display(),
+    );
+    for i in 0..n {
+        s.push_str(&format!(
+            "  [[vip.backend]]\n  address = \"{}.{}.{}.{}\"\n",
+            base[0],
+            base[1],
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let path = t.dir.join("lb.toml");
+    std::fs::write(&path, s).expect("write config");
+    path
+}
+
+/// A reload the data plane cannot apply is answered with an error that
+/// says what runs, the apply is retried on a timer and counted in status,
+/// and a reload that applies clears the error. Replacing all 2048 backends
+/// of a VIP needs 4096 backend ids at once (the new ones are taken before
+/// the old ones are released), one more than exist.
+#[test]
+fn unappliable_reload_is_reported_and_retried() {
+    let t = Topology::new("apply");
+    run(&format!(
+        "ip -n {} route add 10.200.0.0/15 via {}",
+        t.ns("lb"),
+        SERVER_IPS[0]
+    ));
+    let n = 2048;
+    let cfg = write_many_backends_config(&t, [10, 200], n);
+    let d = Daemon::start(&t, &cfg);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.in_ring().len() < n {
+        assert!(Instant::now() < deadline, "backends did not resolve");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    write_many_backends_config(&t, [10, 201], n);
+    match d.call(Request::Reload) {
+        Response::Error { message } => assert!(
+            message.contains("config generation 2 is loaded")
+                && message.contains("more than 4095 backends")
+                && message.contains("holds the previous state with part of the new one")
+                && message.contains("retried"),
+            "{message}"
+        ),
+        other => panic!("an unappliable reload answered {other:?}"),
+    }
+    let st = d.status();
+    assert_eq!(st.config_generation, 2);
+    assert!(
+        st.apply_error
+            .as_deref()
+            .is_some_and(|e| e.contains("4095")),
+        "{:?}",
+        st.apply_error
+    );
+    let first = st.apply_failures;
+    assert!(first >= 1);
+    // Retried on a timer (after 1 s, then 2 s), not only on events.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.status().apply_failures <= first {
+        assert!(Instant::now() < deadline, "the failed apply is not retried");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The old backends still serve meanwhile.
+    assert_eq!(d.in_ring().len(), n);
+
+    // A config that applies clears the error.
+    write_many_backends_config(&t, [10, 200], n);
+    match d.call(Request::Reload) {
+        Response::Reloaded(r) => assert_eq!(r.config_generation, 3),
+        other => panic!("reload back: {other:?}"),
+    }
+    let st = d.status();
+    assert_eq!(st.apply_error, None);
+    assert!(st.apply_failures >= 2);
     d.stop().expect("daemon exit");
 }

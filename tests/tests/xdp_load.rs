@@ -6,3 +6,64 @@ fn object_loads_and_verifies() {
     let dp = XdpDataplane::load(LoadOptions::default()).expect("load");
     drop(dp);
 }
+
+/// An apply refused for want of backend ids hands back the ids it took, so
+/// the daemon's retry (or a reload back) succeeds and later applies still
+/// have every id. Backend ids are per (VIP, backend) and a VIP's new
+/// backends get theirs before its old ones are released, so replacing all
+/// 2100 backends of a VIP needs 4200 ids at once (4095 exist).
+#[test]
+fn a_refused_apply_loses_no_backend_ids() {
+    use lbctl::dataplane::xdp::XdpError;
+    use lbctl::dataplane::{
+        BackendSpec, DesiredState, Forwarding, HashFields, NodeSettings, Protocol, VipSpec,
+        VipState,
+    };
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const N: u32 = 2100;
+    let state = |first: u32, n: u32| DesiredState {
+        node: NodeSettings {
+            iface_mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            ..NodeSettings::default()
+        },
+        vips: vec![VipState {
+            spec: VipSpec {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+                port: Some(80),
+                protocol: Protocol::Tcp,
+            },
+            forwarding: Forwarding::Dr,
+            hash: HashFields::default(),
+            ring_size: 4099,
+            active: true,
+            debug: false,
+            backends: (first..first + n)
+                .map(|i| BackendSpec {
+                    addr: IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + i)),
+                    weight: 1,
+                    healthy: true,
+                    mac: Some([2, 0, 0, 0, 0, 2]),
+                })
+                .collect(),
+        }],
+    };
+    let mut dp = XdpDataplane::load(LoadOptions {
+        ring_stride: 4099,
+        max_vips: 4,
+        conn_table_size: 1024,
+    })
+    .expect("load");
+    dp.apply(&state(0, N)).expect("first apply");
+    for attempt in 0..3 {
+        match dp.apply(&state(N, N)) {
+            Err(XdpError::Capacity(m)) => assert!(m.contains("backends"), "{m}"),
+            other => panic!("attempt {attempt}: expected a capacity error, got {other:?}"),
+        }
+    }
+    // The running state applies again, and the ids are all there: 1995
+    // new backends fit beside the 2100 (4095 in all).
+    dp.apply(&state(0, N)).expect("the running state");
+    dp.apply(&state(0, 4095)).expect("every id free once more");
+}

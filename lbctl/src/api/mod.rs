@@ -11,6 +11,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::stat::{Mode, umask};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -106,6 +107,14 @@ pub struct StatusReport {
     pub foreign_services: Vec<String>,
     /// Configs loaded so far (1 + successful reloads).
     pub config_generation: u64,
+    /// Applies of the desired state to the data plane that failed since
+    /// the daemon started (each is retried until one succeeds).
+    #[serde(default)]
+    pub apply_failures: u64,
+    /// The error of the last apply while it has not succeeded since: the
+    /// data plane then holds part of the desired state (retried).
+    #[serde(default)]
+    pub apply_error: Option<String>,
     /// VIPs in config order.
     pub vips: Vec<VipStatus>,
     /// VRRP instances.
@@ -119,7 +128,7 @@ pub struct VipStatus {
     pub name: String,
     /// `addr:port/proto`.
     pub vip: String,
-    /// "dr" / "ipip".
+    /// "dr" / "ipip" / "nat" (IPVS only).
     pub forwarding: String,
     /// Forwarded by this node.
     pub active: bool,
@@ -194,7 +203,9 @@ pub struct BackendStatus {
     pub address: String,
     /// Configured weight.
     pub weight: u32,
-    /// "up", "down" or "up (no check)".
+    /// "up", "down", "up (no check)" (a backend without a health check),
+    /// or "up (sorry)" (the VIP's sorry server, in use while no backend can
+    /// take new flows).
     pub health: String,
     /// Takes new flows.
     pub in_ring: bool,
@@ -321,6 +332,10 @@ pub struct ReloadReport {
     pub checks_stopped: usize,
     /// Health checks kept with their state.
     pub checks_kept: usize,
+    /// Of the started and stopped checks: changed checks of a backend that
+    /// stays, restarted from its current health (it stays in the ring).
+    #[serde(default)]
+    pub checks_restarted: usize,
 }
 
 /// A request handed to the owner task, with the way back.
@@ -354,7 +369,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ApiError> {
         }
         std::fs::remove_file(path).map_err(io)?;
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
+    // Created with mode 0600 from the start (no window in which the
+    // umask-derived mode lets others connect). The umask is per process:
+    // files other threads create meanwhile come out more private, never less.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(listener)
 }
@@ -476,6 +497,19 @@ pub fn render_status(s: &StatusReport) -> String {
     );
     if let Some(n) = &s.dataplane_note {
         let _ = writeln!(o, "  {n}");
+    }
+    if let Some(e) = &s.apply_error {
+        let _ = writeln!(
+            o,
+            "  APPLY FAILING ({} failed applies so far, retrying): {e}",
+            s.apply_failures
+        );
+    } else if s.apply_failures > 0 {
+        let _ = writeln!(
+            o,
+            "  {} failed applies so far; the last apply succeeded",
+            s.apply_failures
+        );
     }
     if s.dataplane == "ipvs" {
         render_ipvs_vips(&mut o, s);
@@ -728,6 +762,33 @@ mod tests {
     }
 
     #[test]
+    fn failing_applies_are_shown() {
+        let mut s = StatusReport {
+            apply_failures: 3,
+            apply_error: Some("more than 4095 backends".into()),
+            ..StatusReport::default()
+        };
+        let text = render_status(&s);
+        assert!(
+            text.contains(
+                "APPLY FAILING (3 failed applies so far, retrying): more than 4095 backends"
+            ),
+            "{text}"
+        );
+        s.apply_error = None;
+        let text = render_status(&s);
+        assert!(
+            text.contains("3 failed applies so far; the last apply succeeded"),
+            "{text}"
+        );
+        s.apply_failures = 0;
+        assert!(
+            !render_status(&s).contains("appl"),
+            "nothing when all went well"
+        );
+    }
+
+    #[test]
     fn vrrp_status_renders_and_reads_old_answers() {
         let s = StatusReport {
             vrrp: vec![VrrpStatus {
@@ -783,6 +844,8 @@ mod tests {
             dataplane_note: Some("auto: XDP unavailable (no BPF); using IPVS".into()),
             xdp_mode: "-".into(),
             config_generation: 2,
+            apply_failures: 0,
+            apply_error: None,
             foreign_services: vec!["TCP 192.0.2.9:443".into()],
             vips: vec![VipStatus {
                 name: "web".into(),
@@ -857,9 +920,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lbctl-api-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = socket_path(&dir);
+        let before = umask(Mode::from_bits_truncate(0o022));
         let listener = bind(&path).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // The process umask is restored.
+        assert_eq!(umask(before), Mode::from_bits_truncate(0o022));
         assert!(matches!(bind(&path).await, Err(ApiError::InUse(_))));
         let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
         let cancel = CancellationToken::new();

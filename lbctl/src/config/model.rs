@@ -91,7 +91,8 @@ pub struct Node {
     pub xdp_mode: XdpMode,
     /// Largest L3 packet the egress link takes (576..=9216), for IPIP "too big".
     pub mtu: u32,
-    /// Directory of the control socket and pinned maps (absolute).
+    /// Directory of the control socket, the daemon lock and the data
+    /// plane's records (absolute); pins live on bpffs, not here.
     pub state_dir: PathBuf,
     /// Leave program and maps pinned on exit, so the next `lbctl run` adopts them.
     pub keep_dataplane_on_exit: bool,

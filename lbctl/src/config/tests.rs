@@ -726,3 +726,138 @@ fn table_size_must_exceed_backend_count() {
         "{err}"
     );
 }
+
+#[test]
+fn sorry_servers_count_against_the_backend_limit() {
+    let limit = lb_common::MAX_BACKENDS as usize - 1;
+    let with = |backends: usize, sorry: &str| {
+        let mut text = with_node(&format!(
+            "[[vip]]\nname = \"web\"\naddress = \"10.0.0.100\"\nport = 80\nsorry_server = \"{sorry}\"\n"
+        ));
+        for i in 0..backends {
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"10.1.{}.{}\"\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        parse(&text, "lb.toml")
+    };
+    // Every backend id in use, the sorry server's included.
+    let cfg = with(limit - 1, "10.2.0.9").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.vips[0].backends.len(), limit - 1);
+    // One more: the sorry server has no id left.
+    let err = with(limit, "10.2.0.9").expect_err("too many");
+    assert!(
+        err.to_string().contains(
+            "lb.toml:7:16: too many backends: at most 4095 in all VIPs together, sorry servers included"
+        ),
+        "{err}"
+    );
+    // A sorry server that is one of the backends uses that backend's id.
+    assert!(with(limit, "10.1.0.1").is_ok());
+}
+
+#[test]
+fn too_many_virtual_addresses_for_an_advertisement() {
+    let addrs = |n: usize| {
+        (0..n)
+            .map(|i| format!("\"10.9.{}.{}\"", i / 200, i % 200 + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let inst = |n: usize| {
+        with_node(&format!(
+            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [{}]\n",
+            addrs(n)
+        ))
+    };
+    let cfg = parse(&inst(255), "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.vrrp_instances[0].virtual_ipaddress.len(), 255);
+    let text = inst(256);
+    let err = parse(&text, "lb.toml").expect_err("256 addresses");
+    // The 256th address, on line 7.
+    let col = text
+        .lines()
+        .nth(6)
+        .map_or(0, |l| l.find("\"10.9.1.56\"").map_or(0, |c| c + 1));
+    assert!(col > 0);
+    assert!(
+        err.to_string().contains(&format!(
+            "lb.toml:7:{col}: too many virtual_ipaddress: this is address number 256 but at most 255 fit in a VRRP advertisement"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn state_dir_must_leave_room_for_the_socket_path() {
+    // "/" + 95 bytes + "/lbctl.sock" = 107 bytes: the longest that binds.
+    let fits = format!("/{}", "d".repeat(95));
+    let cfg = parse(&format!("{NODE}state_dir = \"{fits}\"\n{VIP}"), "lb.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        crate::api::socket_path(&cfg.node.state_dir)
+            .as_os_str()
+            .len(),
+        107
+    );
+    let err = parse(&format!("{NODE}state_dir = \"{fits}d\"\n{VIP}"), "lb.toml")
+        .expect_err("one byte too long");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("lb.toml:3:13: state_dir \"/ddd")
+            && msg.contains("would be 108 bytes, but a Unix socket path holds at most 107")
+            && msg.contains("expected a state_dir 1 bytes shorter"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn ipv6_ipip_needs_an_mtu_that_keeps_1280_inside() {
+    let cfg = |mtu: &str, backend: &str, dataplane: &str| {
+        format!(
+            "[node]\ninterface = \"eth0\"\n{mtu}{dataplane}\n[ipip]\nsource_v4 = \"192.0.2.1\"\nsource_v6 = \"2001:db8::1\"\n\
+             [[vip]]\nname = \"web6\"\naddress = \"2001:db8::100\"\nport = 80\nforwarding = \"ipip\"\n\
+             [[vip.backend]]\naddress = \"{backend}\"\n"
+        )
+    };
+    // IP6IP6: 40 bytes of outer header.
+    assert!(parse(&cfg("mtu = 1320\n", "2001:db8:1::1", ""), "lb.toml").is_ok());
+    let err = parse(&cfg("mtu = 1319\n", "2001:db8:1::1", ""), "lb.toml").expect_err("1279");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("lb.toml:14:11: IPv6 VIP \"web6\" forwards by ipip to IPv6 backend 2001:db8:1::1: node.mtu 1319 (line 3) leaves 1279 bytes")
+            && msg.contains("less than IPv6's minimum MTU of 1280 (RFC 8200 section 5, RFC 2473 section 7.1): expected node.mtu of at least 1320"),
+        "{msg}"
+    );
+    // 6-in-4: 20 bytes.
+    assert!(parse(&cfg("mtu = 1300\n", "10.0.1.1", ""), "lb.toml").is_ok());
+    let err = parse(&cfg("mtu = 1299\n", "10.0.1.1", ""), "lb.toml").expect_err("1279");
+    assert!(
+        err.to_string()
+            .contains("to IPv4 backend 10.0.1.1: node.mtu 1299 (line 3) leaves 1279 bytes"),
+        "{err}"
+    );
+    // A sorry server is a destination too; the default MTU is fine.
+    let text = cfg("mtu = 1300\n", "10.0.1.1", "").replace(
+        "forwarding = \"ipip\"\n",
+        "forwarding = \"ipip\"\nsorry_server = \"2001:db8:1::9\"\n",
+    );
+    let err = parse(&text, "lb.toml").expect_err("sorry server over IP6IP6");
+    assert!(
+        err.to_string().contains(
+            "to IPv6 sorry_server 2001:db8:1::9: node.mtu 1300 (line 3) leaves 1260 bytes"
+        ),
+        "{err}"
+    );
+    assert!(parse(&cfg("", "2001:db8:1::1", ""), "lb.toml").is_ok());
+    // IPVS does not use node.mtu.
+    assert!(
+        parse(
+            &cfg("mtu = 1300\n", "2001:db8:1::1", "dataplane = \"ipvs\"\n"),
+            "lb.toml"
+        )
+        .is_ok()
+    );
+}

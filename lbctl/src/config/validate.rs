@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::IpAddr;
 use std::ops::{Range, RangeInclusive};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{Diagnostic, Position};
@@ -215,7 +215,10 @@ pub(crate) fn validate(raw: RawConfig, file: &str, text: &str) -> Result<Config,
     let scripts = vrrp_scripts(&mut cx, &raw.vrrp_script);
     let instances = vrrp_instances(&mut cx, &raw.vrrp_instance, &scripts);
     let dp = Dataplane::of(raw.node.get_ref());
-    let vips = vips(&mut cx, &raw.vip, &ipip, &instances, &dp);
+    let mtu = node
+        .as_ref()
+        .map(|n| (n.mtu, raw.node.get_ref().mtu.as_ref().map(|m| m.span())));
+    let vips = vips(&mut cx, &raw.vip, &ipip, &instances, &dp, mtu);
 
     if let Some(node) = &node
         && let Some(extra) = raw.vip.get(node.max_vips as usize)
@@ -230,17 +233,21 @@ pub(crate) fn validate(raw: RawConfig, file: &str, text: &str) -> Result<Config,
             ),
         );
     }
-    // Backend ids are per (VIP, backend) since health is per VIP; id 0 is reserved.
+    // Backend ids are per (VIP, backend) since health is per VIP; id 0 is
+    // reserved. A sorry server in use takes an id of its own too (the data
+    // plane adds it to the VIP's backends), unless it is one of them.
     let limit = lb_common::MAX_BACKENDS as usize - 1;
-    if let Some(b) = raw
+    if let Some(span) = raw
         .vip
         .iter()
-        .flat_map(|v| v.get_ref().backend.iter())
+        .flat_map(|v| backend_id_users(v.get_ref()))
         .nth(limit)
     {
         cx.err(
-            b.span(),
-            format!("too many backends: at most {limit} in all VIPs together"),
+            span,
+            format!(
+                "too many backends: at most {limit} in all VIPs together, sorry servers included"
+            ),
         );
     }
 
@@ -265,6 +272,21 @@ pub(crate) fn validate(raw: RawConfig, file: &str, text: &str) -> Result<Config,
             "invalid [node]".into(),
         )]),
     }
+}
+
+/// Where each backend id a VIP may use is configured: its backends, then
+/// its sorry server when that is not one of them.
+fn backend_id_users(v: &RawVip) -> impl Iterator<Item = Range<usize>> + '_ {
+    let same = |a: &S<String>, b: &S<String>| match (parse_ip(a.get_ref()), parse_ip(b.get_ref())) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    let sorry = v
+        .sorry_server
+        .as_ref()
+        .filter(|s| !v.backend.iter().any(|b| same(s, &b.get_ref().address)))
+        .map(|s| s.span());
+    v.backend.iter().map(|b| b.span()).chain(sorry)
 }
 
 /// The data plane chosen in `[node]` (parsing it cannot fail), for the
@@ -312,6 +334,10 @@ fn on_unhealthy(r: RawOnUnhealthy) -> OnUnhealthy {
     }
 }
 
+/// Longest path of a Unix socket: `sun_path` is 108 bytes on Linux, one of
+/// them the terminating NUL.
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+
 /// Longest IPVS persistence timeout accepted (31 days).
 const MAX_PERSISTENCE: Duration = Duration::from_secs(31 * 24 * 3600);
 
@@ -331,7 +357,26 @@ fn node(cx: &mut Ctx<'_>, raw: &S<RawNode>) -> Option<Node> {
     let mtu = cx.opt_int(&r.mtu, "mtu", 576..=9216, 1500u32);
     let state_dir = match &r.state_dir {
         None => Some(PathBuf::from("/run/lbctl")),
-        Some(s) if s.get_ref().starts_with('/') => Some(PathBuf::from(s.get_ref())),
+        Some(s) if s.get_ref().starts_with('/') => {
+            let socket = crate::api::socket_path(Path::new(s.get_ref()));
+            let len = socket.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                let over = len - MAX_SOCKET_PATH;
+                cx.err(
+                    s.span(),
+                    format!(
+                        "state_dir \"{}\" is too long: the control socket {} would be {len} bytes, \
+                         but a Unix socket path holds at most {MAX_SOCKET_PATH} (sun_path is 108 bytes \
+                         with the terminating NUL): expected a state_dir {over} bytes shorter",
+                        s.get_ref(),
+                        socket.display()
+                    ),
+                );
+                None
+            } else {
+                Some(PathBuf::from(s.get_ref()))
+            }
+        }
         Some(s) => {
             cx.err(
                 s.span(),
@@ -474,6 +519,10 @@ fn vrrp_scripts(cx: &mut Ctx<'_>, raw: &[S<RawVrrpScript>]) -> Vec<VrrpScript> {
     out
 }
 
+/// Most virtual addresses of one VRRP instance (the advertisement's
+/// 8-bit "Count IPvX Addr" field).
+pub(crate) const MAX_VRRP_ADDRESSES: usize = 255;
+
 fn vrrp_instances(
     cx: &mut Ctx<'_>,
     raw: &[S<RawVrrpInstance>],
@@ -524,6 +573,15 @@ fn vrrp_instances(
             cx.err(
                 r.virtual_ipaddress.span(),
                 "empty virtual_ipaddress: expected at least one address, like [\"10.0.0.100/32\"]",
+            );
+        }
+        if let Some(extra) = r.virtual_ipaddress.get_ref().get(MAX_VRRP_ADDRESSES) {
+            cx.err(
+                extra.span(),
+                format!(
+                    "too many virtual_ipaddress: this is address number {} but at most {MAX_VRRP_ADDRESSES} fit in a VRRP advertisement (its count field is 8 bits): expected another vrrp_instance for the rest",
+                    MAX_VRRP_ADDRESSES + 1
+                ),
             );
         }
         for a in r.virtual_ipaddress.get_ref() {
@@ -836,12 +894,28 @@ fn vrrp_instances(
     out
 }
 
+/// IPv6's minimum link MTU (RFC 8200 section 5).
+pub(crate) const IPV6_MIN_MTU: u32 = 1280;
+
+/// The MTU the XDP data plane's packet-too-big advertises to a client of an
+/// IPv6 VIP whose packets are encapsulated towards a backend of family
+/// `outer`: `mtu` minus the outer header.
+pub(crate) fn ipip_inner_mtu(mtu: u32, outer: Family) -> u32 {
+    let overhead = match outer {
+        Family::V4 => 20,
+        Family::V6 => 40,
+    };
+    mtu.saturating_sub(overhead)
+}
+
+/// `mtu`: `node.mtu` and where it is written (`None` when invalid).
 fn vips(
     cx: &mut Ctx<'_>,
     raw: &[S<RawVip>],
     ipip: &Ipip,
     instances: &[VrrpInstance],
     dp: &Dataplane,
+    mtu: Option<(u32, Option<Range<usize>>)>,
 ) -> Vec<Vip> {
     let mut out = Vec::new();
     let mut names: Seen<String> = Seen::new();
@@ -1018,12 +1092,38 @@ fn vips(
                     };
                     if !present {
                         cx.err(
-                            span,
+                            span.clone(),
                             format!(
                                 "ipip forwarding to {} {what} {a} needs an outer source: expected [ipip] {key}",
                                 bf.name()
                             ),
                         );
+                    }
+                    // An IPv6 client told to use less than 1280 (RFC 8200
+                    // section 5) would not, and the flow would black-hole
+                    // (RFC 2473 section 7.1: the tunnel must carry 1280).
+                    // IPVS does not use node.mtu.
+                    if let (Family::V6, Some((mtu, mtu_span)), false) =
+                        (vf, &mtu, dp.kind == DataplaneKind::Ipvs)
+                    {
+                        let inner = ipip_inner_mtu(*mtu, bf);
+                        if inner < IPV6_MIN_MTU {
+                            let need = *mtu + IPV6_MIN_MTU - inner;
+                            let written = match mtu_span {
+                                Some(s) => format!(" (line {})", cx.line_of(s)),
+                                None => " (the default)".to_owned(),
+                            };
+                            cx.err(
+                                span,
+                                format!(
+                                    "IPv6 VIP \"{label}\" forwards by ipip to {} {what} {a}: node.mtu {mtu}{written} \
+                                     leaves {inner} bytes for the inner packet, so the packet-too-big sent to clients \
+                                     would advertise less than IPv6's minimum MTU of {IPV6_MIN_MTU} \
+                                     (RFC 8200 section 5, RFC 2473 section 7.1): expected node.mtu of at least {need}",
+                                    bf.name()
+                                ),
+                            );
+                        }
                     }
                 }
                 Forwarding::Dr | Forwarding::Nat => {}

@@ -23,6 +23,7 @@
 //! instances stop cleanly (priority 0, addresses removed) before the data
 //! plane is detached or kept.
 
+pub mod lock;
 pub mod neigh;
 pub mod pin;
 pub mod plane;
@@ -68,6 +69,10 @@ pub enum DaemonError {
     /// The IPVS data plane.
     #[error("{0}")]
     Ipvs(#[from] crate::dataplane::ipvs::IpvsError),
+    /// Another daemon runs with this state directory (or its lock cannot
+    /// be taken).
+    #[error("{0}")]
+    Lock(#[from] lock::LockError),
     /// The control socket.
     #[error("control socket: {0}")]
     Api(#[from] api::ApiError),
@@ -118,8 +123,9 @@ impl VrrpPort {
 
     /// [`VrrpPort::state_changed`], and a receiver that resolves once the
     /// owner has applied the new desired state to the data plane (or has
-    /// tried to: a failure is logged by the owner and retried on the next
-    /// event). It resolves with an error at once when the daemon is gone.
+    /// tried to: a failure is logged by the owner, shown by `lbctl status`
+    /// and retried on a timer and on every event). It resolves with an
+    /// error at once when the daemon is gone.
     pub fn state_changed_acked(&self, instance: &str, role: VrrpRole) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         // On a send error the message, and with it the sender, is dropped:
@@ -258,6 +264,12 @@ pub fn reload_blocker(running: &Config, opts: LoadOptions, new: &Config) -> Opti
     if new.node.max_vips != opts.max_vips || new.node.conn_table_size != opts.conn_table_size {
         return Some("node.max_vips / node.conn_table_size changed; restart lbctl".into());
     }
+    if new.node.xdp_mode != running.node.xdp_mode {
+        return Some(format!(
+            "node.xdp_mode changed ({:?} -> {:?}); the program stays attached as it is: restart lbctl to re-attach it",
+            running.node.xdp_mode, new.node.xdp_mode
+        ));
+    }
     // What holds for every data plane.
     ipvs_reload_blocker(running, new)
 }
@@ -292,7 +304,16 @@ pub async fn run(
     shutdown: CancellationToken,
     vrrp: Option<VrrpHook>,
 ) -> Result<(), DaemonError> {
+    // First of all: from here on SIGHUP, SIGTERM and SIGINT no longer kill
+    // the process (their default action, without any cleanup); one that
+    // arrives during start-up is handled when the event loop starts.
+    let signals = Signals::install()?;
     let cfg = config::load(&config_path)?;
+    // One daemon per state directory, checked before anything touches the
+    // data plane: a second daemon would adopt and re-pin the running one's
+    // XDP link, and detach it when it gives up. Held until `run` returns.
+    let daemon_lock = lock::acquire(&cfg.node.state_dir)?;
+    info!(lock = %daemon_lock.path().display(), "daemon lock taken");
     let resolver = Resolver::new()?;
     // XDP needs the interface (and its MAC); IPVS is not bound to one.
     let link = match cfg.node.dataplane {
@@ -395,6 +416,7 @@ pub async fn run(
         seeded_macs: BTreeMap::new(),
         dp,
         last: None,
+        apply: ApplyRetry::default(),
         targets_tx,
         health_tx,
         cancel: cancel.clone(),
@@ -405,7 +427,8 @@ pub async fn run(
     let kernel_health = owner.dp.kernel_health(&owner.cfg);
     owner.inputs.health.extend(kernel_health);
     owner.start_checks();
-    owner.reconcile();
+    // A failure is logged, counted and retried by the event loop.
+    let _ = owner.reconcile();
     info!(
         config = %owner.config_path.display(),
         interface = %owner.cfg.node.interface,
@@ -414,7 +437,7 @@ pub async fn run(
         "lbctl running"
     );
     let result = owner
-        .event_loop(shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
+        .event_loop(signals, shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
         .await;
     // VRRP first: priority 0 from masters and the VIPs removed while the
     // data plane still forwards (the owner loop is gone, so the shell's
@@ -430,7 +453,26 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket);
     let Owner { dp, cfg, .. } = owner;
     dp.stop(&cfg);
+    drop(daemon_lock);
     result
+}
+
+/// The daemon's signal streams, installed first thing in [`run`].
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, DaemonError> {
+        let on = |k: SignalKind| signal(k).map_err(DaemonError::Signal);
+        Ok(Self {
+            sigint: on(SignalKind::interrupt())?,
+            sigterm: on(SignalKind::terminate())?,
+            sighup: on(SignalKind::hangup())?,
+        })
+    }
 }
 
 struct RunningCheck {
@@ -467,13 +509,44 @@ struct Owner {
     /// MACs of an adopted data plane, used until the resolver has an answer.
     seeded_macs: BTreeMap<IpAddr, [u8; 6]>,
     dp: plane::Plane,
+    /// The desired state last applied in full.
     last: Option<DesiredState>,
+    /// Failed applies and their retry.
+    apply: ApplyRetry,
     targets_tx: watch::Sender<BTreeSet<NeighTarget>>,
     health_tx: mpsc::Sender<HealthEvent<HealthTarget>>,
     cancel: CancellationToken,
     vrrp_backends: Option<watch::Sender<BTreeMap<String, bool>>>,
     /// The daemon's own VRRP instances.
     vrrp: Option<BuiltinVrrp>,
+}
+
+/// First delay before a failed apply is retried.
+pub const APPLY_RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest delay between retries of a failed apply.
+pub const APPLY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The delay before the next retry of a failed apply, after `previous`
+/// (`None`: the first failure): doubling from [`APPLY_RETRY_MIN`] up to
+/// [`APPLY_RETRY_MAX`].
+pub fn apply_retry_delay(previous: Option<std::time::Duration>) -> std::time::Duration {
+    previous.map_or(APPLY_RETRY_MIN, |d| {
+        d.saturating_mul(2).clamp(APPLY_RETRY_MIN, APPLY_RETRY_MAX)
+    })
+}
+
+/// Failed applies of the desired state: counted, shown by `lbctl status`,
+/// and retried on a timer until one succeeds (any event retries too).
+#[derive(Debug, Default)]
+struct ApplyRetry {
+    /// Failed applies since the daemon started.
+    failures: u64,
+    /// The error of the last apply, while it has not succeeded since.
+    error: Option<String>,
+    /// The delay used for the pending retry.
+    delay: Option<std::time::Duration>,
+    /// When to retry.
+    at: Option<tokio::time::Instant>,
 }
 
 /// VRRP instances run by the daemon, and their `track_backends` feed.
@@ -497,18 +570,33 @@ impl BuiltinVrrp {
 impl Owner {
     async fn event_loop(
         &mut self,
+        signals: Signals,
         shutdown: CancellationToken,
         mut health_rx: mpsc::Receiver<HealthEvent<HealthTarget>>,
         mut neigh_rx: watch::Receiver<BTreeMap<IpAddr, Resolution>>,
         mut vrrp_rx: Option<mpsc::UnboundedReceiver<VrrpMsg>>,
         mut api_rx: mpsc::Receiver<ApiCall>,
     ) -> Result<(), DaemonError> {
-        let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+        let Signals {
+            mut sigint,
+            mut sigterm,
+            mut sighup,
+        } = signals;
         loop {
+            let retry_at = self.apply.at;
             tokio::select! {
                 () = shutdown.cancelled() => { info!("shutting down"); return Ok(()) }
+                () = async {
+                    match retry_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.apply.at = None;
+                    info!(failures = self.apply.failures, "retrying the failed apply of the desired state");
+                    // A failure schedules the next retry.
+                    let _ = self.reconcile();
+                }
                 _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = sighup.recv() => {
@@ -521,7 +609,7 @@ impl Owner {
                     if self.checks.get(&key).is_some_and(|c| c.generation == generation) {
                         info!(backend = %key, up = ev.up, reason = %ev.reason, "health changed");
                         self.inputs.health.insert(key, ev.up);
-                        self.reconcile();
+                        let _ = self.reconcile();
                     }
                 }
                 Ok(()) = neigh_rx.changed() => {
@@ -537,7 +625,7 @@ impl Owner {
                             .filter_map(|(a, r)| r.mac().map(|m| (*a, m))),
                     );
                     self.inputs.macs = macs;
-                    self.reconcile();
+                    let _ = self.reconcile();
                 }
                 Some(msg) = async {
                     match vrrp_rx.as_mut() {
@@ -548,7 +636,7 @@ impl Owner {
                     let VrrpMsg { update: up, applied } = msg;
                     info!(instance = %up.instance, role = ?up.role, "VRRP role changed");
                     self.inputs.vrrp.insert(up.instance, up.role);
-                    self.reconcile();
+                    let _ = self.reconcile();
                     if let Some(tx) = applied {
                         let _ = tx.send(());
                     }
@@ -578,43 +666,67 @@ impl Owner {
         }
     }
 
-    /// Recomputes the desired state and applies it when it changed.
-    fn reconcile(&mut self) {
+    /// Recomputes the desired state and applies it when it changed (or when
+    /// the last apply failed: the data plane may then hold part of it).
+    ///
+    /// # Errors
+    /// The apply failed: it is logged, counted, shown by `lbctl status` and
+    /// retried on a timer with backoff ([`apply_retry_delay`]); `last`
+    /// stays the last state applied in full.
+    fn reconcile(&mut self) -> Result<(), plane::PlaneError> {
         let desired = reconcile::desired_state(&self.cfg, &self.inputs);
-        if self.last.as_ref() == Some(&desired) {
-            return;
+        if self.apply.error.is_none() && self.last.as_ref() == Some(&desired) {
+            return Ok(());
         }
-        match self.dp.apply(&desired) {
-            Ok(report) => {
-                if !report.is_empty() {
-                    info!(?report, "data plane updated");
-                }
-                let starved = |d: &DesiredState| -> BTreeSet<crate::dataplane::VipSpec> {
-                    d.vips
-                        .iter()
-                        .filter(|v| v.active && !v.backends.iter().any(|b| b.in_ring()))
-                        .map(|v| v.spec)
-                        .collect()
-                };
-                let before = self.last.as_ref().map(starved).unwrap_or_default();
-                for spec in starved(&desired).difference(&before) {
-                    warn!(vip = %spec, "no backend can take new flows");
-                }
-                if let Some(tx) = &self.vrrp_backends {
-                    let h = reconcile::instance_backends_healthy(&self.cfg, &desired);
-                    tx.send_if_modified(|cur| {
-                        let changed = *cur != h;
-                        *cur = h;
-                        changed
-                    });
-                }
-                self.last = Some(desired);
-            }
+        let report = match self.dp.apply(&desired) {
+            Ok(r) => r,
             Err(e) => {
-                // `last` stays, so the next event retries.
-                error!(error = %e, "applying the desired state failed");
+                let delay = apply_retry_delay(self.apply.delay);
+                self.apply.failures += 1;
+                self.apply.error = Some(e.to_string());
+                self.apply.delay = Some(delay);
+                self.apply.at = Some(tokio::time::Instant::now() + delay);
+                error!(
+                    error = %e,
+                    failures = self.apply.failures,
+                    retry_in = ?delay,
+                    "applying the desired state failed; the data plane may hold part of it"
+                );
+                return Err(e);
             }
+        };
+        if self.apply.error.take().is_some() {
+            info!(
+                failures = self.apply.failures,
+                "the desired state is applied again"
+            );
         }
+        self.apply.delay = None;
+        self.apply.at = None;
+        if !report.is_empty() {
+            info!(?report, "data plane updated");
+        }
+        let starved = |d: &DesiredState| -> BTreeSet<crate::dataplane::VipSpec> {
+            d.vips
+                .iter()
+                .filter(|v| v.active && !v.backends.iter().any(|b| b.in_ring()))
+                .map(|v| v.spec)
+                .collect()
+        };
+        let before = self.last.as_ref().map(starved).unwrap_or_default();
+        for spec in starved(&desired).difference(&before) {
+            warn!(vip = %spec, "no backend can take new flows");
+        }
+        if let Some(tx) = &self.vrrp_backends {
+            let h = reconcile::instance_backends_healthy(&self.cfg, &desired);
+            tx.send_if_modified(|cur| {
+                let changed = *cur != h;
+                *cur = h;
+                changed
+            });
+        }
+        self.last = Some(desired);
+        Ok(())
     }
 
     /// Takes health and MACs from an adopted data plane, so the first
@@ -652,19 +764,20 @@ impl Owner {
         }
     }
 
-    fn start_check(&mut self, key: BackendKey, mut spec: CheckSpec) {
-        // A backend seeded as up (adopted data plane) starts up: it is not
-        // taken out of the table until its check fails `fall` times.
-        if self.inputs.health.get(&key) == Some(&true) {
-            spec.initial = crate::health::Status::Up;
-        }
+    /// Starts the check of `key`. `spec` is the configured check, which is
+    /// what the running check records (and a reload compares against); the
+    /// run itself starts Up when the backend is known healthy (seeded from
+    /// an adopted data plane, or kept over a restart by a reload): it is not
+    /// taken out of the table until its check fails `fall` times.
+    fn start_check(&mut self, key: BackendKey, spec: CheckSpec) {
+        let run = reconcile::restart_initial(&spec, self.inputs.health.get(&key).copied());
         self.check_gen += 1;
         let handle = spawn_check(
             HealthTarget {
                 key,
                 generation: self.check_gen,
             },
-            spec.clone(),
+            run,
             self.health_tx.clone(),
             &self.cancel,
         );
@@ -704,11 +817,23 @@ impl Owner {
             .collect();
         let wanted = reconcile::checks(&new);
         let plan = reconcile::plan_checks(&running, &wanted);
+        // Only a backend that loses its check loses its health. A changed
+        // check restarts from the backend's current health (kept in
+        // `inputs.health` until the new run reports a transition; events of
+        // the old run are ignored by generation).
         for key in &plan.stop {
             self.checks.remove(key);
             self.inputs.health.remove(key);
         }
+        for key in &plan.restart {
+            self.checks.remove(key);
+            if let Some(spec) = wanted.get(key) {
+                self.start_check(*key, spec.clone());
+            }
+        }
         for key in &plan.start {
+            // A new check starts down, whatever an earlier run left here.
+            self.inputs.health.remove(key);
             if let Some(spec) = wanted.get(key) {
                 self.start_check(*key, spec.clone());
             }
@@ -718,19 +843,38 @@ impl Owner {
         self.generation += 1;
         self.targets_tx
             .send_replace(reconcile::neigh_targets(&self.cfg));
-        self.reconcile();
+        if let Err(e) = self.reconcile() {
+            let retry = self.apply.delay.unwrap_or(APPLY_RETRY_MIN);
+            let consistent = match self.dp {
+                plane::Plane::Xdp { .. } => " (every VIP it forwards uses a complete table)",
+                plane::Plane::Ipvs(_) => "",
+            };
+            return Err(format!(
+                "config generation {} is loaded (its health checks and VRRP gating are in effect), \
+                 but applying it to the {} data plane failed: {e}. Running now: the data plane \
+                 holds the previous state with part of the new one{consistent}; the apply is \
+                 retried in {retry:?} and then with backoff up to {APPLY_RETRY_MAX:?} until it \
+                 succeeds (`lbctl status` shows the failures). Fix the cause, or reload a config \
+                 that applies.",
+                self.generation,
+                self.dp.kind()
+            ));
+        }
         info!(
             generation = self.generation,
             started = plan.start.len(),
+            restarted = plan.restart.len(),
             stopped = plan.stop.len(),
             kept = plan.keep.len(),
             "config reloaded"
         );
+        // A restarted check is counted as stopped and started too.
         Ok(api::ReloadReport {
             config_generation: self.generation,
-            checks_started: plan.start.len(),
-            checks_stopped: plan.stop.len(),
+            checks_started: plan.start.len() + plan.restart.len(),
+            checks_stopped: plan.stop.len() + plan.restart.len(),
             checks_kept: plan.keep.len(),
+            checks_restarted: plan.restart.len(),
         })
     }
 
@@ -895,6 +1039,8 @@ impl Owner {
                 .map(|s| s.key.to_string())
                 .collect(),
             config_generation: self.generation,
+            apply_failures: self.apply.failures,
+            apply_error: self.apply.error.clone(),
             vips,
             vrrp,
         }
@@ -1123,6 +1269,83 @@ virtual_ipaddress = ["10.0.0.100"]
         assert!(why.contains("added VI_2"), "{why}");
         let why = vrrp_reload_blocker(&added, &running).expect("refused");
         assert!(why.contains("removed VI_2"), "{why}");
+    }
+
+    #[test]
+    fn node_changes_that_need_a_restart_are_refused() {
+        let with_node = |node: &str| {
+            config::parse(
+                &format!(
+                    "[node]\n{node}\n[[vip]]\nname = \"a\"\naddress = \"10.0.0.100\"\nport = 80\n  [[vip.backend]]\n  address = \"10.0.1.1\"\n"
+                ),
+                "lb.toml",
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let running = with_node("interface = \"veth0\"");
+        let opts = load_options(&running);
+        assert_eq!(reload_blocker(&running, opts, &running.clone()), None);
+        for (change, want) in [
+            (
+                "interface = \"veth0\"\nxdp_mode = \"skb\"",
+                "node.xdp_mode changed (Auto -> Skb)",
+            ),
+            ("interface = \"veth1\"", "node.interface changed"),
+            ("interface = \"veth0\"\nmax_vips = 8", "node.max_vips"),
+            (
+                "interface = \"veth0\"\nkeep_dataplane_on_exit = true",
+                "node.keep_dataplane_on_exit",
+            ),
+            (
+                "interface = \"veth0\"\ndataplane = \"ipvs\"",
+                "node.dataplane changed",
+            ),
+        ] {
+            let why = reload_blocker(&running, opts, &with_node(change))
+                .unwrap_or_else(|| panic!("{change}: reload not refused"));
+            assert!(
+                why.contains(want) && why.contains("restart lbctl"),
+                "{change}: {why}"
+            );
+        }
+        // node.mtu is applied by a reload.
+        let mtu = with_node("interface = \"veth0\"\nmtu = 9000");
+        assert_eq!(reload_blocker(&running, opts, &mtu), None);
+    }
+
+    #[tokio::test]
+    async fn signals_during_start_up_wait_for_the_event_loop() {
+        // What `run` installs before it loads the config: a signal that
+        // arrives before the event loop polls is kept for it, and the
+        // process lives on (the default action of all three kills it).
+        let mut s = Signals::install().unwrap_or_else(|e| panic!("{e}"));
+        for sig in [
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::Signal::SIGTERM,
+        ] {
+            nix::sys::signal::raise(sig).unwrap_or_else(|e| panic!("raise {sig}: {e}"));
+        }
+        let limit = std::time::Duration::from_secs(5);
+        assert!(tokio::time::timeout(limit, s.sighup.recv()).await.is_ok());
+        assert!(tokio::time::timeout(limit, s.sigterm.recv()).await.is_ok());
+    }
+
+    #[test]
+    fn failed_applies_are_retried_with_a_bounded_backoff() {
+        let mut d = apply_retry_delay(None);
+        assert_eq!(d, APPLY_RETRY_MIN);
+        let mut seen = vec![d];
+        for _ in 0..10 {
+            d = apply_retry_delay(Some(d));
+            seen.push(d);
+        }
+        assert_eq!(seen[1], APPLY_RETRY_MIN * 2);
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert_eq!(seen.last(), Some(&APPLY_RETRY_MAX));
+        assert_eq!(
+            apply_retry_delay(Some(std::time::Duration::MAX)),
+            APPLY_RETRY_MAX
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub enum Plane {
         record: Option<PathBuf>,
         /// "driver", "skb" or "adopted".
         mode: String,
+        /// Taken over from an earlier run (still pinned, forwarding).
+        adopted: bool,
     },
     /// Kernel IPVS.
     Ipvs(IpvsDataplane),
@@ -168,6 +170,7 @@ fn start_xdp(cfg: &Config) -> Result<Started, DaemonError> {
                 .keep_dataplane_on_exit
                 .then(|| pins.snapshot_file(&cfg.node.state_dir)),
             pins,
+            adopted: started.mode == "adopted",
             mode: started.mode,
         },
         adopted: started.adopted,
@@ -398,12 +401,28 @@ impl Plane {
         }
     }
 
-    /// Undoes a start when the daemon cannot go on (socket in use): XDP
-    /// detaches and unpins; IPVS has written nothing yet.
+    /// Undoes a start when the daemon cannot go on (socket in use, VRRP
+    /// does not start): a fresh XDP data plane detaches and unpins; an
+    /// adopted one is left pinned and forwarding, as it was found (its
+    /// record is untouched: nothing was applied); IPVS has written nothing.
     pub fn abort(self) {
-        if let Plane::Xdp { mut dp, pins, .. } = self {
-            dp.detach_all();
-            pin::remove_pins(&pins);
+        match self {
+            Plane::Xdp {
+                dp,
+                pins,
+                adopted: true,
+                ..
+            } => {
+                // The link is pinned (moved out of `dp`): dropping `dp`
+                // leaves the program attached.
+                drop(dp);
+                info!(dir = %pins.dir().display(), "start aborted: the adopted data plane stays pinned and forwarding");
+            }
+            Plane::Xdp { mut dp, pins, .. } => {
+                dp.detach_all();
+                pin::remove_pins(&pins);
+            }
+            Plane::Ipvs(_) => {}
         }
     }
 }

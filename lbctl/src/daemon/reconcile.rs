@@ -274,34 +274,62 @@ pub fn checks(cfg: &Config) -> BTreeMap<BackendKey, CheckSpec> {
 /// What to do with the running checks when the config changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckPlan {
-    /// Checks to start (new backends, or a changed check).
+    /// New checks (a backend added, or given a check): they start from the
+    /// configured initial status (down).
     pub start: Vec<BackendKey>,
-    /// Checks to stop (backend removed, check changed or removed).
+    /// Changed checks of a backend that stays: the old run stops and a new
+    /// one starts from the backend's current health ([`restart_initial`]),
+    /// so a changed `interval` or `timeout` does not take it out of the ring.
+    pub restart: Vec<BackendKey>,
+    /// Checks to stop for good (backend removed, or its check removed):
+    /// the backend's health is forgotten.
     pub stop: Vec<BackendKey>,
     /// Checks that keep running with their health state.
     pub keep: Vec<BackendKey>,
 }
 
-/// Compares the running checks with the wanted ones. A changed check is
-/// stopped and started (its health state restarts); an unchanged one keeps
-/// running.
+/// Compares the running checks with the wanted ones. Both maps hold the
+/// configured specs ([`checks`]); a check's `initial` status is not part of
+/// the comparison (a backend seeded healthy runs with `initial` = Up, which
+/// is not a config change). An unchanged check keeps running, a changed one
+/// is restarted, a new one started, one no longer wanted stopped.
 pub fn plan_checks(
     running: &BTreeMap<BackendKey, CheckSpec>,
     wanted: &BTreeMap<BackendKey, CheckSpec>,
 ) -> CheckPlan {
+    let same = |a: &CheckSpec, b: &CheckSpec| {
+        CheckSpec {
+            initial: b.initial,
+            ..a.clone()
+        } == *b
+    };
     let mut plan = CheckPlan::default();
     for (key, spec) in running {
         match wanted.get(key) {
-            Some(w) if w == spec => plan.keep.push(*key),
-            _ => plan.stop.push(*key),
+            Some(w) if same(spec, w) => plan.keep.push(*key),
+            Some(_) => plan.restart.push(*key),
+            None => plan.stop.push(*key),
         }
     }
-    for (key, spec) in wanted {
-        if running.get(key) != Some(spec) {
+    for key in wanted.keys() {
+        if !running.contains_key(key) {
             plan.start.push(*key);
         }
     }
     plan
+}
+
+/// The spec to run for a backend's configured check: a backend known to be
+/// healthy (seeded from an adopted data plane or the kernel's IPVS table at
+/// start, or up when its changed check is restarted by a reload) starts Up
+/// and stays in the ring until the check fails `fall` times; otherwise the
+/// configured initial status holds.
+pub fn restart_initial(configured: &CheckSpec, healthy: Option<bool>) -> CheckSpec {
+    let mut spec = configured.clone();
+    if healthy == Some(true) {
+        spec.initial = Status::Up;
+    }
+    spec
 }
 
 /// Per VRRP instance: whether at least one VIP gated by it has a backend that
@@ -355,8 +383,7 @@ source_v4 = "10.0.0.1"
         }
     }
 
-    fn web() -> Config {
-        cfg(r#"
+    const WEB: &str = r#"
 [[vip]]
 name = "web"
 address = "10.0.0.100"
@@ -373,7 +400,10 @@ health_check = { type = "tcp", interval = "1s", timeout = "500ms", rise = 1, fal
   address = "10.0.1.3"
   health_check = { type = "none" }
   weight = 0
-"#)
+"#;
+
+    fn web() -> Config {
+        cfg(WEB)
     }
 
     fn key(c: &Config, addr: &str) -> BackendKey {
@@ -665,10 +695,50 @@ health_check = { type = "tcp", interval = "1s", timeout = "500ms", rise = 1, fal
             vec![key(&old, "10.0.1.1")],
             "weight change keeps the check"
         );
-        assert_eq!(plan.stop, vec![key(&old, "10.0.1.2")]);
+        assert_eq!(plan.restart, vec![key(&old, "10.0.1.2")], "port changed");
+        assert_eq!(plan.stop, Vec::<BackendKey>::new());
+        assert_eq!(plan.start, vec![key(&new, "10.0.1.4")]);
+        let plan = plan_checks(&checks(&new), &checks(&old));
+        assert_eq!(plan.stop, vec![key(&new, "10.0.1.4")], "backend removed");
+    }
+
+    #[test]
+    fn seeded_initial_status_is_not_a_change() {
+        let c = web();
+        let wanted = checks(&c);
+        // What the daemon runs for backends seeded healthy (adopted data plane).
+        let running: BTreeMap<BackendKey, CheckSpec> = wanted
+            .iter()
+            .map(|(k, s)| (*k, restart_initial(s, Some(true))))
+            .collect();
+        assert!(running.values().all(|s| s.initial == Status::Up));
+        let plan = plan_checks(&running, &wanted);
+        assert_eq!(plan.keep.len(), 2, "{plan:?}");
+        assert!(plan.start.is_empty() && plan.restart.is_empty() && plan.stop.is_empty());
+    }
+
+    #[test]
+    fn a_changed_interval_restarts_checks_from_current_health() {
+        let old = web();
+        let new = cfg(&WEB.replace("interval = \"1s\"", "interval = \"2s\""));
+        let plan = plan_checks(&checks(&old), &checks(&new));
         assert_eq!(
-            plan.start,
-            vec![key(&new, "10.0.1.2"), key(&new, "10.0.1.4")]
+            plan.restart,
+            vec![key(&old, "10.0.1.1"), key(&old, "10.0.1.2")],
+            "{plan:?}"
         );
+        assert!(plan.start.is_empty() && plan.stop.is_empty() && plan.keep.is_empty());
+        let wanted = checks(&new);
+        let up = restart_initial(&wanted[&key(&new, "10.0.1.1")], Some(true));
+        assert_eq!(
+            up.initial,
+            Status::Up,
+            "a healthy backend stays in the ring"
+        );
+        assert_eq!(up.interval, std::time::Duration::from_secs(2));
+        let down = restart_initial(&wanted[&key(&new, "10.0.1.2")], Some(false));
+        assert_eq!(down.initial, Status::Down, "a down backend stays down");
+        let unknown = restart_initial(&wanted[&key(&new, "10.0.1.2")], None);
+        assert_eq!(unknown.initial, Status::Down);
     }
 }

@@ -879,6 +879,18 @@ impl XdpDataplane {
         Ok(())
     }
 
+    /// Hands back ids allocated by an apply that gives up before any table
+    /// names them (the entries written for them are cleared; should that
+    /// fail, the id is still free: nothing points at it).
+    fn release_fresh(&mut self, fresh: &[u32]) {
+        for &id in fresh.iter().rev() {
+            if let Err(e) = self.write_backend(id, Backend::default()) {
+                warn!(id, error = %e, "clearing an unused backend entry failed");
+            }
+            self.free_backend_ids.push(id);
+        }
+    }
+
     fn addr_slots_mut(&mut self) -> Result<&mut RingMemory, XdpError> {
         self.addr_slots
             .as_mut()
@@ -1014,10 +1026,23 @@ impl XdpDataplane {
                 .get(&vip.spec)
                 .map(|s| s.backends.clone())
                 .unwrap_or_default();
+            // Ids taken for this VIP's new backends: handed back when the
+            // VIP cannot be programmed (no id left, no table), so a refused
+            // apply loses none and its retry can succeed.
+            let mut fresh: Vec<u32> = Vec::new();
             for b in &vip.backends {
                 let id = match old_ids.get(&b.addr) {
                     Some(&id) => id,
-                    None => self.alloc_backend_id()?,
+                    None => match self.alloc_backend_id() {
+                        Ok(id) => {
+                            fresh.push(id);
+                            id
+                        }
+                        Err(e) => {
+                            self.release_fresh(&fresh);
+                            return Err(e);
+                        }
+                    },
                 };
                 ids.insert(b.addr, id);
                 let (addr, family) = addr_bytes(b.addr);
@@ -1052,12 +1077,16 @@ impl XdpDataplane {
                         .map(|&id| MaglevBackend::new(id, b.addr.to_string(), b.weight))
                 })
                 .collect();
-            let ring = maglev::build_table(&members, vip.ring_size).map_err(|source| {
-                XdpError::Maglev {
-                    vip: vip.spec,
-                    source,
+            let ring = match maglev::build_table(&members, vip.ring_size) {
+                Ok(r) => r,
+                Err(source) => {
+                    self.release_fresh(&fresh);
+                    return Err(XdpError::Maglev {
+                        vip: vip.spec,
+                        source,
+                    });
                 }
-            })?;
+            };
             let flags = vip.flags();
             let (needs_ring, mut info, last_flip) = {
                 let slot = self
