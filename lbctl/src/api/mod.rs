@@ -258,6 +258,10 @@ pub struct VrrpStatus {
     /// Counters; `None` when the daemon does not run the instance itself.
     #[serde(default)]
     pub counters: Option<VrrpCounters>,
+    /// Why the instance could not start (it is retried with backoff and
+    /// shows FAULT meanwhile); `None` once it runs.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// A summary of one VRRP instance's counters.
@@ -705,6 +709,9 @@ fn render_vrrp(o: &mut String, s: &StatusReport) {
                 },
                 counters
             );
+            if let Some(e) = &i.last_error {
+                let _ = writeln!(o, "    start failed (retrying): {e}");
+            }
         }
     }
 }
@@ -806,10 +813,15 @@ mod tests {
                     garp_sent: 5,
                     ..VrrpCounters::default()
                 }),
+                last_error: Some("interface lb0: not found".into()),
             }],
             ..StatusReport::default()
         };
         let text = render_status(&s);
+        assert!(
+            text.contains("start failed (retrying): interface lb0: not found"),
+            "{text}"
+        );
         let line = text
             .lines()
             .find(|l| l.contains("VI_1"))
@@ -832,7 +844,7 @@ mod tests {
         let old: VrrpStatus =
             serde_json::from_str(r#"{"name":"VI_1","state":"BACKUP","backends_healthy":true}"#)
                 .unwrap();
-        assert_eq!((old.vrid, old.counters), (0, None));
+        assert_eq!((old.vrid, old.counters, old.last_error), (0, None, None));
     }
 
     #[test]

@@ -678,7 +678,10 @@ impl Owner {
         if self.apply.error.is_none() && self.last.as_ref() == Some(&desired) {
             return Ok(());
         }
-        let report = match self.dp.apply(&desired) {
+        // The apply may block (netlink round trips, the table switch's grace
+        // wait): let the runtime move other tasks (VRRP timers) elsewhere.
+        let dp = &mut self.dp;
+        let report = match blocking(|| dp.apply(&desired)) {
             Ok(r) => r,
             Err(e) => {
                 let delay = apply_retry_delay(self.apply.delay);
@@ -1023,6 +1026,7 @@ impl Owner {
                     base_priority: i.priority,
                     priority,
                     counters: handle.map(vrrp_counters),
+                    last_error: handle.and_then(|h| h.last_error()),
                 }
             })
             .collect();
@@ -1104,6 +1108,18 @@ fn vrrp_state_word(s: vrrp::State) -> &'static str {
     }
 }
 
+/// Runs blocking work on the current task: on a multi-threaded runtime the
+/// worker hands its other tasks to the rest first
+/// (`tokio::task::block_in_place`), so a slow data-plane apply does not hold
+/// up VRRP timers or health checks; on a current-thread runtime (tests) it
+/// just runs.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The counters summary of a running instance.
 fn vrrp_counters(h: &vrrp::InstanceHandle) -> api::VrrpCounters {
     let c = h.counters();
@@ -1123,7 +1139,8 @@ fn vrrp_counters(h: &vrrp::InstanceHandle) -> api::VrrpCounters {
             + s.garp_errors
             + s.recv_errors
             + s.bad_ip_header
-            + s.socket_queue_full,
+            + s.socket_queue_full
+            + s.start_failures,
     }
 }
 
