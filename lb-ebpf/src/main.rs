@@ -34,7 +34,7 @@ use lb_common::{
     AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
     FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
     VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports, flow_hash,
-    flow_hash64, ring_index, shared_conn_check, slot_record, vip_flags,
+    flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -235,7 +235,12 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
         p.hash
     } else {
         mask_key(&mut p.key, vip.flags);
-        flow_hash(&p.key)
+        let h = flow_hash(&p.key);
+        if vip.flags & vip_flags::HASH_NO_DST_PORT != 0 {
+            // The masked key no longer names the VIP: make it this VIP's own.
+            tag_conn_key(&mut p.key, vip.vip_id);
+        }
+        h
     };
     let (backend_id, backend) = match choose_backend(&p.key, hash, vip, cfg, conn) {
         Some(b) => b,

@@ -1275,6 +1275,67 @@ fn vip_lookup_with_colliding_addresses_and_crowded_slots() {
     check(&lab, "10.0.0.100", 80, Some(1));
 }
 
+/// Two VIPs on one address and protocol that both hash without the
+/// destination port (`hash = ["src_addr", "dst_addr", "protocol"]`) mask a
+/// client's flows to both to the same key: each VIP must still find only
+/// its own connection-table entries (per-CPU and shared), not the other's,
+/// whose backend is not in its pool.
+fn vips_sharing_an_address_keep_their_flows_apart(v6: bool) {
+    let (client, addr, pool80, pool443) = if v6 {
+        (
+            CLIENT6,
+            "2001:db8::110",
+            "2001:db8:5::80",
+            "2001:db8:5::443",
+        )
+    } else {
+        (CLIENT, "10.0.0.110", "10.0.5.80", "10.0.5.143")
+    };
+    let mut st = state();
+    for (port, be, mac) in [(80, pool80, 40), (443, pool443, 41)] {
+        let mut v = vip_state(
+            vip(addr, Some(port), Protocol::Tcp),
+            Forwarding::Dr,
+            vec![backend(be, mac, 100)],
+        );
+        v.hash = ADDR_ONLY;
+        st.vips.push(v);
+    }
+    let lab = Lab::new(st); // on CPU 0
+    let to = |port: u16| client_packet(client, 40000, addr, port, Protocol::Tcp, None, b"x");
+    let mac_of = |port: u16| {
+        let (v, out) = lab.run(&to(port));
+        assert_eq!(v, verdict::TX, ":{port} {:?}", lab.reasons());
+        out[5]
+    };
+    assert_eq!(mac_of(80), 40, ":80 placed on its pool");
+    // On another CPU only the shared table knows the :80 flow.
+    pin_to_cpu(1);
+    assert_eq!(mac_of(443), 41, ":443 on CPU 1 (shared table)");
+    // On CPU 0 this CPU's table holds the :80 flow in the same set (and
+    // the shared table now the :443 flow, placed by CPU 1).
+    pin_to_cpu(0);
+    assert_eq!(mac_of(443), 41, ":443 on CPU 0 (per-CPU table)");
+    assert_eq!(mac_of(80), 40, ":80 kept");
+    assert_eq!(mac_of(443), 41, ":443 kept");
+    let r = lab.reasons();
+    assert_eq!(
+        (r["conn_miss"], r["conn_hit"], r["conn_shared"]),
+        (2, 2, 1),
+        "each VIP hits only its own entries: {r:?}"
+    );
+}
+
+#[test]
+fn ipv4_vips_sharing_an_address_keep_their_flows_apart() {
+    vips_sharing_an_address_keep_their_flows_apart(false);
+}
+
+#[test]
+fn ipv6_vips_sharing_an_address_keep_their_flows_apart() {
+    vips_sharing_an_address_keep_their_flows_apart(true);
+}
+
 // ------------------------------------------------------------------- decap
 
 #[test]
