@@ -63,6 +63,12 @@ const OUTER_TTL: u8 = 64;
 /// [`slot_record::FALLBACK`] (more VIPs than a record holds).
 #[map]
 static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+/// (address, protocol) pairs that have at least one VIP, as [`VipKey`]s
+/// with port 0 (value unused): what a fragment that no VIP can place is
+/// checked against, to tell a fragment to a VIP (dropped) from one to
+/// another address or protocol (passed). Only fragments look here.
+#[map]
+static VIP_PROTOS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 /// VIP address slots: entry [`lb_common::vip_slot`] is the [`slot_record`] of
 /// the VIPs whose address folds to it. An array lookup (inlined by the
 /// verifier) turns away most non-VIP traffic without hashing a key, and names
@@ -1053,6 +1059,29 @@ pub(crate) fn lookup_vip(
     }
     // SAFETY: a VIP_TABLE value pointer (see above for why it is stable).
     Some(unsafe { &(*found).info })
+}
+
+/// Whether some VIP has this address and protocol (any port): one hash
+/// lookup, made only for fragments, through this CPU's scratch key.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+pub(crate) fn vip_on_addr_proto(addr: &[u32; 4], family: u8, proto: u8) -> bool {
+    let Some(sp) = VIP_SCRATCH.get_ptr_mut(0) else {
+        // Cannot tell: keep the conservative answer (the fragment is dropped).
+        return true;
+    };
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    let scratch = unsafe { &mut *sp };
+    let mut i = 0;
+    while i < 4 {
+        pkt::set32(&mut scratch.key.addr, i, addr[i]);
+        i += 1;
+    }
+    scratch.key.port = 0;
+    scratch.key.proto = proto;
+    scratch.key.family = family;
+    // SAFETY: the value is only tested for presence.
+    unsafe { VIP_PROTOS.get(&scratch.key) }.is_some()
 }
 
 /// [`lookup_vip`] in the hash map, through this CPU's scratch entry.

@@ -12,7 +12,7 @@ use lb_common::{ConnKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason, Vip
 use crate::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, lookup_vip,
     pkt::{ld16, ld32, ldw128, sum16},
-    slot_record_of,
+    slot_record_of, vip_on_addr_proto,
 };
 
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -162,10 +162,18 @@ fn find_vip(p: &Parsed) -> Result<&'static VipInfo, Exit> {
     if p.fragment {
         // A fragment can be placed only by a port-less VIP that hashes without ports.
         let both = vip_flags::HASH_NO_SRC_PORT | vip_flags::HASH_NO_DST_PORT;
-        return match vip {
-            Some(v) if v.flags & both == both => Ok(v),
-            _ => Err(Exit::DropFragment),
-        };
+        if let Some(v) = vip
+            && v.flags & both == both
+        {
+            return Ok(v);
+        }
+        // Dropped only when it is for a VIP (this address and protocol) that
+        // cannot place it; to any other address (one sharing the VIP's
+        // address slot) or protocol it is not ours.
+        if vip.is_some() || vip_on_addr_proto(&p.key.dst, p.key.family, p.key.proto) {
+            return Err(Exit::DropFragment);
+        }
+        return Err(Exit::NotVip);
     }
     vip.ok_or(Exit::NotVip)
 }

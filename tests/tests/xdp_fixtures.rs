@@ -608,6 +608,128 @@ fn fragments_follow_the_documented_policy() {
     }
 }
 
+/// A fragment is dropped only when it is to a VIP (its address and
+/// protocol) that cannot place it; to any other address, including one that
+/// shares a VIP's 16-bit address slot, or to a VIP address with a protocol
+/// no VIP there serves, it is not ours and passes unchanged.
+#[test]
+fn fragments_not_for_a_vip_pass_unchanged() {
+    // 10.100.0.0 shares the address slot of 10.0.0.100 (vip_a, vip_b).
+    assert_eq!(
+        lb_common::vip_slot(&[10, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        lb_common::vip_slot(&[10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    );
+    let frag6 = |dst: &str, nh: u8| {
+        let mut pkt = Vec::new();
+        let mut ext = vec![nh, 0, 0, 185 << 3 | 1, 0, 0, 0, 1];
+        ext.extend_from_slice(&[0x66; 40]);
+        PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+            .ipv6(ip6(CLIENT6), ip6(dst), 64)
+            .write(&mut pkt, IpNumber(44), &ext)
+            .expect("frag6");
+        pkt
+    };
+    let check = |lab: &Lab, name: &str, pkt: &[u8], want: u32| {
+        let (v, out) = lab.run(pkt);
+        assert_eq!(v, want, "{name}: {:?}", lab.reasons());
+        if v == verdict::PASS {
+            assert_frame(&out, pkt);
+        }
+    };
+    let udp_first = |dst| v4_fragment(dst, true); // UDP, offset 0, MF
+    let tcp_later = |dst| v4_fragment(dst, false); // TCP, offset 185
+    let lab = Lab::new(state());
+    let passing = [
+        ("colliding non-VIP address", udp_first([10, 100, 0, 0])),
+        ("colliding non-VIP address, TCP", tcp_later([10, 100, 0, 0])),
+        // 10.0.0.101 has a TCP VIP only.
+        ("VIP address, UDP, no UDP VIP", udp_first([10, 0, 0, 101])),
+        // 10.0.0.102 has a TCP VIP only (port 443).
+        ("port VIP address, UDP", udp_first([10, 0, 0, 102])),
+        // 2001:db8::101 has a UDP VIP only.
+        (
+            "IPv6 VIP address, TCP, no TCP VIP",
+            frag6("2001:db8::101", 6),
+        ),
+    ];
+    for (name, pkt) in &passing {
+        check(&lab, name, pkt, verdict::PASS);
+    }
+    let r = lab.reasons();
+    assert_eq!(
+        (r["pass_not_vip"], r["drop_fragment"]),
+        (passing.len() as u64, 0),
+        "{r:?}"
+    );
+    // Still dropped: fragments for a VIP that cannot place them (RFC 791
+    // 2.3 / RFC 8200 4.5: only the first fragment carries the ports).
+    check(
+        &lab,
+        "port VIP, TCP",
+        &tcp_later([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "port VIP, UDP",
+        &udp_first([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "IPv6 port VIP, TCP",
+        &frag6("2001:db8::100", 6),
+        verdict::DROP,
+    );
+    assert_eq!(lab.reasons()["drop_fragment"], 3);
+
+    // A slot with more VIPs than its record names (hash-map fallback):
+    // the same answers.
+    let mut st = state();
+    for port in [80u16, 81, 82] {
+        st.vips.push(vip_state(
+            vip("10.100.0.0", Some(port), Protocol::Tcp),
+            Forwarding::Dr,
+            vec![backend("10.0.4.1", 20, 100)],
+        ));
+    }
+    let mut lab = Lab::new(st);
+    check(
+        &lab,
+        "crowded slot, TCP",
+        &tcp_later([10, 100, 0, 0]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "crowded slot, UDP",
+        &udp_first([10, 100, 0, 0]),
+        verdict::PASS,
+    );
+    check(
+        &lab,
+        "crowded slot, other UDP",
+        &udp_first([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "crowded slot, other TCP",
+        &tcp_later([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    // Removing the VIPs of an address and protocol makes its fragments pass.
+    lab.apply(state());
+    check(
+        &lab,
+        "VIPs removed",
+        &tcp_later([10, 100, 0, 0]),
+        verdict::PASS,
+    );
+    let r = lab.reasons();
+    assert_eq!((r["pass_not_vip"], r["drop_fragment"]), (2, 3), "{r:?}");
+}
+
 // ------------------------------------------------------------------ MTU
 
 #[test]

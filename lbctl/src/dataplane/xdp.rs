@@ -72,8 +72,9 @@ pub mod programs {
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 14] = [
+pub const MAP_NAMES: [&str; 15] = [
     "VIPS",
+    "VIP_PROTOS",
     "VIP_ADDR_SLOTS",
     "VIP_TABLE",
     "VIP_SCRATCH",
@@ -94,7 +95,8 @@ pub const MAP_NAMES: [&str; 14] = [
 /// an older lbctl) is not adopted: its maps do not fit this program.
 /// 2: per-CPU set-associative `CONNS`, one-value `REASONS`.
 /// 3: `CONN_SHARED`, `LbConfig::conn_shared_mask`, reason `conn_shared`.
-pub const MAP_LAYOUT: u32 = 3;
+/// 4: `VIP_PROTOS`.
+pub const MAP_LAYOUT: u32 = 4;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -794,6 +796,7 @@ impl XdpDataplane {
                 slots.store(slot as usize, 0);
             }
         }
+        self.sync_vip_protos()?;
         info!(
             vips = self.vips.len(),
             backends = found.len(),
@@ -1128,7 +1131,28 @@ impl XdpDataplane {
             }
             debug!(vip = %vip.spec, ?info, "VIP programmed");
         }
+        self.sync_vip_protos()?;
         Ok(report)
+    }
+
+    /// Makes `VIP_PROTOS` name exactly the (address, protocol) pairs of the
+    /// programmed VIPs (the data plane drops a fragment it cannot place
+    /// only when it is to such a pair).
+    fn sync_vip_protos(&mut self) -> Result<(), XdpError> {
+        let wanted: std::collections::HashSet<VipKey> = self
+            .vips
+            .keys()
+            .map(|s| VipKey { port: 0, ..s.key() })
+            .collect();
+        let mut map = self.hash::<VipKey, u32>("VIP_PROTOS")?;
+        let have: std::collections::HashSet<VipKey> = map.keys().collect::<Result<_, _>>()?;
+        for k in have.difference(&wanted) {
+            map.remove(k).or_else(ignore_missing)?;
+        }
+        for k in wanted.difference(&have) {
+            map.insert(k, 1, 0)?;
+        }
+        Ok(())
     }
 
     fn remove_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
