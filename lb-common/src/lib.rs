@@ -397,7 +397,17 @@ pub struct LbConfig {
     pub conn4_mask: u32,
     /// Entries of the shared connection table minus one (a power of two minus one).
     pub conn_shared_mask: u32,
+    /// ICMP errors the program may generate per second, per CPU (a token
+    /// bucket's rate; user space writes [`DEFAULT_ICMP_RATE`] unless told).
+    pub icmp_rate: u32,
+    /// Burst of that token bucket (its size; [`DEFAULT_ICMP_BURST`] unless told).
+    pub icmp_burst: u32,
 }
+
+/// Default [`LbConfig::icmp_rate`]: ICMP errors per second per CPU.
+pub const DEFAULT_ICMP_RATE: u32 = 1000;
+/// Default [`LbConfig::icmp_burst`].
+pub const DEFAULT_ICMP_BURST: u32 = 50;
 
 /// Node-wide flags ([`LbConfig::flags`]).
 pub mod config_flags {
@@ -466,10 +476,18 @@ pub enum Reason {
     /// Not in this CPU's connection table but in the shared one (the flow's
     /// packets came to another CPU before): kept on its backend.
     ConnShared = 21,
+    /// Encapsulation would exceed the MTU, and the packet may not be answered
+    /// with a too-big error: IPv4 without DF (RFC 1191), or a non-first
+    /// fragment (RFC 1122 3.2.2; an IPv6 one's quote holds no L4 header
+    /// either); dropped.
+    DropTooBigNoDf = 22,
+    /// Encapsulation would exceed the MTU, and the too-big error is over
+    /// the ICMP rate limit (RFC 4443 2.4(f)); dropped.
+    DropTooBigRateLimited = 23,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 22;
+pub const NUM_REASONS: u32 = 24;
 
 /// The single per-CPU value of the `REASONS` map: one counter per
 /// [`Reason`], by its index (one map lookup counts every reason of a packet).
@@ -508,6 +526,8 @@ impl Reason {
         Reason::DropTooBig,
         Reason::ConnEvicted,
         Reason::ConnShared,
+        Reason::DropTooBigNoDf,
+        Reason::DropTooBigRateLimited,
     ];
 
     /// Stable snake_case name for output.
@@ -535,6 +555,8 @@ impl Reason {
             Reason::DropTooBig => "drop_too_big",
             Reason::ConnEvicted => "conn_evicted",
             Reason::ConnShared => "conn_shared",
+            Reason::DropTooBigNoDf => "drop_too_big_no_df",
+            Reason::DropTooBigRateLimited => "drop_too_big_rate_limited",
         }
     }
 }
@@ -684,7 +706,7 @@ mod tests {
         assert_eq!(size_of::<ConnKey>(), 40);
         assert_eq!(size_of::<ConnEntry>(), 48);
         assert_eq!(size_of::<ConnBucket>(), 40 + 48 * CONN_WAYS);
-        assert_eq!(size_of::<LbConfig>(), 52);
+        assert_eq!(size_of::<LbConfig>(), 60);
         assert_eq!(size_of::<SharedConn>(), 16);
         assert_eq!(size_of::<ConnLine4>(), 64);
         assert_eq!(size_of::<Counter>(), 16);

@@ -23,7 +23,8 @@ mod pkt;
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{
-        bpf_get_smp_processor_id, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
@@ -105,6 +106,9 @@ static CONNS4: Array<ConnLine4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// by user space.
 #[map]
 static CONN_SHARED: Array<SharedConn> = Array::with_max_entries(1, 0);
+/// This CPU's token bucket for the ICMP errors the program sends.
+#[map]
+static ICMP_LIMIT: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
 /// Node settings (one entry).
 #[map]
 static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
@@ -149,14 +153,22 @@ struct ConnOutcome {
     lookup: Option<Reason>,
     /// A new flow evicted another.
     evicted: bool,
+    /// Nonzero: encapsulation would exceed the MTU; the MTU to announce in
+    /// a too-big error, with [`TOO_BIG_LATER_FRAGMENT`] for a non-first
+    /// IPv6 fragment (see [`too_big`]).
+    too_big: u32,
 }
 
 impl ConnOutcome {
     const NONE: Self = Self {
         lookup: None,
         evicted: false,
+        too_big: 0,
     };
 }
+
+/// In [`ConnOutcome::too_big`]: the packet is a non-first IPv6 fragment.
+const TOO_BIG_LATER_FRAGMENT: u32 = 1 << 31;
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
@@ -179,15 +191,24 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
     let mut conn = ConnOutcome::NONE;
-    let (action, reason) = balance(&ctx, &mut conn);
-    if let Some(c) = reason_counts() {
-        bump(c, reason);
+    let (mut action, mut reason) = balance(&ctx, &mut conn);
+    let mut counts = reason_counts();
+    if let Some(c) = counts.as_deref_mut() {
         if let Some(r) = conn.lookup {
             bump(c, r);
         }
         if conn.evicted {
             bump(c, Reason::ConnEvicted);
         }
+    }
+    // Here, not where it was decided: the many verifier states of the
+    // forwarding paths (connection outcomes, families, VLAN) have converged
+    // by now, so the slow path is verified a few times, not once per path.
+    if conn.too_big != 0 {
+        (action, reason) = too_big(&ctx, conn.too_big);
+    }
+    if let Some(c) = counts {
+        bump(c, reason);
     }
     action
 }
@@ -257,18 +278,18 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     }
 
     let (action, reason) = if vip.flags & vip_flags::FWD_IPIP != 0 {
-        encap(ctx, &p, backend, cfg, hash)
+        encap(ctx, &p, backend, cfg, hash, conn)
     } else {
         dr(ctx, &p, backend, cfg)
     };
-    // A too-big error goes back to the client: not backend traffic, and
-    // counted as what it is even for an ICMP error or a fragment.
-    if action == XDP_TX && reason != Reason::TooBigSent {
+    // A packet too big to encapsulate is not backend traffic (it is
+    // answered or dropped by `lb`, and counted as that even for a fragment).
+    if action == XDP_TX {
         add(&BACKEND_STATS, backend_id, frame_len);
         if p.icmp_error {
             return (action, Reason::IcmpToBackend);
         }
-        if p.fragment {
+        if p.fragment != parse::FRAG_NONE {
             return (action, Reason::FragmentForwarded);
         }
     }
@@ -621,7 +642,14 @@ fn outer_src_v6_low(cfg: &LbConfig, hash: u32) -> u32 {
 
 /// IPIP / IP6IP6 (and 4-in-6, 6-in-4): grow the head, write L2 and the outer header.
 #[inline(always)]
-fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -> (u32, Reason) {
+fn encap(
+    ctx: &XdpContext,
+    p: &Parsed,
+    b: &Backend,
+    cfg: &LbConfig,
+    hash: u32,
+    conn: &mut ConnOutcome,
+) -> (u32, Reason) {
     let outer_v4 = b.family == FAMILY_V4;
     let overhead: u32 = if outer_v4 { 20 } else { 40 };
     let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
@@ -631,7 +659,14 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
             // Never answer an error with an error (RFC 1122 3.2.2, RFC 4443 2.4).
             return (XDP_DROP, Reason::DropTooBig);
         }
-        return too_big(ctx, p, cfg, mtu - overhead);
+        // Answered (or not) by `lb`, after the counting.
+        conn.too_big = (mtu - overhead)
+            | if p.fragment == parse::FRAG_LATER {
+                TOO_BIG_LATER_FRAGMENT
+            } else {
+                0
+            };
+        return (XDP_DROP, Reason::DropTooBig);
     }
     let vlan = p.l3_off == 18;
     let vlan_tci = p.vlan_tci;
@@ -731,22 +766,109 @@ unsafe fn write_l2(
     }
 }
 
+/// A token bucket (per CPU) for the ICMP errors the program generates.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IcmpBucket {
+    /// Tokens, in billionths (one error costs [`NS_PER_SEC`]).
+    tokens: u64,
+    /// `bpf_ktime_get_ns` at the last refill (0: never used).
+    last_ns: u64,
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Takes a token from this CPU's ICMP bucket ([`LbConfig::icmp_rate`] per
+/// second, [`LbConfig::icmp_burst`] deep): whether an error may be sent
+/// (RFC 4443 2.4(f); done for ICMPv4 too). Only on the too-big path.
+#[inline(always)]
+fn icmp_allowed(cfg: &LbConfig) -> bool {
+    let Some(bp) = ICMP_LIMIT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    let b = unsafe { &mut *bp };
+    // User space writes the effective values (never 0): a rate of 0 does
+    // not limit, a burst of 0 allows nothing.
+    let rate = cfg.icmp_rate as u64;
+    let burst = cfg.icmp_burst as u64;
+    let cap = burst * NS_PER_SEC;
+    let Some(fill_ns) = cap.checked_div(rate) else {
+        return true;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let elapsed = now.wrapping_sub(b.last_ns);
+    b.last_ns = now;
+    // Past the time to fill an empty bucket it is full (and `elapsed * rate`
+    // below stays under `cap`, so nothing overflows).
+    let tokens = if elapsed >= fill_ns {
+        cap
+    } else {
+        let t = b.tokens + elapsed * rate;
+        if t > cap { cap } else { t }
+    };
+    if tokens < NS_PER_SEC {
+        b.tokens = tokens;
+        return false;
+    }
+    b.tokens = tokens - NS_PER_SEC;
+    true
+}
+
 /// Answers the client with ICMP fragmentation-needed (IPv4) or packet-too-big
-/// (IPv6) carrying `mtu`, from the VIP, out of the interface it came in on.
-/// The error quotes the client's IP header and the first 8 bytes after it;
-/// addresses are read back from that quote (the flow key may be masked).
+/// (IPv6) carrying the MTU in `req` (a [`ConnOutcome::too_big`]), from the
+/// VIP, out of the interface it came in on. The error quotes the client's
+/// IP header and the first 8 bytes after it; addresses are read back from
+/// that quote (the flow key may be masked). The packet was parsed before:
+/// only what is needed is read again.
+///
+/// Only for a packet that may be answered: IPv4 with DF and at offset 0
+/// (RFC 1191; RFC 1122 3.2.2: no error about a non-initial fragment), IPv6
+/// whole or a first fragment (a later one's quote names no flow: no L4
+/// header); others are dropped (`DropTooBigNoDf`), as are errors over the
+/// rate limit (`DropTooBigRateLimited`) and IPv4 with options (`DropTooBig`).
 ///
 /// Growing the head by the new IP + ICMP header length leaves the original IP
 /// header exactly where the quote goes; the tail is then cut after the quote.
 #[inline(always)]
-fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
-    if p.key.family == FAMILY_V4 {
-        if p.ip_hdr_len != 20 {
+fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + 18 > end {
+        return (XDP_DROP, Reason::DropMalformed);
+    }
+    // SAFETY: 18 bytes checked.
+    let vlan = unsafe { ld16(data + 12) } == ETH_P_VLAN.to_be();
+    let ip = if vlan { data + 18 } else { data + 14 };
+    if ip + 20 > end {
+        return (XDP_DROP, Reason::DropMalformed);
+    }
+    // SAFETY: 20 bytes checked.
+    let (w0, frags) = unsafe { (ld16(ip), u16::from_be(ld16(ip + 6))) };
+    let v4 = (w0 as u8) >> 4 == 4;
+    if v4 {
+        // DF clear, or a nonzero offset.
+        if frags & 0x5fff != 0x4000 {
+            return (XDP_DROP, Reason::DropTooBigNoDf);
+        }
+        if w0 as u8 != 0x45 {
             return (XDP_DROP, Reason::DropTooBig);
         }
-        too_big_v4(ctx, p.l3_off == 18, cfg, mtu)
+    } else if req & TOO_BIG_LATER_FRAGMENT != 0 {
+        return (XDP_DROP, Reason::DropTooBigNoDf);
+    }
+    let Some(cfg) = CONFIG.get(0) else {
+        return (XDP_DROP, Reason::DropTooBig);
+    };
+    if !icmp_allowed(cfg) {
+        return (XDP_DROP, Reason::DropTooBigRateLimited);
+    }
+    let mtu = req & !TOO_BIG_LATER_FRAGMENT;
+    if v4 {
+        too_big_v4(ctx, vlan, cfg, mtu)
     } else {
-        too_big_v6(ctx, p.l3_off == 18, cfg, mtu)
+        too_big_v6(ctx, vlan, cfg, mtu)
     }
 }
 

@@ -848,6 +848,184 @@ fn ip6ip6_over_mtu_answers_packet_too_big() {
     assert_frame(&out, &want);
 }
 
+/// An IPv4 UDP packet of `total` bytes to `dst`:53 with its DF and MF bits
+/// and fragment offset (in 8-byte units) set as given.
+fn v4_sized(dst: [u8; 4], total: usize, df: bool, mf: bool, offset: u16) -> Vec<u8> {
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+        .ipv4([192, 0, 2, 10], dst, 64)
+        .udp(40000, 53)
+        .write(&mut pkt, &vec![7u8; total - 28])
+        .expect("udp");
+    let mut h = Ipv4Header::from_slice(&pkt[14..]).expect("ip").0;
+    h.dont_fragment = df;
+    h.more_fragments = mf;
+    h.fragment_offset = etherparse::IpFragOffset::try_new(offset).expect("offset");
+    h.header_checksum = h.calc_header_checksum();
+    pkt[14..34].copy_from_slice(&h.to_bytes());
+    assert_eq!(pkt.len(), 14 + total);
+    pkt
+}
+
+/// An IPv6 fragment of a UDP datagram to `dst`: a Fragment header with
+/// `offset` (8-byte units) and M set, then `payload` bytes.
+fn v6_fragment(dst: &str, offset: u16, payload: usize) -> Vec<u8> {
+    let mut ext = vec![17u8, 0];
+    ext.extend_from_slice(&((offset << 3) | 1).to_be_bytes());
+    ext.extend_from_slice(&[0, 0, 0, 7]);
+    ext.extend(std::iter::repeat_n(0x66u8, payload));
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+        .ipv6(ip6(CLIENT6), ip6(dst), 64)
+        .write(&mut pkt, IpNumber(44), &ext)
+        .expect("frag6");
+    pkt
+}
+
+/// Port-less IPIP VIPs that place fragments (hash on addresses only).
+fn state_with_ipip_fragment_vips() -> DesiredState {
+    let mut st = state();
+    for (addr, be, mac) in [
+        ("10.0.0.120", "10.0.2.20", 50),
+        ("2001:db8::120", "2001:db8:2::20", 51),
+    ] {
+        let mut v = vip_state(
+            vip(addr, None, Protocol::Udp),
+            Forwarding::Ipip,
+            vec![backend(be, mac, 100)],
+        );
+        v.hash = ADDR_ONLY;
+        st.vips.push(v);
+    }
+    st
+}
+
+/// Too big to encapsulate: IPv4 is answered with fragmentation-needed only
+/// when DF is set and the offset is 0 (RFC 1191; RFC 1122 3.2.2: no ICMP
+/// error about a non-initial fragment), IPv6 with packet-too-big only when
+/// whole or a first fragment; the rest is dropped and counted.
+#[test]
+fn too_big_without_df_or_past_the_first_fragment_is_dropped_not_answered() {
+    let lab = Lab::new(state_with_ipip_fragment_vips());
+    let check = |name: &str, pkt: &[u8], want: u32| {
+        let (v, out) = lab.run(pkt);
+        assert_eq!(v, want, "{name}: {:?}", lab.reasons());
+        if v == verdict::TX {
+            // An error back to the client, not the packet encapsulated.
+            assert_eq!(&out[..6], &ROUTER_MAC, "{name}");
+            let icmp = if pkt[12..14] == [0x08, 0x00] {
+                out[14 + 20]
+            } else {
+                out[14 + 40]
+            };
+            assert!(icmp == 3 || icmp == 2, "{name}: ICMP type {icmp}");
+        }
+    };
+    // Whole IPv4, 1500 bytes, to a port VIP forwarding by IPIP.
+    check(
+        "DF",
+        &v4_sized([10, 0, 0, 100], 1500, true, false, 0),
+        verdict::TX,
+    );
+    check(
+        "no DF",
+        &v4_sized([10, 0, 0, 100], 1500, false, false, 0),
+        verdict::DROP,
+    );
+    // Fragments to the port-less VIP that places them.
+    check(
+        "first fragment, no DF",
+        &v4_sized([10, 0, 0, 120], 1500, false, true, 0),
+        verdict::DROP,
+    );
+    check(
+        "non-first fragment, DF",
+        &v4_sized([10, 0, 0, 120], 1500, true, true, 185),
+        verdict::DROP,
+    );
+    check(
+        "IPv6 first fragment",
+        &v6_fragment("2001:db8::120", 0, 1440),
+        verdict::TX,
+    );
+    check(
+        "IPv6 non-first fragment",
+        &v6_fragment("2001:db8::120", 185, 1440),
+        verdict::DROP,
+    );
+    // Fragments that fit are forwarded as before.
+    let small = v4_sized([10, 0, 0, 120], 200, false, true, 185);
+    let (v, out) = lab.run(&small);
+    assert_eq!(v, verdict::TX, "small fragment");
+    assert_frame(
+        &out,
+        &ipip_expected(&small, ip("10.0.2.20"), backend_mac(50), 0),
+    );
+    let r = lab.reasons();
+    assert_eq!(
+        (
+            r["too_big_sent"],
+            r["drop_too_big_no_df"],
+            r["drop_too_big"]
+        ),
+        (2, 4, 0),
+        "{r:?}"
+    );
+    assert_eq!(r["fragment_forwarded"], 1, "{r:?}");
+}
+
+/// The ICMP errors the program sends are rate limited per CPU by a token
+/// bucket (RFC 4443 2.4(f) for ICMPv6, the same for ICMPv4): with a burst
+/// of 5 and 1 per second, 5 errors go out at once, then each further one
+/// is dropped and counted until a token has accrued.
+#[test]
+fn too_big_errors_are_rate_limited() {
+    let mut st = state();
+    st.node.icmp_rate = 1;
+    st.node.icmp_burst = 5;
+    let lab = Lab::new(st);
+    let v4 = v4_sized([10, 0, 0, 100], 1500, true, false, 0);
+    let v6 = client_packet(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        None,
+        &[7u8; 1432],
+    );
+    let started = std::time::Instant::now();
+    let verdicts: Vec<u32> = (0..8)
+        .map(|_| lab.run(&v4).0)
+        .chain((0..2).map(|_| lab.run(&v6).0))
+        .collect();
+    // At 1 token per second, a second's stall would let one more through.
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "runs too slow for an exact count: {:?}",
+        started.elapsed()
+    );
+    let mut want = vec![verdict::TX; 5];
+    want.extend([verdict::DROP; 5]);
+    assert_eq!(verdicts, want);
+    let r = lab.reasons();
+    assert_eq!(
+        (r["too_big_sent"], r["drop_too_big_rate_limited"]),
+        (5, 5),
+        "{r:?}"
+    );
+    // A token later, one more error.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(lab.run(&v6).0, verdict::TX);
+    assert_eq!(lab.run(&v4).0, verdict::DROP);
+    let r = lab.reasons();
+    assert_eq!(
+        (r["too_big_sent"], r["drop_too_big_rate_limited"]),
+        (6, 6),
+        "{r:?}"
+    );
+}
+
 // ------------------------------------------------ connection table and drain
 
 fn flow_to_i(sport: u16) -> Vec<u8> {

@@ -72,7 +72,7 @@ pub mod programs {
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 15] = [
+pub const MAP_NAMES: [&str; 16] = [
     "VIPS",
     "VIP_PROTOS",
     "VIP_ADDR_SLOTS",
@@ -84,6 +84,7 @@ pub const MAP_NAMES: [&str; 15] = [
     "CONNS4",
     "CONN_SHARED",
     "CONFIG",
+    "ICMP_LIMIT",
     "VIP_STATS",
     "BACKEND_STATS",
     "REASONS",
@@ -96,7 +97,9 @@ pub const MAP_NAMES: [&str; 15] = [
 /// 2: per-CPU set-associative `CONNS`, one-value `REASONS`.
 /// 3: `CONN_SHARED`, `LbConfig::conn_shared_mask`, reason `conn_shared`.
 /// 4: `VIP_PROTOS`.
-pub const MAP_LAYOUT: u32 = 4;
+/// 5: `ICMP_LIMIT`, `LbConfig::icmp_rate` / `icmp_burst`, reasons
+/// `drop_too_big_no_df` and `drop_too_big_rate_limited`.
+pub const MAP_LAYOUT: u32 = 5;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -853,6 +856,15 @@ impl XdpDataplane {
             conn_mask: self.conn_mask,
             conn4_mask: self.conn4_mask,
             conn_shared_mask: self.conn_shared_mask,
+            // The data plane takes them as they are: 0 means the default here.
+            icmp_rate: match node.icmp_rate {
+                0 => lb_common::DEFAULT_ICMP_RATE,
+                r => r,
+            },
+            icmp_burst: match node.icmp_burst {
+                0 => lb_common::DEFAULT_ICMP_BURST,
+                b => b,
+            },
         };
         if self.node == Some(cfg) {
             return Ok(false);
