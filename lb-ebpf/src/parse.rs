@@ -402,13 +402,17 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
             // SAFETY: 8 bytes checked.
             let (x, fo) = unsafe { (ld16(e), u16::from_be(ld16(e + 2))) };
             nh = lo(x);
+            off += 8;
             // offset (13 bits) and the M flag; a lone "atomic fragment" (both 0) is whole.
             if fo & 0xfff8 != 0 {
+                // What follows is payload from the middle of the datagram,
+                // not headers (RFC 8200 4.5): the walk ends here, with the
+                // next header the Fragment header names.
                 frag = FRAG_LATER;
+                break;
             } else if fo & 1 != 0 {
                 frag = FRAG_FIRST;
             }
-            off += 8;
         } else {
             break;
         }

@@ -730,6 +730,45 @@ fn fragments_not_for_a_vip_pass_unchanged() {
     assert_eq!((r["pass_not_vip"], r["drop_fragment"]), (2, 3), "{r:?}");
 }
 
+/// The bytes after a non-first IPv6 Fragment header are payload from the
+/// middle of the datagram, not extension headers (RFC 8200 4.5): the parser
+/// stops there. A fragment whose Fragment header names a Destination
+/// Options header, and whose payload happens to look like one leading to
+/// UDP, is not taken for a UDP fragment to the port-less UDP VIP; its
+/// upper-layer protocol is unknown, so it passes unchanged
+/// (`pass_unsupported`). A first fragment's headers are still walked.
+#[test]
+fn ipv6_header_walk_stops_at_a_non_first_fragment() {
+    let lab = Lab::new(state());
+    let frag = |offset: u16| {
+        // Fragment header: next header Destination Options (60).
+        let mut ext = vec![60u8, 0];
+        ext.extend_from_slice(&((offset << 3) | 1).to_be_bytes());
+        ext.extend_from_slice(&[0, 0, 0, 9]);
+        // Then what reads as Destination Options (8 bytes) naming UDP, and UDP.
+        ext.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        ext.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 40, 0, 0]);
+        ext.extend_from_slice(&[0x77; 32]);
+        let mut pkt = Vec::new();
+        PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+            .ipv6(ip6(CLIENT6), ip6("2001:db8::101"), 64)
+            .write(&mut pkt, IpNumber(44), &ext)
+            .expect("frag6");
+        pkt
+    };
+    let later = frag(185);
+    let (v, out) = lab.run(&later);
+    assert_eq!(v, verdict::PASS, "{:?}", lab.reasons());
+    assert_frame(&out, &later);
+    assert_eq!(lab.reasons()["pass_unsupported"], 1);
+    // Offset 0: the Destination Options header is real and names UDP.
+    let first = frag(0);
+    let (v, out) = lab.run(&first);
+    assert_eq!(v, verdict::TX, "{:?}", lab.reasons());
+    assert_frame(&out, &dr_expected(&first, backend_mac(8)));
+    assert_eq!(lab.reasons()["fragment_forwarded"], 1);
+}
+
 // ------------------------------------------------------------------ MTU
 
 #[test]
