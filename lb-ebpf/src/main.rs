@@ -254,6 +254,17 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     // helper call for the buffer length; link padding is not counted).
     let frame_len = p.l3_off as u64 + p.ip_len as u64;
     add(&VIP_STATS, vip.vip_id, frame_len);
+    // Bytes after the IP packet are not part of it: cut them before the
+    // frame is forwarded (encapsulated, they would be carried and could
+    // push it past the MTU), unless they can be the link padding of a
+    // minimum-size frame: no helper call for the common small packet.
+    // One packet compare (against max(frame_len, MIN_FRAME), branch-free);
+    // here, where few verifier states meet and no packet pointer is live.
+    let d = frame_len.wrapping_sub(MIN_FRAME);
+    let limit = (frame_len.wrapping_sub(d & (((d as i64) >> 63) as u64)) & 0x1ffff) as usize;
+    if ctx.data() + limit < ctx.data_end() && !trim_to(ctx, frame_len as u32) {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
 
     let mut p = p;
     let masks =
@@ -737,6 +748,19 @@ fn encap(
         }
     }
     (XDP_TX, Reason::FwdIpip)
+}
+
+/// The longest frame whose bytes after the IP packet may be link padding:
+/// the Ethernet minimum (60 bytes without FCS) with a VLAN tag.
+const MIN_FRAME: u64 = 64;
+
+/// Cuts the frame to `len` bytes (slow path: bytes after the IP packet);
+/// whether it worked.
+#[inline(never)]
+fn trim_to(ctx: &XdpContext, len: u32) -> bool {
+    let cur = frame_len(ctx) as i32;
+    // SAFETY: helper call on the program's own context.
+    unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - cur) == 0 }
 }
 
 /// Writes Ethernet (and the VLAN tag, when the frame had one) at `data`.

@@ -1065,6 +1065,105 @@ fn too_big_errors_are_rate_limited() {
     );
 }
 
+/// Bytes after the IP packet (beyond what the link padding of a
+/// minimum-size frame explains) are not part of it: they are cut before the
+/// frame is forwarded, so encapsulation neither carries them nor is pushed
+/// past the MTU by them. Padding of a minimum-size frame stays (no helper
+/// call for the common small packet; the outer length excludes it).
+#[test]
+fn bytes_after_the_ip_packet_are_cut_before_forwarding() {
+    let lab = Lab::new(state());
+    let with_trailer = |pkt: &[u8], n: usize| {
+        let mut p = pkt.to_vec();
+        p.extend(std::iter::repeat_n(0xeeu8, n));
+        p
+    };
+    let udp4 = |payload: usize| {
+        client_packet(
+            CLIENT,
+            40000,
+            "10.0.0.100",
+            53,
+            Protocol::Udp,
+            None,
+            &vec![7u8; payload],
+        )
+    };
+    let h4 = hash_of(
+        CLIENT,
+        40000,
+        "10.0.0.100",
+        53,
+        Protocol::Udp,
+        HashFields::default(),
+    );
+    let ipip4 = |pkt: &[u8]| ipip_expected(pkt, ip("10.0.2.1"), backend_mac(2), h4);
+    // A 1514-byte frame whose IPv4 packet is 100 bytes.
+    let small = udp4(72);
+    assert_eq!(small.len(), 14 + 100);
+    let (v, out) = lab.run(&with_trailer(&small, 1400));
+    assert_eq!(v, verdict::TX, "{:?}", lab.reasons());
+    assert_frame(&out, &ipip4(&small));
+    // A packet that fits the MTU once encapsulated, and a trailer that
+    // would have pushed the frame past it.
+    let full = udp4(1452);
+    assert_eq!(full.len(), 14 + 1480);
+    let (v, out) = lab.run(&with_trailer(&full, 30));
+    assert_eq!(v, verdict::TX);
+    assert_frame(&out, &ipip4(&full));
+    assert_eq!(out.len(), 14 + MTU as usize);
+    // A minimum-size frame's padding is encapsulated as it was.
+    let tiny = udp4(0);
+    let padded = with_trailer(&tiny, 60 - tiny.len());
+    let (v, out) = lab.run(&padded);
+    assert_eq!(v, verdict::TX);
+    let mut want = ipip4(&tiny);
+    want.extend_from_slice(&padded[tiny.len()..]);
+    assert_frame(&out, &want);
+    // IPv6 in IPv6, and DR (whose frame is otherwise sent as it came).
+    let udp6 = client_packet(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        None,
+        b"q",
+    );
+    let h6 = hash_of(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        HashFields::default(),
+    );
+    let (v, out) = lab.run(&with_trailer(&udp6, 200));
+    assert_eq!(v, verdict::TX);
+    assert_frame(
+        &out,
+        &ipip_expected(&udp6, ip("2001:db8:2::1"), backend_mac(4), h6),
+    );
+    let tcp = client_packet(
+        CLIENT,
+        40000,
+        "10.0.0.100",
+        80,
+        Protocol::Tcp,
+        None,
+        b"GET /",
+    );
+    let (v, out) = lab.run(&with_trailer(&tcp, 100));
+    assert_eq!(v, verdict::TX);
+    assert_frame(&out, &dr_expected(&tcp, backend_mac(1)));
+    let r = lab.reasons();
+    assert_eq!(
+        (r["fwd_ipip"], r["fwd_dr"], r["drop_adjust"]),
+        (4, 1, 0),
+        "{r:?}"
+    );
+}
+
 // ------------------------------------------------ connection table and drain
 
 fn flow_to_i(sport: u16) -> Vec<u8> {
