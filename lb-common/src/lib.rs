@@ -162,7 +162,9 @@ pub mod backend_flags {
 }
 
 /// Key of the connection table, and the input of [`flow_hash`]: the flow's
-/// 5-tuple with the fields its VIP does not hash on set to zero.
+/// 5-tuple with the fields its VIP does not hash on set to zero (and, in the
+/// table, tagged with the VIP when the destination port is masked: see
+/// [`tag_conn_key`]).
 ///
 /// Addresses are raw 32-bit words: each word holds four wire bytes in
 /// memory order (`u32::from_ne_bytes`), an IPv4 address in word 0 and the
@@ -185,6 +187,26 @@ pub struct ConnKey {
     pub family: u8,
     /// Padding, zero.
     pub _pad: [u8; 2],
+}
+
+/// Set in [`ConnKey::proto`] of a connection-table key whose `dport` holds
+/// its VIP's id instead of a port (see [`tag_conn_key`]); never set in a
+/// protocol the data plane balances (TCP, UDP).
+pub const PROTO_VIP_TAG: u8 = 0x80;
+
+/// Makes the connection-table key of a VIP that hashes without the
+/// destination port its own: `dport` (zeroed by the mask) takes the VIP id
+/// and `proto` [`PROTO_VIP_TAG`]. Without it, two such VIPs on one address
+/// and protocol (`:80` and `:443`, both hashing on addresses only) would
+/// share a client's entries, and one would send the flow to a backend of
+/// the other's pool. A key that keeps its destination port needs no tag: the
+/// address, port and protocol name one VIP (an exact-port VIP wins over the
+/// port-less one). Applied after the flow hash is taken, so placement on
+/// the ring does not depend on VIP ids (which differ between nodes).
+#[inline(always)]
+pub fn tag_conn_key(k: &mut ConnKey, vip_id: u32) {
+    k.dport = vip_id as u16;
+    k.proto |= PROTO_VIP_TAG;
 }
 
 /// An address (network order, IPv4 in the first 4 bytes) as the raw words of a [`ConnKey`].
@@ -375,7 +397,17 @@ pub struct LbConfig {
     pub conn4_mask: u32,
     /// Entries of the shared connection table minus one (a power of two minus one).
     pub conn_shared_mask: u32,
+    /// ICMP errors the program may generate per second, per CPU (a token
+    /// bucket's rate; user space writes [`DEFAULT_ICMP_RATE`] unless told).
+    pub icmp_rate: u32,
+    /// Burst of that token bucket (its size; [`DEFAULT_ICMP_BURST`] unless told).
+    pub icmp_burst: u32,
 }
+
+/// Default [`LbConfig::icmp_rate`]: ICMP errors per second per CPU.
+pub const DEFAULT_ICMP_RATE: u32 = 1000;
+/// Default [`LbConfig::icmp_burst`].
+pub const DEFAULT_ICMP_BURST: u32 = 50;
 
 /// Node-wide flags ([`LbConfig::flags`]).
 pub mod config_flags {
@@ -444,14 +476,22 @@ pub enum Reason {
     /// Not in this CPU's connection table but in the shared one (the flow's
     /// packets came to another CPU before): kept on its backend.
     ConnShared = 21,
+    /// Encapsulation would exceed the MTU, and the packet may not be answered
+    /// with a too-big error: IPv4 without DF (RFC 1191), or a non-first
+    /// fragment (RFC 1122 3.2.2; an IPv6 one's quote holds no L4 header
+    /// either); dropped.
+    DropTooBigNoDf = 22,
+    /// Encapsulation would exceed the MTU, and the too-big error is over
+    /// the ICMP rate limit (RFC 4443 2.4(f)); dropped.
+    DropTooBigRateLimited = 23,
     /// Decap program: the outer header was marked CE (congestion) but the
     /// inner packet is not ECN-capable, so the mark cannot be passed on:
     /// dropped, as RFC 6040 section 4.2 requires.
-    DropCeNotEct = 22,
+    DropCeNotEct = 24,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 23;
+pub const NUM_REASONS: u32 = 25;
 
 /// The single per-CPU value of the `REASONS` map: one counter per
 /// [`Reason`], by its index (one map lookup counts every reason of a packet).
@@ -490,6 +530,8 @@ impl Reason {
         Reason::DropTooBig,
         Reason::ConnEvicted,
         Reason::ConnShared,
+        Reason::DropTooBigNoDf,
+        Reason::DropTooBigRateLimited,
         Reason::DropCeNotEct,
     ];
 
@@ -518,6 +560,8 @@ impl Reason {
             Reason::DropTooBig => "drop_too_big",
             Reason::ConnEvicted => "conn_evicted",
             Reason::ConnShared => "conn_shared",
+            Reason::DropTooBigNoDf => "drop_too_big_no_df",
+            Reason::DropTooBigRateLimited => "drop_too_big_rate_limited",
             Reason::DropCeNotEct => "drop_ce_not_ect",
         }
     }
@@ -715,7 +759,7 @@ mod tests {
         assert_eq!(size_of::<ConnKey>(), 40);
         assert_eq!(size_of::<ConnEntry>(), 48);
         assert_eq!(size_of::<ConnBucket>(), 40 + 48 * CONN_WAYS);
-        assert_eq!(size_of::<LbConfig>(), 52);
+        assert_eq!(size_of::<LbConfig>(), 60);
         assert_eq!(size_of::<SharedConn>(), 16);
         assert_eq!(size_of::<ConnLine4>(), 64);
         assert_eq!(size_of::<Counter>(), 16);
@@ -772,6 +816,24 @@ mod tests {
         assert_ne!(check, shared_conn_check(flow_hash64(&k), 7, 3));
         // An empty entry (all zero) checks out for no flow with a fingerprint.
         assert_ne!(shared_conn_check(fp, 0, 0), 0);
+    }
+
+    #[test]
+    fn tagged_keys_of_two_vips_differ_from_each_other_and_from_untagged_keys() {
+        let mut masked = tcp4_key();
+        masked.sport = 0;
+        masked.dport = 0;
+        let (mut a, mut b) = (masked, masked);
+        tag_conn_key(&mut a, 0);
+        tag_conn_key(&mut b, 1);
+        assert_ne!(a, b);
+        assert_ne!(flow_hash64(&a), flow_hash64(&b));
+        // No real port makes an untagged key equal to a tagged one.
+        for dport in [0u16, 1, 80, u16::MAX] {
+            let plain = ConnKey { dport, ..masked };
+            assert_ne!(plain, a);
+            assert_ne!(plain, b);
+        }
     }
 
     #[test]

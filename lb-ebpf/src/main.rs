@@ -23,7 +23,8 @@ mod pkt;
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{
-        bpf_get_smp_processor_id, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
@@ -34,7 +35,7 @@ use lb_common::{
     AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
     FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
     VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports, flow_hash,
-    flow_hash64, ring_index, shared_conn_check, slot_record, vip_flags,
+    flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -63,6 +64,12 @@ const OUTER_TTL: u8 = 64;
 /// [`slot_record::FALLBACK`] (more VIPs than a record holds).
 #[map]
 static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+/// (address, protocol) pairs that have at least one VIP, as [`VipKey`]s
+/// with port 0 (value unused): what a fragment that no VIP can place is
+/// checked against, to tell a fragment to a VIP (dropped) from one to
+/// another address or protocol (passed). Only fragments look here.
+#[map]
+static VIP_PROTOS: HashMap<VipKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 /// VIP address slots: entry [`lb_common::vip_slot`] is the [`slot_record`] of
 /// the VIPs whose address folds to it. An array lookup (inlined by the
 /// verifier) turns away most non-VIP traffic without hashing a key, and names
@@ -99,6 +106,9 @@ static CONNS4: Array<ConnLine4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// by user space.
 #[map]
 static CONN_SHARED: Array<SharedConn> = Array::with_max_entries(1, 0);
+/// This CPU's token bucket for the ICMP errors the program sends.
+#[map]
+static ICMP_LIMIT: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
 /// Node settings (one entry).
 #[map]
 static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
@@ -143,14 +153,22 @@ struct ConnOutcome {
     lookup: Option<Reason>,
     /// A new flow evicted another.
     evicted: bool,
+    /// Nonzero: encapsulation would exceed the MTU; the MTU to announce in
+    /// a too-big error, with [`TOO_BIG_LATER_FRAGMENT`] for a non-first
+    /// IPv6 fragment (see [`too_big`]).
+    too_big: u32,
 }
 
 impl ConnOutcome {
     const NONE: Self = Self {
         lookup: None,
         evicted: false,
+        too_big: 0,
     };
 }
+
+/// In [`ConnOutcome::too_big`]: the packet is a non-first IPv6 fragment.
+const TOO_BIG_LATER_FRAGMENT: u32 = 1 << 31;
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
@@ -173,15 +191,24 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
     let mut conn = ConnOutcome::NONE;
-    let (action, reason) = balance(&ctx, &mut conn);
-    if let Some(c) = reason_counts() {
-        bump(c, reason);
+    let (mut action, mut reason) = balance(&ctx, &mut conn);
+    let mut counts = reason_counts();
+    if let Some(c) = counts.as_deref_mut() {
         if let Some(r) = conn.lookup {
             bump(c, r);
         }
         if conn.evicted {
             bump(c, Reason::ConnEvicted);
         }
+    }
+    // Here, not where it was decided: the many verifier states of the
+    // forwarding paths (connection outcomes, families, VLAN) have converged
+    // by now, so the slow path is verified a few times, not once per path.
+    if conn.too_big != 0 {
+        (action, reason) = too_big(&ctx, conn.too_big);
+    }
+    if let Some(c) = counts {
+        bump(c, reason);
     }
     action
 }
@@ -227,6 +254,17 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     // helper call for the buffer length; link padding is not counted).
     let frame_len = p.l3_off as u64 + p.ip_len as u64;
     add(&VIP_STATS, vip.vip_id, frame_len);
+    // Bytes after the IP packet are not part of it: cut them before the
+    // frame is forwarded (encapsulated, they would be carried and could
+    // push it past the MTU), unless they can be the link padding of a
+    // minimum-size frame: no helper call for the common small packet.
+    // One packet compare (against max(frame_len, MIN_FRAME), branch-free);
+    // here, where few verifier states meet and no packet pointer is live.
+    let d = frame_len.wrapping_sub(MIN_FRAME);
+    let limit = (frame_len.wrapping_sub(d & (((d as i64) >> 63) as u64)) & 0x1ffff) as usize;
+    if ctx.data() + limit < ctx.data_end() && !trim_to(ctx, frame_len as u32) {
+        return (XDP_DROP, Reason::DropAdjust);
+    }
 
     let mut p = p;
     let masks =
@@ -235,7 +273,12 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
         p.hash
     } else {
         mask_key(&mut p.key, vip.flags);
-        flow_hash(&p.key)
+        let h = flow_hash(&p.key);
+        if vip.flags & vip_flags::HASH_NO_DST_PORT != 0 {
+            // The masked key no longer names the VIP: make it this VIP's own.
+            tag_conn_key(&mut p.key, vip.vip_id);
+        }
+        h
     };
     let (backend_id, backend) = match choose_backend(&p.key, hash, vip, cfg, conn) {
         Some(b) => b,
@@ -246,18 +289,18 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     }
 
     let (action, reason) = if vip.flags & vip_flags::FWD_IPIP != 0 {
-        encap(ctx, &p, backend, cfg, hash)
+        encap(ctx, &p, backend, cfg, hash, conn)
     } else {
         dr(ctx, &p, backend, cfg)
     };
-    // A too-big error goes back to the client: not backend traffic, and
-    // counted as what it is even for an ICMP error or a fragment.
-    if action == XDP_TX && reason != Reason::TooBigSent {
+    // A packet too big to encapsulate is not backend traffic (it is
+    // answered or dropped by `lb`, and counted as that even for a fragment).
+    if action == XDP_TX {
         add(&BACKEND_STATS, backend_id, frame_len);
         if p.icmp_error {
             return (action, Reason::IcmpToBackend);
         }
-        if p.fragment {
+        if p.fragment != parse::FRAG_NONE {
             return (action, Reason::FragmentForwarded);
         }
     }
@@ -610,7 +653,14 @@ fn outer_src_v6_low(cfg: &LbConfig, hash: u32) -> u32 {
 
 /// IPIP / IP6IP6 (and 4-in-6, 6-in-4): grow the head, write L2 and the outer header.
 #[inline(always)]
-fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -> (u32, Reason) {
+fn encap(
+    ctx: &XdpContext,
+    p: &Parsed,
+    b: &Backend,
+    cfg: &LbConfig,
+    hash: u32,
+    conn: &mut ConnOutcome,
+) -> (u32, Reason) {
     let outer_v4 = b.family == FAMILY_V4;
     let overhead: u32 = if outer_v4 { 20 } else { 40 };
     let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
@@ -620,7 +670,14 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
             // Never answer an error with an error (RFC 1122 3.2.2, RFC 4443 2.4).
             return (XDP_DROP, Reason::DropTooBig);
         }
-        return too_big(ctx, p, cfg, mtu - overhead);
+        // Answered (or not) by `lb`, after the counting.
+        conn.too_big = (mtu - overhead)
+            | if p.fragment == parse::FRAG_LATER {
+                TOO_BIG_LATER_FRAGMENT
+            } else {
+                0
+            };
+        return (XDP_DROP, Reason::DropTooBig);
     }
     let vlan = p.l3_off == 18;
     let vlan_tci = p.vlan_tci;
@@ -693,6 +750,19 @@ fn encap(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig, hash: u32) -
     (XDP_TX, Reason::FwdIpip)
 }
 
+/// The longest frame whose bytes after the IP packet may be link padding:
+/// the Ethernet minimum (60 bytes without FCS) with a VLAN tag.
+const MIN_FRAME: u64 = 64;
+
+/// Cuts the frame to `len` bytes (slow path: bytes after the IP packet);
+/// whether it worked.
+#[inline(never)]
+fn trim_to(ctx: &XdpContext, len: u32) -> bool {
+    let cur = frame_len(ctx) as i32;
+    // SAFETY: helper call on the program's own context.
+    unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - cur) == 0 }
+}
+
 /// Writes Ethernet (and the VLAN tag, when the frame had one) at `data`.
 ///
 /// # Safety
@@ -720,22 +790,109 @@ unsafe fn write_l2(
     }
 }
 
+/// A token bucket (per CPU) for the ICMP errors the program generates.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IcmpBucket {
+    /// Tokens, in billionths (one error costs [`NS_PER_SEC`]).
+    tokens: u64,
+    /// `bpf_ktime_get_ns` at the last refill (0: never used).
+    last_ns: u64,
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Takes a token from this CPU's ICMP bucket ([`LbConfig::icmp_rate`] per
+/// second, [`LbConfig::icmp_burst`] deep): whether an error may be sent
+/// (RFC 4443 2.4(f); done for ICMPv4 too). Only on the too-big path.
+#[inline(always)]
+fn icmp_allowed(cfg: &LbConfig) -> bool {
+    let Some(bp) = ICMP_LIMIT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    let b = unsafe { &mut *bp };
+    // User space writes the effective values (never 0): a rate of 0 does
+    // not limit, a burst of 0 allows nothing.
+    let rate = cfg.icmp_rate as u64;
+    let burst = cfg.icmp_burst as u64;
+    let cap = burst * NS_PER_SEC;
+    let Some(fill_ns) = cap.checked_div(rate) else {
+        return true;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let elapsed = now.wrapping_sub(b.last_ns);
+    b.last_ns = now;
+    // Past the time to fill an empty bucket it is full (and `elapsed * rate`
+    // below stays under `cap`, so nothing overflows).
+    let tokens = if elapsed >= fill_ns {
+        cap
+    } else {
+        let t = b.tokens + elapsed * rate;
+        if t > cap { cap } else { t }
+    };
+    if tokens < NS_PER_SEC {
+        b.tokens = tokens;
+        return false;
+    }
+    b.tokens = tokens - NS_PER_SEC;
+    true
+}
+
 /// Answers the client with ICMP fragmentation-needed (IPv4) or packet-too-big
-/// (IPv6) carrying `mtu`, from the VIP, out of the interface it came in on.
-/// The error quotes the client's IP header and the first 8 bytes after it;
-/// addresses are read back from that quote (the flow key may be masked).
+/// (IPv6) carrying the MTU in `req` (a [`ConnOutcome::too_big`]), from the
+/// VIP, out of the interface it came in on. The error quotes the client's
+/// IP header and the first 8 bytes after it; addresses are read back from
+/// that quote (the flow key may be masked). The packet was parsed before:
+/// only what is needed is read again.
+///
+/// Only for a packet that may be answered: IPv4 with DF and at offset 0
+/// (RFC 1191; RFC 1122 3.2.2: no error about a non-initial fragment), IPv6
+/// whole or a first fragment (a later one's quote names no flow: no L4
+/// header); others are dropped (`DropTooBigNoDf`), as are errors over the
+/// rate limit (`DropTooBigRateLimited`) and IPv4 with options (`DropTooBig`).
 ///
 /// Growing the head by the new IP + ICMP header length leaves the original IP
 /// header exactly where the quote goes; the tail is then cut after the quote.
 #[inline(always)]
-fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
-    if p.key.family == FAMILY_V4 {
-        if p.ip_hdr_len != 20 {
+fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + 18 > end {
+        return (XDP_DROP, Reason::DropMalformed);
+    }
+    // SAFETY: 18 bytes checked.
+    let vlan = unsafe { ld16(data + 12) } == ETH_P_VLAN.to_be();
+    let ip = if vlan { data + 18 } else { data + 14 };
+    if ip + 20 > end {
+        return (XDP_DROP, Reason::DropMalformed);
+    }
+    // SAFETY: 20 bytes checked.
+    let (w0, frags) = unsafe { (ld16(ip), u16::from_be(ld16(ip + 6))) };
+    let v4 = (w0 as u8) >> 4 == 4;
+    if v4 {
+        // DF clear, or a nonzero offset.
+        if frags & 0x5fff != 0x4000 {
+            return (XDP_DROP, Reason::DropTooBigNoDf);
+        }
+        if w0 as u8 != 0x45 {
             return (XDP_DROP, Reason::DropTooBig);
         }
-        too_big_v4(ctx, p.l3_off == 18, cfg, mtu)
+    } else if req & TOO_BIG_LATER_FRAGMENT != 0 {
+        return (XDP_DROP, Reason::DropTooBigNoDf);
+    }
+    let Some(cfg) = CONFIG.get(0) else {
+        return (XDP_DROP, Reason::DropTooBig);
+    };
+    if !icmp_allowed(cfg) {
+        return (XDP_DROP, Reason::DropTooBigRateLimited);
+    }
+    let mtu = req & !TOO_BIG_LATER_FRAGMENT;
+    if v4 {
+        too_big_v4(ctx, vlan, cfg, mtu)
     } else {
-        too_big_v6(ctx, p.l3_off == 18, cfg, mtu)
+        too_big_v6(ctx, vlan, cfg, mtu)
     }
 }
 
@@ -1082,6 +1239,29 @@ pub(crate) fn lookup_vip(
     }
     // SAFETY: a VIP_TABLE value pointer (see above for why it is stable).
     Some(unsafe { &(*found).info })
+}
+
+/// Whether some VIP has this address and protocol (any port): one hash
+/// lookup, made only for fragments, through this CPU's scratch key.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+pub(crate) fn vip_on_addr_proto(addr: &[u32; 4], family: u8, proto: u8) -> bool {
+    let Some(sp) = VIP_SCRATCH.get_ptr_mut(0) else {
+        // Cannot tell: keep the conservative answer (the fragment is dropped).
+        return true;
+    };
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    let scratch = unsafe { &mut *sp };
+    let mut i = 0;
+    while i < 4 {
+        pkt::set32(&mut scratch.key.addr, i, addr[i]);
+        i += 1;
+    }
+    scratch.key.port = 0;
+    scratch.key.proto = proto;
+    scratch.key.family = family;
+    // SAFETY: the value is only tested for presence.
+    unsafe { VIP_PROTOS.get(&scratch.key) }.is_some()
 }
 
 /// [`lookup_vip`] in the hash map, through this CPU's scratch entry.

@@ -12,7 +12,7 @@ use lb_common::{ConnKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason, Vip
 use crate::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, lookup_vip,
     pkt::{ld16, ld32, ldw128, sum16},
-    slot_record_of,
+    slot_record_of, vip_on_addr_proto,
 };
 
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -31,6 +31,13 @@ fn hi(w: u16) -> u8 {
     (w >> 8) as u8
 }
 
+/// [`Parsed::fragment`]: a whole packet.
+pub const FRAG_NONE: u8 = 0;
+/// [`Parsed::fragment`]: the first fragment of a datagram (offset 0).
+pub const FRAG_FIRST: u8 = 1;
+/// [`Parsed::fragment`]: a fragment at a nonzero offset (no L4 header).
+pub const FRAG_LATER: u8 = 2;
+
 /// What the parser learned about a packet to a VIP.
 #[repr(C, align(8))]
 pub struct Parsed {
@@ -48,7 +55,8 @@ pub struct Parsed {
     pub ip_len: u32,
     /// IPv4 header length (20..=60), 40 for IPv6.
     pub ip_hdr_len: u32,
-    pub fragment: bool,
+    /// [`FRAG_NONE`], [`FRAG_FIRST`] (offset 0, more to come) or [`FRAG_LATER`].
+    pub fragment: u8,
     /// An ICMP too-big error whose quoted packet belongs to a VIP flow.
     pub icmp_error: bool,
     /// The VIP, when the packet is for one (see [`crate::lookup_vip`]).
@@ -125,7 +133,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Exit> {
         tos: 0,
         ip_len: 0,
         ip_hdr_len: 0,
-        fragment: false,
+        fragment: FRAG_NONE,
         icmp_error: false,
         vip: None,
         slot_rec: 0,
@@ -159,13 +167,21 @@ fn find_vip(p: &Parsed) -> Result<&'static VipInfo, Exit> {
     if p.icmp_error {
         return vip.ok_or(Exit::PassIcmp);
     }
-    if p.fragment {
+    if p.fragment != FRAG_NONE {
         // A fragment can be placed only by a port-less VIP that hashes without ports.
         let both = vip_flags::HASH_NO_SRC_PORT | vip_flags::HASH_NO_DST_PORT;
-        return match vip {
-            Some(v) if v.flags & both == both => Ok(v),
-            _ => Err(Exit::DropFragment),
-        };
+        if let Some(v) = vip
+            && v.flags & both == both
+        {
+            return Ok(v);
+        }
+        // Dropped only when it is for a VIP (this address and protocol) that
+        // cannot place it; to any other address (one sharing the VIP's
+        // address slot) or protocol it is not ours.
+        if vip.is_some() || vip_on_addr_proto(&p.key.dst, p.key.family, p.key.proto) {
+            return Err(Exit::DropFragment);
+        }
+        return Err(Exit::NotVip);
     }
     vip.ok_or(Exit::NotVip)
 }
@@ -244,7 +260,11 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
         return Err(Exit::NotVip);
     }
     if frag {
-        p.fragment = true;
+        p.fragment = if frags & 0x1fff != 0 {
+            FRAG_LATER
+        } else {
+            FRAG_FIRST
+        };
         return Ok(());
     }
     let (sport, dport) = ports(l4, end, p.key.proto, tot - ihl)?;
@@ -363,7 +383,7 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     p.ip_hdr_len = 40;
     let mut nh = lo(w3);
     let mut off = 40usize;
-    let mut frag = false;
+    let mut frag = FRAG_NONE;
     for _ in 0..MAX_EXT_HEADERS {
         if nh == NH_HOPOPTS || nh == NH_ROUTING || nh == NH_DSTOPTS {
             let e = ip + off;
@@ -382,11 +402,17 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
             // SAFETY: 8 bytes checked.
             let (x, fo) = unsafe { (ld16(e), u16::from_be(ld16(e + 2))) };
             nh = lo(x);
-            // offset (13 bits) and the M flag; a lone "atomic fragment" (both 0) is whole.
-            if fo & 0xfff9 != 0 {
-                frag = true;
-            }
             off += 8;
+            // offset (13 bits) and the M flag; a lone "atomic fragment" (both 0) is whole.
+            if fo & 0xfff8 != 0 {
+                // What follows is payload from the middle of the datagram,
+                // not headers (RFC 8200 4.5): the walk ends here, with the
+                // next header the Fragment header names.
+                frag = FRAG_LATER;
+                break;
+            } else if fo & 1 != 0 {
+                frag = FRAG_FIRST;
+            }
         } else {
             break;
         }
@@ -400,7 +426,7 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     p.key.proto = nh;
     let l4 = ip + (off & 0x3fff);
     if nh == IPPROTO_ICMPV6 {
-        if frag {
+        if frag != FRAG_NONE {
             return Err(Exit::PassIcmp);
         }
         return icmp_v6(l4, end, p);
@@ -408,8 +434,8 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     if nh != PROTO_TCP && nh != PROTO_UDP {
         return Err(Exit::NotVip);
     }
-    if frag {
-        p.fragment = true;
+    if frag != FRAG_NONE {
+        p.fragment = frag;
         return Ok(());
     }
     let (sport, dport) = ports(l4, end, nh, 40 + pl - off)?;

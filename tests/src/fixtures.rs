@@ -90,6 +90,8 @@ pub fn node() -> NodeSettings {
         ipip_src_flow_bits_v4: 0,
         ipip_src_flow_bits_v6: 0,
         debug: false,
+        icmp_rate: 0,
+        icmp_burst: 0,
     }
 }
 

@@ -608,6 +608,167 @@ fn fragments_follow_the_documented_policy() {
     }
 }
 
+/// A fragment is dropped only when it is to a VIP (its address and
+/// protocol) that cannot place it; to any other address, including one that
+/// shares a VIP's 16-bit address slot, or to a VIP address with a protocol
+/// no VIP there serves, it is not ours and passes unchanged.
+#[test]
+fn fragments_not_for_a_vip_pass_unchanged() {
+    // 10.100.0.0 shares the address slot of 10.0.0.100 (vip_a, vip_b).
+    assert_eq!(
+        lb_common::vip_slot(&[10, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        lb_common::vip_slot(&[10, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    );
+    let frag6 = |dst: &str, nh: u8| {
+        let mut pkt = Vec::new();
+        let mut ext = vec![nh, 0, 0, 185 << 3 | 1, 0, 0, 0, 1];
+        ext.extend_from_slice(&[0x66; 40]);
+        PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+            .ipv6(ip6(CLIENT6), ip6(dst), 64)
+            .write(&mut pkt, IpNumber(44), &ext)
+            .expect("frag6");
+        pkt
+    };
+    let check = |lab: &Lab, name: &str, pkt: &[u8], want: u32| {
+        let (v, out) = lab.run(pkt);
+        assert_eq!(v, want, "{name}: {:?}", lab.reasons());
+        if v == verdict::PASS {
+            assert_frame(&out, pkt);
+        }
+    };
+    let udp_first = |dst| v4_fragment(dst, true); // UDP, offset 0, MF
+    let tcp_later = |dst| v4_fragment(dst, false); // TCP, offset 185
+    let lab = Lab::new(state());
+    let passing = [
+        ("colliding non-VIP address", udp_first([10, 100, 0, 0])),
+        ("colliding non-VIP address, TCP", tcp_later([10, 100, 0, 0])),
+        // 10.0.0.101 has a TCP VIP only.
+        ("VIP address, UDP, no UDP VIP", udp_first([10, 0, 0, 101])),
+        // 10.0.0.102 has a TCP VIP only (port 443).
+        ("port VIP address, UDP", udp_first([10, 0, 0, 102])),
+        // 2001:db8::101 has a UDP VIP only.
+        (
+            "IPv6 VIP address, TCP, no TCP VIP",
+            frag6("2001:db8::101", 6),
+        ),
+    ];
+    for (name, pkt) in &passing {
+        check(&lab, name, pkt, verdict::PASS);
+    }
+    let r = lab.reasons();
+    assert_eq!(
+        (r["pass_not_vip"], r["drop_fragment"]),
+        (passing.len() as u64, 0),
+        "{r:?}"
+    );
+    // Still dropped: fragments for a VIP that cannot place them (RFC 791
+    // 2.3 / RFC 8200 4.5: only the first fragment carries the ports).
+    check(
+        &lab,
+        "port VIP, TCP",
+        &tcp_later([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "port VIP, UDP",
+        &udp_first([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "IPv6 port VIP, TCP",
+        &frag6("2001:db8::100", 6),
+        verdict::DROP,
+    );
+    assert_eq!(lab.reasons()["drop_fragment"], 3);
+
+    // A slot with more VIPs than its record names (hash-map fallback):
+    // the same answers.
+    let mut st = state();
+    for port in [80u16, 81, 82] {
+        st.vips.push(vip_state(
+            vip("10.100.0.0", Some(port), Protocol::Tcp),
+            Forwarding::Dr,
+            vec![backend("10.0.4.1", 20, 100)],
+        ));
+    }
+    let mut lab = Lab::new(st);
+    check(
+        &lab,
+        "crowded slot, TCP",
+        &tcp_later([10, 100, 0, 0]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "crowded slot, UDP",
+        &udp_first([10, 100, 0, 0]),
+        verdict::PASS,
+    );
+    check(
+        &lab,
+        "crowded slot, other UDP",
+        &udp_first([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    check(
+        &lab,
+        "crowded slot, other TCP",
+        &tcp_later([10, 0, 0, 100]),
+        verdict::DROP,
+    );
+    // Removing the VIPs of an address and protocol makes its fragments pass.
+    lab.apply(state());
+    check(
+        &lab,
+        "VIPs removed",
+        &tcp_later([10, 100, 0, 0]),
+        verdict::PASS,
+    );
+    let r = lab.reasons();
+    assert_eq!((r["pass_not_vip"], r["drop_fragment"]), (2, 3), "{r:?}");
+}
+
+/// The bytes after a non-first IPv6 Fragment header are payload from the
+/// middle of the datagram, not extension headers (RFC 8200 4.5): the parser
+/// stops there. A fragment whose Fragment header names a Destination
+/// Options header, and whose payload happens to look like one leading to
+/// UDP, is not taken for a UDP fragment to the port-less UDP VIP; its
+/// upper-layer protocol is unknown, so it passes unchanged
+/// (`pass_unsupported`). A first fragment's headers are still walked.
+#[test]
+fn ipv6_header_walk_stops_at_a_non_first_fragment() {
+    let lab = Lab::new(state());
+    let frag = |offset: u16| {
+        // Fragment header: next header Destination Options (60).
+        let mut ext = vec![60u8, 0];
+        ext.extend_from_slice(&((offset << 3) | 1).to_be_bytes());
+        ext.extend_from_slice(&[0, 0, 0, 9]);
+        // Then what reads as Destination Options (8 bytes) naming UDP, and UDP.
+        ext.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        ext.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 40, 0, 0]);
+        ext.extend_from_slice(&[0x77; 32]);
+        let mut pkt = Vec::new();
+        PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+            .ipv6(ip6(CLIENT6), ip6("2001:db8::101"), 64)
+            .write(&mut pkt, IpNumber(44), &ext)
+            .expect("frag6");
+        pkt
+    };
+    let later = frag(185);
+    let (v, out) = lab.run(&later);
+    assert_eq!(v, verdict::PASS, "{:?}", lab.reasons());
+    assert_frame(&out, &later);
+    assert_eq!(lab.reasons()["pass_unsupported"], 1);
+    // Offset 0: the Destination Options header is real and names UDP.
+    let first = frag(0);
+    let (v, out) = lab.run(&first);
+    assert_eq!(v, verdict::TX, "{:?}", lab.reasons());
+    assert_frame(&out, &dr_expected(&first, backend_mac(8)));
+    assert_eq!(lab.reasons()["fragment_forwarded"], 1);
+}
+
 // ------------------------------------------------------------------ MTU
 
 #[test]
@@ -724,6 +885,283 @@ fn ip6ip6_over_mtu_answers_packet_too_big() {
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     want.extend_from_slice(&icmp);
     assert_frame(&out, &want);
+}
+
+/// An IPv4 UDP packet of `total` bytes to `dst`:53 with its DF and MF bits
+/// and fragment offset (in 8-byte units) set as given.
+fn v4_sized(dst: [u8; 4], total: usize, df: bool, mf: bool, offset: u16) -> Vec<u8> {
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+        .ipv4([192, 0, 2, 10], dst, 64)
+        .udp(40000, 53)
+        .write(&mut pkt, &vec![7u8; total - 28])
+        .expect("udp");
+    let mut h = Ipv4Header::from_slice(&pkt[14..]).expect("ip").0;
+    h.dont_fragment = df;
+    h.more_fragments = mf;
+    h.fragment_offset = etherparse::IpFragOffset::try_new(offset).expect("offset");
+    h.header_checksum = h.calc_header_checksum();
+    pkt[14..34].copy_from_slice(&h.to_bytes());
+    assert_eq!(pkt.len(), 14 + total);
+    pkt
+}
+
+/// An IPv6 fragment of a UDP datagram to `dst`: a Fragment header with
+/// `offset` (8-byte units) and M set, then `payload` bytes.
+fn v6_fragment(dst: &str, offset: u16, payload: usize) -> Vec<u8> {
+    let mut ext = vec![17u8, 0];
+    ext.extend_from_slice(&((offset << 3) | 1).to_be_bytes());
+    ext.extend_from_slice(&[0, 0, 0, 7]);
+    ext.extend(std::iter::repeat_n(0x66u8, payload));
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(ROUTER_MAC, LB_MAC)
+        .ipv6(ip6(CLIENT6), ip6(dst), 64)
+        .write(&mut pkt, IpNumber(44), &ext)
+        .expect("frag6");
+    pkt
+}
+
+/// Port-less IPIP VIPs that place fragments (hash on addresses only).
+fn state_with_ipip_fragment_vips() -> DesiredState {
+    let mut st = state();
+    for (addr, be, mac) in [
+        ("10.0.0.120", "10.0.2.20", 50),
+        ("2001:db8::120", "2001:db8:2::20", 51),
+    ] {
+        let mut v = vip_state(
+            vip(addr, None, Protocol::Udp),
+            Forwarding::Ipip,
+            vec![backend(be, mac, 100)],
+        );
+        v.hash = ADDR_ONLY;
+        st.vips.push(v);
+    }
+    st
+}
+
+/// Too big to encapsulate: IPv4 is answered with fragmentation-needed only
+/// when DF is set and the offset is 0 (RFC 1191; RFC 1122 3.2.2: no ICMP
+/// error about a non-initial fragment), IPv6 with packet-too-big only when
+/// whole or a first fragment; the rest is dropped and counted.
+#[test]
+fn too_big_without_df_or_past_the_first_fragment_is_dropped_not_answered() {
+    let lab = Lab::new(state_with_ipip_fragment_vips());
+    let check = |name: &str, pkt: &[u8], want: u32| {
+        let (v, out) = lab.run(pkt);
+        assert_eq!(v, want, "{name}: {:?}", lab.reasons());
+        if v == verdict::TX {
+            // An error back to the client, not the packet encapsulated.
+            assert_eq!(&out[..6], &ROUTER_MAC, "{name}");
+            let icmp = if pkt[12..14] == [0x08, 0x00] {
+                out[14 + 20]
+            } else {
+                out[14 + 40]
+            };
+            assert!(icmp == 3 || icmp == 2, "{name}: ICMP type {icmp}");
+        }
+    };
+    // Whole IPv4, 1500 bytes, to a port VIP forwarding by IPIP.
+    check(
+        "DF",
+        &v4_sized([10, 0, 0, 100], 1500, true, false, 0),
+        verdict::TX,
+    );
+    check(
+        "no DF",
+        &v4_sized([10, 0, 0, 100], 1500, false, false, 0),
+        verdict::DROP,
+    );
+    // Fragments to the port-less VIP that places them.
+    check(
+        "first fragment, no DF",
+        &v4_sized([10, 0, 0, 120], 1500, false, true, 0),
+        verdict::DROP,
+    );
+    check(
+        "non-first fragment, DF",
+        &v4_sized([10, 0, 0, 120], 1500, true, true, 185),
+        verdict::DROP,
+    );
+    check(
+        "IPv6 first fragment",
+        &v6_fragment("2001:db8::120", 0, 1440),
+        verdict::TX,
+    );
+    check(
+        "IPv6 non-first fragment",
+        &v6_fragment("2001:db8::120", 185, 1440),
+        verdict::DROP,
+    );
+    // Fragments that fit are forwarded as before.
+    let small = v4_sized([10, 0, 0, 120], 200, false, true, 185);
+    let (v, out) = lab.run(&small);
+    assert_eq!(v, verdict::TX, "small fragment");
+    assert_frame(
+        &out,
+        &ipip_expected(&small, ip("10.0.2.20"), backend_mac(50), 0),
+    );
+    let r = lab.reasons();
+    assert_eq!(
+        (
+            r["too_big_sent"],
+            r["drop_too_big_no_df"],
+            r["drop_too_big"]
+        ),
+        (2, 4, 0),
+        "{r:?}"
+    );
+    assert_eq!(r["fragment_forwarded"], 1, "{r:?}");
+}
+
+/// The ICMP errors the program sends are rate limited per CPU by a token
+/// bucket (RFC 4443 2.4(f) for ICMPv6, the same for ICMPv4): with a burst
+/// of 5 and 1 per second, 5 errors go out at once, then each further one
+/// is dropped and counted until a token has accrued.
+#[test]
+fn too_big_errors_are_rate_limited() {
+    let mut st = state();
+    st.node.icmp_rate = 1;
+    st.node.icmp_burst = 5;
+    let lab = Lab::new(st);
+    let v4 = v4_sized([10, 0, 0, 100], 1500, true, false, 0);
+    let v6 = client_packet(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        None,
+        &[7u8; 1432],
+    );
+    let started = std::time::Instant::now();
+    let verdicts: Vec<u32> = (0..8)
+        .map(|_| lab.run(&v4).0)
+        .chain((0..2).map(|_| lab.run(&v6).0))
+        .collect();
+    // At 1 token per second, a second's stall would let one more through.
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "runs too slow for an exact count: {:?}",
+        started.elapsed()
+    );
+    let mut want = vec![verdict::TX; 5];
+    want.extend([verdict::DROP; 5]);
+    assert_eq!(verdicts, want);
+    let r = lab.reasons();
+    assert_eq!(
+        (r["too_big_sent"], r["drop_too_big_rate_limited"]),
+        (5, 5),
+        "{r:?}"
+    );
+    // A token later, one more error.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(lab.run(&v6).0, verdict::TX);
+    assert_eq!(lab.run(&v4).0, verdict::DROP);
+    let r = lab.reasons();
+    assert_eq!(
+        (r["too_big_sent"], r["drop_too_big_rate_limited"]),
+        (6, 6),
+        "{r:?}"
+    );
+}
+
+/// Bytes after the IP packet (beyond what the link padding of a
+/// minimum-size frame explains) are not part of it: they are cut before the
+/// frame is forwarded, so encapsulation neither carries them nor is pushed
+/// past the MTU by them. Padding of a minimum-size frame stays (no helper
+/// call for the common small packet; the outer length excludes it).
+#[test]
+fn bytes_after_the_ip_packet_are_cut_before_forwarding() {
+    let lab = Lab::new(state());
+    let with_trailer = |pkt: &[u8], n: usize| {
+        let mut p = pkt.to_vec();
+        p.extend(std::iter::repeat_n(0xeeu8, n));
+        p
+    };
+    let udp4 = |payload: usize| {
+        client_packet(
+            CLIENT,
+            40000,
+            "10.0.0.100",
+            53,
+            Protocol::Udp,
+            None,
+            &vec![7u8; payload],
+        )
+    };
+    let h4 = hash_of(
+        CLIENT,
+        40000,
+        "10.0.0.100",
+        53,
+        Protocol::Udp,
+        HashFields::default(),
+    );
+    let ipip4 = |pkt: &[u8]| ipip_expected(pkt, ip("10.0.2.1"), backend_mac(2), h4);
+    // A 1514-byte frame whose IPv4 packet is 100 bytes.
+    let small = udp4(72);
+    assert_eq!(small.len(), 14 + 100);
+    let (v, out) = lab.run(&with_trailer(&small, 1400));
+    assert_eq!(v, verdict::TX, "{:?}", lab.reasons());
+    assert_frame(&out, &ipip4(&small));
+    // A packet that fits the MTU once encapsulated, and a trailer that
+    // would have pushed the frame past it.
+    let full = udp4(1452);
+    assert_eq!(full.len(), 14 + 1480);
+    let (v, out) = lab.run(&with_trailer(&full, 30));
+    assert_eq!(v, verdict::TX);
+    assert_frame(&out, &ipip4(&full));
+    assert_eq!(out.len(), 14 + MTU as usize);
+    // A minimum-size frame's padding is encapsulated as it was.
+    let tiny = udp4(0);
+    let padded = with_trailer(&tiny, 60 - tiny.len());
+    let (v, out) = lab.run(&padded);
+    assert_eq!(v, verdict::TX);
+    let mut want = ipip4(&tiny);
+    want.extend_from_slice(&padded[tiny.len()..]);
+    assert_frame(&out, &want);
+    // IPv6 in IPv6, and DR (whose frame is otherwise sent as it came).
+    let udp6 = client_packet(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        None,
+        b"q",
+    );
+    let h6 = hash_of(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        HashFields::default(),
+    );
+    let (v, out) = lab.run(&with_trailer(&udp6, 200));
+    assert_eq!(v, verdict::TX);
+    assert_frame(
+        &out,
+        &ipip_expected(&udp6, ip("2001:db8:2::1"), backend_mac(4), h6),
+    );
+    let tcp = client_packet(
+        CLIENT,
+        40000,
+        "10.0.0.100",
+        80,
+        Protocol::Tcp,
+        None,
+        b"GET /",
+    );
+    let (v, out) = lab.run(&with_trailer(&tcp, 100));
+    assert_eq!(v, verdict::TX);
+    assert_frame(&out, &dr_expected(&tcp, backend_mac(1)));
+    let r = lab.reasons();
+    assert_eq!(
+        (r["fwd_ipip"], r["fwd_dr"], r["drop_adjust"]),
+        (4, 1, 0),
+        "{r:?}"
+    );
 }
 
 // ------------------------------------------------ connection table and drain
@@ -1273,6 +1711,67 @@ fn vip_lookup_with_colliding_addresses_and_crowded_slots() {
     lab.apply(state());
     check(&lab, "10.100.0.0", 83, None);
     check(&lab, "10.0.0.100", 80, Some(1));
+}
+
+/// Two VIPs on one address and protocol that both hash without the
+/// destination port (`hash = ["src_addr", "dst_addr", "protocol"]`) mask a
+/// client's flows to both to the same key: each VIP must still find only
+/// its own connection-table entries (per-CPU and shared), not the other's,
+/// whose backend is not in its pool.
+fn vips_sharing_an_address_keep_their_flows_apart(v6: bool) {
+    let (client, addr, pool80, pool443) = if v6 {
+        (
+            CLIENT6,
+            "2001:db8::110",
+            "2001:db8:5::80",
+            "2001:db8:5::443",
+        )
+    } else {
+        (CLIENT, "10.0.0.110", "10.0.5.80", "10.0.5.143")
+    };
+    let mut st = state();
+    for (port, be, mac) in [(80, pool80, 40), (443, pool443, 41)] {
+        let mut v = vip_state(
+            vip(addr, Some(port), Protocol::Tcp),
+            Forwarding::Dr,
+            vec![backend(be, mac, 100)],
+        );
+        v.hash = ADDR_ONLY;
+        st.vips.push(v);
+    }
+    let lab = Lab::new(st); // on CPU 0
+    let to = |port: u16| client_packet(client, 40000, addr, port, Protocol::Tcp, None, b"x");
+    let mac_of = |port: u16| {
+        let (v, out) = lab.run(&to(port));
+        assert_eq!(v, verdict::TX, ":{port} {:?}", lab.reasons());
+        out[5]
+    };
+    assert_eq!(mac_of(80), 40, ":80 placed on its pool");
+    // On another CPU only the shared table knows the :80 flow.
+    pin_to_cpu(1);
+    assert_eq!(mac_of(443), 41, ":443 on CPU 1 (shared table)");
+    // On CPU 0 this CPU's table holds the :80 flow in the same set (and
+    // the shared table now the :443 flow, placed by CPU 1).
+    pin_to_cpu(0);
+    assert_eq!(mac_of(443), 41, ":443 on CPU 0 (per-CPU table)");
+    assert_eq!(mac_of(80), 40, ":80 kept");
+    assert_eq!(mac_of(443), 41, ":443 kept");
+    let r = lab.reasons();
+    assert_eq!(
+        (r["conn_miss"], r["conn_hit"], r["conn_shared"]),
+        (2, 2, 1),
+        "each VIP hits only its own entries: {r:?}"
+    );
+}
+
+#[test]
+fn ipv4_vips_sharing_an_address_keep_their_flows_apart() {
+    vips_sharing_an_address_keep_their_flows_apart(false);
+}
+
+#[test]
+fn ipv6_vips_sharing_an_address_keep_their_flows_apart() {
+    vips_sharing_an_address_keep_their_flows_apart(true);
 }
 
 // ------------------------------------------------------------------- decap

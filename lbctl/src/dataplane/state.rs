@@ -199,6 +199,11 @@ pub struct NodeSettings {
     pub ipip_src_flow_bits_v6: u8,
     /// Debug events for every VIP.
     pub debug: bool,
+    /// ICMP errors (too-big) the data plane may send per second, per CPU;
+    /// 0: [`lb_common::DEFAULT_ICMP_RATE`].
+    pub icmp_rate: u32,
+    /// Burst of that rate limit; 0: [`lb_common::DEFAULT_ICMP_BURST`].
+    pub icmp_burst: u32,
 }
 
 /// Everything the data plane should do.

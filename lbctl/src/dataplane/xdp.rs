@@ -72,8 +72,9 @@ pub mod programs {
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 14] = [
+pub const MAP_NAMES: [&str; 16] = [
     "VIPS",
+    "VIP_PROTOS",
     "VIP_ADDR_SLOTS",
     "VIP_TABLE",
     "VIP_SCRATCH",
@@ -83,6 +84,7 @@ pub const MAP_NAMES: [&str; 14] = [
     "CONNS4",
     "CONN_SHARED",
     "CONFIG",
+    "ICMP_LIMIT",
     "VIP_STATS",
     "BACKEND_STATS",
     "REASONS",
@@ -94,7 +96,10 @@ pub const MAP_NAMES: [&str; 14] = [
 /// an older lbctl) is not adopted: its maps do not fit this program.
 /// 2: per-CPU set-associative `CONNS`, one-value `REASONS`.
 /// 3: `CONN_SHARED`, `LbConfig::conn_shared_mask`, reason `conn_shared`.
-pub const MAP_LAYOUT: u32 = 3;
+/// 4: `VIP_PROTOS`.
+/// 5: `ICMP_LIMIT`, `LbConfig::icmp_rate` / `icmp_burst`, reasons
+/// `drop_too_big_no_df` and `drop_too_big_rate_limited`.
+pub const MAP_LAYOUT: u32 = 5;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -794,6 +799,7 @@ impl XdpDataplane {
                 slots.store(slot as usize, 0);
             }
         }
+        self.sync_vip_protos()?;
         info!(
             vips = self.vips.len(),
             backends = found.len(),
@@ -850,6 +856,15 @@ impl XdpDataplane {
             conn_mask: self.conn_mask,
             conn4_mask: self.conn4_mask,
             conn_shared_mask: self.conn_shared_mask,
+            // The data plane takes them as they are: 0 means the default here.
+            icmp_rate: match node.icmp_rate {
+                0 => lb_common::DEFAULT_ICMP_RATE,
+                r => r,
+            },
+            icmp_burst: match node.icmp_burst {
+                0 => lb_common::DEFAULT_ICMP_BURST,
+                b => b,
+            },
         };
         if self.node == Some(cfg) {
             return Ok(false);
@@ -1157,7 +1172,28 @@ impl XdpDataplane {
             }
             debug!(vip = %vip.spec, ?info, "VIP programmed");
         }
+        self.sync_vip_protos()?;
         Ok(report)
+    }
+
+    /// Makes `VIP_PROTOS` name exactly the (address, protocol) pairs of the
+    /// programmed VIPs (the data plane drops a fragment it cannot place
+    /// only when it is to such a pair).
+    fn sync_vip_protos(&mut self) -> Result<(), XdpError> {
+        let wanted: std::collections::HashSet<VipKey> = self
+            .vips
+            .keys()
+            .map(|s| VipKey { port: 0, ..s.key() })
+            .collect();
+        let mut map = self.hash::<VipKey, u32>("VIP_PROTOS")?;
+        let have: std::collections::HashSet<VipKey> = map.keys().collect::<Result<_, _>>()?;
+        for k in have.difference(&wanted) {
+            map.remove(k).or_else(ignore_missing)?;
+        }
+        for k in wanted.difference(&have) {
+            map.insert(k, 1, 0)?;
+        }
+        Ok(())
     }
 
     fn remove_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
