@@ -91,6 +91,11 @@ pub struct Node {
     pub xdp_mode: XdpMode,
     /// Largest L3 packet the egress link takes (576..=9216), for IPIP "too big".
     pub mtu: u32,
+    /// ICMP errors the XDP program may send per second, per CPU (too-big
+    /// replies; a token bucket, RFC 4443 section 2.4(f)).
+    pub icmp_rate: u32,
+    /// Depth of that token bucket.
+    pub icmp_burst: u32,
     /// Directory of the control socket, the daemon lock and the data
     /// plane's records (absolute); pins live on bpffs, not here.
     pub state_dir: PathBuf,

@@ -30,6 +30,8 @@ pub(crate) struct RawNode {
     pub dataplane: Option<S<RawDataplane>>,
     pub xdp_mode: Option<S<RawXdpMode>>,
     pub mtu: Option<S<i64>>,
+    pub icmp_rate: Option<S<i64>>,
+    pub icmp_burst: Option<S<i64>>,
     pub state_dir: Option<S<String>>,
     pub keep_dataplane_on_exit: Option<bool>,
     pub conn_table_size: Option<S<i64>>,

@@ -109,6 +109,10 @@ fn example_parses_with_resolved_values() {
 fn minimal_config_takes_defaults() {
     let cfg = parse(&with_node(VIP), "lb.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.node.mtu, 1500);
+    assert_eq!(
+        (cfg.node.icmp_rate, cfg.node.icmp_burst),
+        (lb_common::DEFAULT_ICMP_RATE, lb_common::DEFAULT_ICMP_BURST)
+    );
     assert_eq!(cfg.node.state_dir, std::path::Path::new("/run/lbctl"));
     assert_eq!(cfg.node.conn_table_size, lb_common::DEFAULT_CONN_TABLE_SIZE);
     assert_eq!(cfg.ipip, Ipip::default());
@@ -362,6 +366,13 @@ fn bad_cases() -> Vec<(String, &'static str, usize, usize)> {
             "mtu 100 is out of range: expected 576 to 9216",
             3,
             7,
+        ),
+        // 32. an ICMP rate limit of 0 would silence too-big errors entirely
+        (
+            with_node("icmp_rate = 0\n"),
+            "icmp_rate 0 is out of range: expected 1 to 1000000",
+            3,
+            13,
         ),
     ]
 }

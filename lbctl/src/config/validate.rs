@@ -355,6 +355,18 @@ fn node(cx: &mut Ctx<'_>, raw: &S<RawNode>) -> Option<Node> {
         Some(RawXdpMode::Skb) => XdpMode::Skb,
     };
     let mtu = cx.opt_int(&r.mtu, "mtu", 576..=9216, 1500u32);
+    let icmp_rate = cx.opt_int(
+        &r.icmp_rate,
+        "icmp_rate",
+        1..=1_000_000,
+        lb_common::DEFAULT_ICMP_RATE,
+    );
+    let icmp_burst = cx.opt_int(
+        &r.icmp_burst,
+        "icmp_burst",
+        1..=1_000_000,
+        lb_common::DEFAULT_ICMP_BURST,
+    );
     let state_dir = match &r.state_dir {
         None => Some(PathBuf::from("/run/lbctl")),
         Some(s) if s.get_ref().starts_with('/') => {
@@ -405,6 +417,8 @@ fn node(cx: &mut Ctx<'_>, raw: &S<RawNode>) -> Option<Node> {
         dataplane,
         xdp_mode,
         mtu: mtu?,
+        icmp_rate: icmp_rate?,
+        icmp_burst: icmp_burst?,
         state_dir: state_dir?,
         keep_dataplane_on_exit: r.keep_dataplane_on_exit.unwrap_or(false),
         conn_table_size: conn_table_size?,

@@ -100,9 +100,8 @@ pub fn node_settings(cfg: &Config, iface_mac: [u8; 6]) -> NodeSettings {
         ipip_src_flow_bits_v4: cfg.ipip.source_flow_bits_v4,
         ipip_src_flow_bits_v6: cfg.ipip.source_flow_bits_v6,
         debug: false,
-        // The data plane's defaults (not configurable in lb.toml yet).
-        icmp_rate: 0,
-        icmp_burst: 0,
+        icmp_rate: cfg.node.icmp_rate,
+        icmp_burst: cfg.node.icmp_burst,
     }
 }
 
