@@ -177,6 +177,10 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         daemon::pin::remove_pins(&daemon::pin::PinDir::for_interface(&self.lb_if));
+        let _ = std::fs::remove_file(daemon::lock::pins_lock_path(
+            Path::new(daemon::lock::PINS_LOCK_DIR),
+            &self.lb_if,
+        ));
         for n in &self.names {
             run_quiet(&format!("ip netns del {n}"));
         }
