@@ -154,7 +154,7 @@ struct ConnOutcome {
     /// A new flow evicted another.
     evicted: bool,
     /// Nonzero: encapsulation would exceed the MTU; the MTU to announce in
-    /// a too-big error, with [`TOO_BIG_LATER_FRAGMENT`] for a non-first
+    /// a too-big error, with [`TOO_BIG_V6_FRAGMENT`] for a fragment
     /// IPv6 fragment (see [`too_big`]).
     too_big: u32,
 }
@@ -167,8 +167,11 @@ impl ConnOutcome {
     };
 }
 
-/// In [`ConnOutcome::too_big`]: the packet is a non-first IPv6 fragment.
-const TOO_BIG_LATER_FRAGMENT: u32 = 1 << 31;
+/// In [`ConnOutcome::too_big`]: the packet is a fragment. An IPv6 one is
+/// not answered: the error quotes the IPv6 header and 8 bytes, which for a
+/// fragment (even the first) are its Fragment header, not the L4 header the
+/// sender needs to find the socket (Linux's icmpv6_notify then ignores it).
+const TOO_BIG_V6_FRAGMENT: u32 = 1 << 31;
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
@@ -257,12 +260,13 @@ fn balance(ctx: &XdpContext, conn: &mut ConnOutcome) -> (u32, Reason) {
     // Bytes after the IP packet are not part of it: cut them before the
     // frame is forwarded (encapsulated, they would be carried and could
     // push it past the MTU), unless they can be the link padding of a
-    // minimum-size frame: no helper call for the common small packet.
+    // minimum-size frame: no helper call for the common small packet, and
+    // a cut frame keeps that minimum (not every driver pads what XDP_TX sends).
     // One packet compare (against max(frame_len, MIN_FRAME), branch-free);
     // here, where few verifier states meet and no packet pointer is live.
     let d = frame_len.wrapping_sub(MIN_FRAME);
     let limit = (frame_len.wrapping_sub(d & (((d as i64) >> 63) as u64)) & 0x1ffff) as usize;
-    if ctx.data() + limit < ctx.data_end() && !trim_to(ctx, frame_len as u32) {
+    if ctx.data() + limit < ctx.data_end() && !trim_to(ctx, limit as u32) {
         return (XDP_DROP, Reason::DropAdjust);
     }
 
@@ -672,8 +676,8 @@ fn encap(
         }
         // Answered (or not) by `lb`, after the counting.
         conn.too_big = (mtu - overhead)
-            | if p.fragment == parse::FRAG_LATER {
-                TOO_BIG_LATER_FRAGMENT
+            | if p.fragment != parse::FRAG_NONE {
+                TOO_BIG_V6_FRAGMENT
             } else {
                 0
             };
@@ -879,7 +883,7 @@ fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
         if w0 as u8 != 0x45 {
             return (XDP_DROP, Reason::DropTooBig);
         }
-    } else if req & TOO_BIG_LATER_FRAGMENT != 0 {
+    } else if req & TOO_BIG_V6_FRAGMENT != 0 {
         return (XDP_DROP, Reason::DropTooBigNoDf);
     }
     let Some(cfg) = CONFIG.get(0) else {
@@ -888,7 +892,7 @@ fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
     if !icmp_allowed(cfg) {
         return (XDP_DROP, Reason::DropTooBigRateLimited);
     }
-    let mtu = req & !TOO_BIG_LATER_FRAGMENT;
+    let mtu = req & !TOO_BIG_V6_FRAGMENT;
     if v4 {
         too_big_v4(ctx, vlan, cfg, mtu)
     } else {

@@ -177,6 +177,10 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         daemon::pin::remove_pins(&daemon::pin::PinDir::for_interface(&self.lb_if));
+        let _ = std::fs::remove_file(daemon::lock::pins_lock_path(
+            Path::new(daemon::lock::PINS_LOCK_DIR),
+            &self.lb_if,
+        ));
         for n in &self.names {
             run_quiet(&format!("ip netns del {n}"));
         }
@@ -430,7 +434,8 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(t: &Topology, config: &Path) -> Self {
+    /// The daemon's thread in the LB namespace, and its cancel token.
+    fn spawn(t: &Topology, config: &Path) -> (CancellationToken, JoinHandle<Result<(), String>>) {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let ns = t.ns("lb");
@@ -444,6 +449,11 @@ impl Daemon {
             rt.block_on(daemon::run(path, c, None))
                 .map_err(|e| e.to_string())
         });
+        (cancel, thread)
+    }
+
+    fn start(t: &Topology, config: &Path) -> Self {
+        let (cancel, thread) = Self::spawn(t, config);
         let d = Daemon {
             cancel,
             thread: Some(thread),
@@ -464,19 +474,7 @@ impl Daemon {
 
     /// Runs a daemon on `config` that must fail at start; its error.
     fn start_error(t: &Topology, config: &Path) -> String {
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
-        let ns = t.ns("lb");
-        let path = config.to_owned();
-        let thread = std::thread::spawn(move || {
-            enter(&ns);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(daemon::run(path, c, None))
-                .map_err(|e| e.to_string())
-        });
+        let (cancel, thread) = Self::spawn(t, config);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !thread.is_finished() {
             if Instant::now() > deadline {

@@ -193,6 +193,10 @@ impl Drop for Topology {
     fn drop(&mut self) {
         for i in &self.lb_ifs {
             daemon::pin::remove_pins(&daemon::pin::PinDir::for_interface(i));
+            let _ = std::fs::remove_file(daemon::lock::pins_lock_path(
+                std::path::Path::new(daemon::lock::PINS_LOCK_DIR),
+                i,
+            ));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -88,6 +88,8 @@ pub fn clean() -> Result<()> {
     // keep_dataplane_on_exit pins the data plane on bpffs, by interface name.
     for (lb, _, _) in LBS {
         let _ = fs::remove_dir_all(format!("/sys/fs/bpf/lbctl/veth-{lb}"));
+        // lbctl's lock on those pins (lbctl leaves it; it is ours to remove).
+        let _ = fs::remove_file(format!("/run/lock/lbctl-pins-veth-{lb}.lock"));
     }
     let _ = fs::remove_dir("/sys/fs/bpf/lbctl");
     let _ = fs::remove_dir_all(work_dir());

@@ -1,4 +1,7 @@
-//! One daemon per state directory: `{state_dir}/lbctl.lock`.
+//! One daemon per state directory: `{state_dir}/lbctl.lock`; and one
+//! daemon keeping a pinned XDP data plane per interface name:
+//! `/run/lock/lbctl-pins-<iface>.lock` (the pins, on bpffs, are named by the
+//! interface, not by the state directory: see [`acquire_pins`]).
 //!
 //! `lbctl run` takes an exclusive `flock` on the lock file before anything
 //! touches the data plane, and holds it for its whole life (the kernel
@@ -33,6 +36,19 @@ pub enum LockError {
         path: PathBuf,
         /// Pid written by the holder, when readable.
         holder: Option<u32>,
+    },
+    /// Another daemon keeps the pinned data plane of this interface (a
+    /// config with another `state_dir`, or one run in another network
+    /// namespace with an interface of the same name).
+    #[error(
+        "another lbctl daemon keeps a pinned data plane on interface {iface}: it holds the lock {}; stop it first (nothing was changed)",
+        path.display()
+    )]
+    PinsHeld {
+        /// The lock file.
+        path: PathBuf,
+        /// The interface.
+        iface: String,
     },
     /// The state directory or the lock file cannot be created or locked.
     #[error("lock file {}: {source}", path.display())]
@@ -110,6 +126,55 @@ pub fn acquire(state_dir: &Path) -> Result<DaemonLock, LockError> {
     Ok(DaemonLock { _file: file, path })
 }
 
+/// Where the pins locks live.
+pub const PINS_LOCK_DIR: &str = "/run/lock";
+
+/// The pins lock file of `iface` in `dir` (like the state directory's lock,
+/// never removed by lbctl; a test or a demo that made up the interface
+/// removes it with the rest).
+pub fn pins_lock_path(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("lbctl-pins-{iface}.lock"))
+}
+
+/// The held pins lock of an interface; released when dropped.
+#[derive(Debug)]
+pub struct PinsLock {
+    _file: Flock<File>,
+}
+
+/// Takes the lock on the pinned data plane of `iface` (the file
+/// `lbctl-pins-<iface>.lock` in `dir`, normally [`PINS_LOCK_DIR`]) without
+/// waiting. A daemon holds it while it keeps a pinned data plane, and takes
+/// it before it removes pins it found, so it never unpins (and so detaches)
+/// the program of a daemon that runs.
+///
+/// # Errors
+/// [`LockError::PinsHeld`] when another daemon holds it, I/O errors otherwise.
+pub fn acquire_pins(dir: &Path, iface: &str) -> Result<PinsLock, LockError> {
+    let path = pins_lock_path(dir, iface);
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(f) => Ok(PinsLock { _file: f }),
+        Err((_, Errno::EWOULDBLOCK)) => Err(LockError::PinsHeld {
+            path,
+            iface: iface.to_owned(),
+        }),
+        Err((_, e)) => Err(io(e.into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +204,29 @@ mod tests {
         }
         drop(first);
         let again = acquire(&state).unwrap_or_else(|e| panic!("lock after release: {e}"));
+        drop(again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pins_of_an_interface_have_one_keeper() {
+        let dir = std::env::temp_dir().join(format!("lbctl-pins-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = acquire_pins(&dir, "lb0").unwrap_or_else(|e| panic!("first lock: {e}"));
+        match acquire_pins(&dir, "lb0") {
+            Err(e @ LockError::PinsHeld { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("interface lb0") && msg.contains("lbctl-pins-lb0.lock"),
+                    "{msg}"
+                );
+            }
+            other => panic!("second pins lock: {other:?}"),
+        }
+        // Another interface is another lock.
+        let other = acquire_pins(&dir, "lb1").unwrap_or_else(|e| panic!("lb1: {e}"));
+        drop((first, other));
+        let again = acquire_pins(&dir, "lb0").unwrap_or_else(|e| panic!("after release: {e}"));
         drop(again);
         let _ = std::fs::remove_dir_all(&dir);
     }

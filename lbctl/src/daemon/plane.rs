@@ -31,13 +31,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
 use super::pin::{self, PinDir};
 use super::reconcile::{self, BackendKey};
-use super::{DaemonError, attach_mode, load_options};
+use super::{DaemonError, attach_mode, load_options, lock};
 use crate::config::{self, Config, DataplaneKind, OnUnhealthy};
 use crate::dataplane::ipvs::{
     self, IpvsDataplane, IpvsError, IpvsForwarding, IpvsOptions, IpvsStatus, UnhealthyAction,
@@ -61,6 +61,9 @@ pub enum Plane {
         mode: String,
         /// Taken over from an earlier run (still pinned, forwarding).
         adopted: bool,
+        /// With `keep_dataplane_on_exit`: held while this daemon keeps the
+        /// pins, so no other daemon removes them.
+        pins_lock: Option<lock::PinsLock>,
     },
     /// Kernel IPVS.
     Ipvs(IpvsDataplane),
@@ -149,10 +152,20 @@ fn start_xdp(cfg: &Config) -> Result<Started, DaemonError> {
     let opts = load_options(cfg);
     let pins = PinDir::for_interface(&cfg.node.interface);
     let mode = attach_mode(cfg.node.xdp_mode);
+    // Before any pin is touched: pins found may be a running daemon's.
+    let pins_lock = if cfg.node.keep_dataplane_on_exit || pins.dir().exists() {
+        Some(lock::acquire_pins(
+            Path::new(lock::PINS_LOCK_DIR),
+            &cfg.node.interface,
+        )?)
+    } else {
+        None
+    };
     let started = if cfg.node.keep_dataplane_on_exit {
         pin::start_pinned(&pins, opts, mode, &cfg.node.state_dir)?
     } else {
-        // A data plane kept by an earlier run is replaced (keeping is off now).
+        // A data plane kept by an earlier run that is gone is replaced
+        // (keeping is off now).
         pin::remove_pins(&pins);
         let mut dp = XdpDataplane::load(opts)?;
         let m = dp.attach(programs::LB, &cfg.node.interface, mode)?;
@@ -172,6 +185,7 @@ fn start_xdp(cfg: &Config) -> Result<Started, DaemonError> {
             pins,
             adopted: started.mode == "adopted",
             mode: started.mode,
+            pins_lock: pins_lock.filter(|_| cfg.node.keep_dataplane_on_exit),
         },
         adopted: started.adopted,
         note: None,
@@ -195,12 +209,17 @@ pub fn start(cfg: &Config) -> Result<Started, DaemonError> {
     match cfg.node.dataplane {
         DataplaneKind::Xdp => start_xdp(cfg),
         DataplaneKind::Ipvs => Ok(start_ipvs(cfg)?),
-        DataplaneKind::Auto => fallback(start_xdp(cfg), || {
-            // Whatever an earlier run kept pinned would go on forwarding
-            // beside IPVS with stale tables.
-            pin::remove_pins(&PinDir::for_interface(&cfg.node.interface));
-            start_ipvs(cfg)
-        }),
+        DataplaneKind::Auto => match start_xdp(cfg) {
+            // Another daemon's data plane: not a reason to fall back (and
+            // its pins must stay).
+            Err(e @ DaemonError::Lock(_)) => Err(e),
+            xdp => fallback(xdp, || {
+                // Whatever an earlier run kept pinned would go on forwarding
+                // beside IPVS with stale tables.
+                pin::remove_pins(&PinDir::for_interface(&cfg.node.interface));
+                start_ipvs(cfg)
+            }),
+        },
     }
 }
 

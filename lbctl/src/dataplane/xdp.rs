@@ -977,6 +977,17 @@ impl XdpDataplane {
     /// Capacity, Maglev or map errors; the maps then hold a consistent mix:
     /// every VIP entry points at a complete table.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, XdpError> {
+        let applied = self.apply_vips(desired);
+        // Also after a failure: the VIPs published before it forward, and
+        // their fragments must be told from traffic for no VIP.
+        let synced = self.sync_vip_protos();
+        let report = applied?;
+        synced?;
+        Ok(report)
+    }
+
+    /// [`Self::apply`] without the `VIP_PROTOS` sync.
+    fn apply_vips(&mut self, desired: &DesiredState) -> Result<ApplyReport, XdpError> {
         let mut report = ApplyReport {
             node_written: self.write_node(&desired.node)?,
             ..Default::default()
@@ -1172,7 +1183,6 @@ impl XdpDataplane {
             }
             debug!(vip = %vip.spec, ?info, "VIP programmed");
         }
-        self.sync_vip_protos()?;
         Ok(report)
     }
 

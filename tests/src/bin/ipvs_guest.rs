@@ -276,25 +276,27 @@ fn main() {
     println!("IPVS-VM: ALL PASS");
 }
 
-/// A real TCP connection from a local client through a NAT VIP to a real
-/// server in the guest (IPVS hooks locally originated traffic too).
-fn tcp_through_the_vip(dir: &std::path::Path) {
-    use std::io::{Read as _, Write as _};
-    for a in ["10.0.0.100/32", "10.0.0.200/32"] {
+/// Adds addresses to `lo` (VIPs and real servers of the traffic tests).
+fn add_local_addresses(addrs: &[&str]) {
+    for a in addrs {
         let st = Command::new("ip")
             .args(["addr", "add", a, "dev", "lo"])
             .status()
             .expect("ip addr add");
         assert!(st.success(), "ip addr add {a}");
     }
-    let server = std::net::TcpListener::bind("10.0.0.200:80").expect("bind the real server");
-    let t = std::thread::spawn(move || {
-        let (mut c, peer) = server.accept().expect("accept");
-        c.write_all(format!("hello {peer} from 10.0.0.200\n").as_bytes())
-            .expect("write");
-    });
-    let mut web = vip("10.0.0.100", Some(80), Protocol::Tcp, Forwarding::Dr);
-    web.backends = vec![backend("10.0.0.200", 1)];
+}
+
+/// A data plane serving one NAT VIP on `addr`:80/tcp with `servers` (weight
+/// 1 each, healthy) and `sched`, applied; and the state it applied.
+fn nat_vip(
+    dir: &std::path::Path,
+    addr: &str,
+    servers: &[&str],
+    sched: Scheduler,
+) -> (IpvsDataplane, DesiredState) {
+    let mut web = vip(addr, Some(80), Protocol::Tcp, Forwarding::Dr);
+    web.backends = servers.iter().map(|s| backend(s, 1)).collect();
     let s = DesiredState {
         node: NodeSettings::default(),
         vips: vec![web],
@@ -303,7 +305,7 @@ fn tcp_through_the_vip(dir: &std::path::Path) {
     o.vips.insert(
         s.vips[0].spec,
         VipOptions {
-            scheduler: Some(Scheduler::Rr),
+            scheduler: Some(sched),
             forwarding: Some(IpvsForwarding::Nat),
             persistence: None,
             unhealthy: None,
@@ -311,6 +313,21 @@ fn tcp_through_the_vip(dir: &std::path::Path) {
     );
     let mut dp = IpvsDataplane::open(o).expect("open IPVS");
     dp.apply(&s).expect("apply the NAT VIP");
+    (dp, s)
+}
+
+/// A real TCP connection from a local client through a NAT VIP to a real
+/// server in the guest (IPVS hooks locally originated traffic too).
+fn tcp_through_the_vip(dir: &std::path::Path) {
+    use std::io::{Read as _, Write as _};
+    add_local_addresses(&["10.0.0.100/32", "10.0.0.200/32"]);
+    let server = std::net::TcpListener::bind("10.0.0.200:80").expect("bind the real server");
+    let t = std::thread::spawn(move || {
+        let (mut c, peer) = server.accept().expect("accept");
+        c.write_all(format!("hello {peer} from 10.0.0.200\n").as_bytes())
+            .expect("write");
+    });
+    let (mut dp, _) = nat_vip(dir, "10.0.0.100", &["10.0.0.200"], Scheduler::Rr);
     let addr: std::net::SocketAddr = "10.0.0.100:80".parse().expect("address");
     let mut c = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .expect("connect to the VIP");
@@ -355,13 +372,7 @@ fn drained_server_with_mh(dir: &std::path::Path) {
     use std::io::{Read as _, Write as _};
     use std::time::{Duration, Instant};
     const CONNS: usize = 24;
-    for a in ["10.0.0.101/32", "10.0.0.201/32"] {
-        let st = Command::new("ip")
-            .args(["addr", "add", a, "dev", "lo"])
-            .status()
-            .expect("ip addr add");
-        assert!(st.success(), "ip addr add {a}");
-    }
+    add_local_addresses(&["10.0.0.101/32", "10.0.0.201/32"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let servers: Vec<std::thread::JoinHandle<usize>> = ["10.0.0.200:80", "10.0.0.201:80"]
         .into_iter()
@@ -389,24 +400,12 @@ fn drained_server_with_mh(dir: &std::path::Path) {
             })
         })
         .collect();
-    let mut web = vip("10.0.0.101", Some(80), Protocol::Tcp, Forwarding::Dr);
-    web.backends = vec![backend("10.0.0.200", 1), backend("10.0.0.201", 1)];
-    let mut s = DesiredState {
-        node: NodeSettings::default(),
-        vips: vec![web],
-    };
-    let mut o = IpvsOptions::new(dir);
-    o.vips.insert(
-        s.vips[0].spec,
-        VipOptions {
-            scheduler: Some(Scheduler::Mh),
-            forwarding: Some(IpvsForwarding::Nat),
-            persistence: None,
-            unhealthy: None,
-        },
+    let (mut dp, mut s) = nat_vip(
+        dir,
+        "10.0.0.101",
+        &["10.0.0.200", "10.0.0.201"],
+        Scheduler::Mh,
     );
-    let mut dp = IpvsDataplane::open(o).expect("open IPVS");
-    dp.apply(&s).expect("apply the mh VIP");
     // Up first, then its check fails: a server added with weight 0 never
     // enters mh's table; one that had a weight stays in it.
     s.vips[0].backends[1].healthy = false;
