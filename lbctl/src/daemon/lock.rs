@@ -79,6 +79,18 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join(LOCK_NAME)
 }
 
+/// Opens (creates, mode 0600) a lock file without truncating what a holder
+/// wrote in it.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Takes the daemon lock of `state_dir` (created with mode 0700 when
 /// missing) without waiting.
 ///
@@ -97,14 +109,7 @@ pub fn acquire(state_dir: &Path) -> Result<DaemonLock, LockError> {
             .create(state_dir)
             .map_err(io)?;
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
+    let file = open_lock_file(&path).map_err(io)?;
     let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(f) => f,
         Err((mut file, Errno::EWOULDBLOCK)) => {
@@ -157,14 +162,7 @@ pub fn acquire_pins(dir: &Path, iface: &str) -> Result<PinsLock, LockError> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
+    let file = open_lock_file(&path).map_err(io)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(f) => Ok(PinsLock { _file: f }),
         Err((_, Errno::EWOULDBLOCK)) => Err(LockError::PinsHeld {
