@@ -393,14 +393,66 @@ pub struct CounterSum {
     pub bytes: u64,
 }
 
+/// Free VIP or backend ids, oldest released first. A released id may still
+/// be read by packets in flight (a ring named it, a table entry is being
+/// read): it is handed out again only [`SLOT_REUSE_GRACE`] after its release
+/// (`take` waits for the rest when every free id is that fresh), and after
+/// every id released before it, so in practice it waits for nothing.
+#[derive(Debug)]
+struct IdPool {
+    free: std::collections::VecDeque<(u32, Option<Instant>)>,
+}
+
+impl IdPool {
+    /// All of `ids` free, never used.
+    fn new(ids: std::ops::Range<u32>) -> Self {
+        Self {
+            free: ids.map(|id| (id, None)).collect(),
+        }
+    }
+
+    /// How long the next id still has to rest at `now` (zero: none).
+    fn rest(&self, now: Instant) -> Option<Duration> {
+        self.free.front().map(|&(_, released)| {
+            released.map_or(Duration::ZERO, |t| {
+                SLOT_REUSE_GRACE.saturating_sub(now.saturating_duration_since(t))
+            })
+        })
+    }
+
+    /// The next id, after its rest (see the type's docs).
+    fn take(&mut self) -> Option<u32> {
+        let rest = self.rest(Instant::now())?;
+        if !rest.is_zero() {
+            std::thread::sleep(rest);
+        }
+        self.free.pop_front().map(|(id, _)| id)
+    }
+
+    /// `id` is free again as of `at`; packets may still read it.
+    fn release(&mut self, id: u32, at: Instant) {
+        self.free.push_back((id, Some(at)));
+    }
+
+    /// `id` was taken but never named by any table: free at once.
+    fn unused(&mut self, id: u32) {
+        self.free.push_front((id, None));
+    }
+
+    /// Keeps the free ids for which `keep` holds.
+    fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.free.retain(|&(id, _)| keep(id));
+    }
+}
+
 /// A loaded `lb-ebpf` object and the state it was last given.
 pub struct XdpDataplane {
     ebpf: Ebpf,
     rings: Option<RingMemory>,
     opts: LoadOptions,
     vips: HashMap<VipSpec, VipSlot>,
-    free_vip_ids: Vec<u32>,
-    free_backend_ids: Vec<u32>,
+    free_vip_ids: IdPool,
+    free_backend_ids: IdPool,
     generations: Vec<u32>,
     /// `VIP_ADDR_SLOTS` mapped into this process.
     addr_slots: Option<RingMemory>,
@@ -512,8 +564,8 @@ impl XdpDataplane {
             rings: Some(rings),
             opts,
             vips: HashMap::new(),
-            free_vip_ids: (0..opts.max_vips).rev().collect(),
-            free_backend_ids: (1..MAX_BACKENDS).rev().collect(),
+            free_vip_ids: IdPool::new(0..opts.max_vips),
+            free_backend_ids: IdPool::new(1..MAX_BACKENDS),
             generations: vec![0; MAX_BACKENDS as usize],
             addr_slots: Some(addr_slots),
             entries: vec![EntryCopies::default(); MAX_VIPS as usize],
@@ -777,14 +829,14 @@ impl XdpDataplane {
             );
         }
         let used_vips: Vec<u32> = self.vips.values().map(|s| s.id).collect();
-        self.free_vip_ids.retain(|id| !used_vips.contains(id));
+        self.free_vip_ids.retain(|id| !used_vips.contains(&id));
         let used_backends: std::collections::HashSet<u32> = self
             .vips
             .values()
             .flat_map(|s| s.backends.values().copied())
             .collect();
         self.free_backend_ids
-            .retain(|id| !used_backends.contains(id));
+            .retain(|id| !used_backends.contains(&id));
         // The VIP table and slot records must match what `apply` will assume:
         // every VIP republished (idle copy written, then named), and records
         // of slots without a restored VIP cleared.
@@ -875,7 +927,7 @@ impl XdpDataplane {
     }
 
     fn alloc_backend_id(&mut self) -> Result<u32, XdpError> {
-        let id = self.free_backend_ids.pop().ok_or_else(|| {
+        let id = self.free_backend_ids.take().ok_or_else(|| {
             XdpError::Capacity(format!("more than {} backends", MAX_BACKENDS - 1))
         })?;
         self.generations[id as usize] = self.generations[id as usize].wrapping_add(1).max(1);
@@ -890,7 +942,7 @@ impl XdpDataplane {
 
     fn release_backend(&mut self, id: u32) -> Result<(), XdpError> {
         self.write_backend(id, Backend::default())?;
-        self.free_backend_ids.push(id);
+        self.free_backend_ids.release(id, Instant::now());
         Ok(())
     }
 
@@ -902,7 +954,7 @@ impl XdpDataplane {
             if let Err(e) = self.write_backend(id, Backend::default()) {
                 warn!(id, error = %e, "clearing an unused backend entry failed");
             }
-            self.free_backend_ids.push(id);
+            self.free_backend_ids.unused(id);
         }
     }
 
@@ -1019,7 +1071,7 @@ impl XdpDataplane {
                 )));
             }
             if !self.vips.contains_key(&vip.spec) {
-                let id = self.free_vip_ids.pop().ok_or_else(|| {
+                let id = self.free_vip_ids.take().ok_or_else(|| {
                     XdpError::Capacity(format!("more than {} VIPs", self.opts.max_vips))
                 })?;
                 self.zero_counter("VIP_STATS", id)?;
@@ -1217,7 +1269,7 @@ impl XdpDataplane {
         for (_, id) in slot.backends {
             self.release_backend(id)?;
         }
-        self.free_vip_ids.push(slot.id);
+        self.free_vip_ids.release(slot.id, Instant::now());
         info!(vip = %spec, "VIP removed");
         Ok(())
     }
@@ -1360,7 +1412,35 @@ pub const EMPTY_SLOT: u32 = NO_BACKEND;
 
 #[cfg(test)]
 mod tests {
-    use super::mask_below;
+    use super::{IdPool, SLOT_REUSE_GRACE, mask_below};
+    use std::time::{Duration, Instant};
+
+    /// A released id comes back last, and only after the grace period: a
+    /// packet in flight that read it before the release must not find it
+    /// naming something else.
+    #[test]
+    fn released_ids_rest_before_reuse() {
+        let mut pool = IdPool::new(1..4);
+        assert_eq!(pool.take(), Some(1));
+        assert_eq!(pool.take(), Some(2));
+        let now = Instant::now();
+        pool.release(1, now);
+        // Never-used ids first, then the released one.
+        assert_eq!(pool.rest(now), Some(Duration::ZERO));
+        assert_eq!(pool.take(), Some(3));
+        assert_eq!(pool.rest(now), Some(SLOT_REUSE_GRACE));
+        assert_eq!(pool.rest(now + SLOT_REUSE_GRACE), Some(Duration::ZERO));
+        assert_eq!(pool.take(), Some(1));
+        assert!(now.elapsed() >= SLOT_REUSE_GRACE, "{:?}", now.elapsed());
+        assert_eq!(pool.take(), None);
+        // An id taken and handed back unused is free at once, first.
+        pool.release(2, Instant::now());
+        pool.unused(3);
+        assert_eq!(pool.rest(Instant::now()), Some(Duration::ZERO));
+        assert_eq!(pool.take(), Some(3));
+        pool.retain(|id| id != 2);
+        assert_eq!(pool.take(), None);
+    }
 
     /// The program indexes a table with `hash & mask`: the mask must keep
     /// every index inside the table, also for a table (a kept one) whose
