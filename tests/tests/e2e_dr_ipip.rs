@@ -561,6 +561,26 @@ fn write_config_interval(
     keep: bool,
     interval_ms: u64,
 ) -> PathBuf {
+    let check = format!(
+        r#"{{ type = "http", path = "/health", interval = "{interval_ms}ms", timeout = "{TIMEOUT_MS}ms", rise = 2, fall = {FALL} }}"#
+    );
+    let backends = SERVER_IPS
+        .iter()
+        .zip(weights)
+        .map(|(ip, w)| format!("  [[vip.backend]]\n  address = \"{ip}\"\n  weight = {w}\n"));
+    write_lb_toml(t, forwarding, keep, &check, backends)
+}
+
+/// Writes `lb.toml` in the test's directory: the LB node, one VIP `web` on
+/// port 80 forwarded by `forwarding` with `health_check`, then `backends`
+/// (each a `[[vip.backend]]` table).
+fn write_lb_toml(
+    t: &Topology,
+    forwarding: &str,
+    keep: bool,
+    health_check: &str,
+    backends: impl Iterator<Item = String>,
+) -> PathBuf {
     let mut s = format!(
         r#"[node]
 interface = "{lb_if}"
@@ -576,16 +596,12 @@ address = "{VIP}"
 port = 80
 forwarding = "{forwarding}"
 table_size = 4099
-health_check = {{ type = "http", path = "/health", interval = "{interval_ms}ms", timeout = "{TIMEOUT_MS}ms", rise = 2, fall = {FALL} }}
+health_check = {health_check}
 "#,
         lb_if = t.lb_if,
         dir = t.dir.display(),
     );
-    for (ip, w) in SERVER_IPS.iter().zip(weights) {
-        s.push_str(&format!(
-            "  [[vip.backend]]\n  address = \"{ip}\"\n  weight = {w}\n"
-        ));
-    }
+    s.extend(backends);
     let path = t.dir.join("lb.toml");
     std::fs::write(&path, s).expect("write config");
     path
@@ -899,37 +915,16 @@ fn restart_keeps_flows_and_transfers() {
 /// A config with `n` backends (no checks) from `base` (a /16 routed via s1,
 /// so their next hops resolve), forwarded by IPIP.
 fn write_many_backends_config(t: &Topology, base: [u8; 2], n: usize) -> PathBuf {
-    let mut s = format!(
-        r#"[node]
-interface = "{lb_if}"
-state_dir = "{dir}/state"
-max_vips = 4
-conn_table_size = 65536
-[ipip]
-source_v4 = "{LB_IP}"
-[[vip]]
-name = "web"
-address = "{VIP}"
-port = 80
-forwarding = "ipip"
-table_size = 4099
-health_check = {{ type = "none" }}
-"#,
-        lb_if = t.lb_if,
-        dir = t.dir.display(),
-    );
-    for i in 0..n {
-        s.push_str(&format!(
+    let backends = (0..n).map(|i| {
+        format!(
             "  [[vip.backend]]\n  address = \"{}.{}.{}.{}\"\n",
             base[0],
             base[1],
             i / 250,
             i % 250 + 1
-        ));
-    }
-    let path = t.dir.join("lb.toml");
-    std::fs::write(&path, s).expect("write config");
-    path
+        )
+    });
+    write_lb_toml(t, "ipip", false, r#"{ type = "none" }"#, backends)
 }
 
 /// A reload the data plane cannot apply is answered with an error that
