@@ -638,3 +638,62 @@ fn failed_activation_faults_without_the_vip() -> Result<()> {
     ensure!(!ns.has_addr(VIP_D), "clean shutdown left the VIP behind");
     Ok(())
 }
+
+/// A VIP left on the interface by a killed run is not the owner's own
+/// address: lbctl marks the addresses it adds (`IFA_PROTO`), so an owner
+/// (priority 255) that finds such an address removes it on a clean stop,
+/// as it would have had the run not been killed. The address the owner
+/// really owns is covered by `owner_keeps_its_own_address`.
+#[test]
+fn owner_removes_a_killed_runs_vip() -> Result<()> {
+    const LEFT: &str = "10.83.0.5";
+    let ns = NetNs::new(&unique_name("vrrp-olv", "a"))?;
+    let idle = NetNs::new(&unique_name("vrrp-olv", "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    ns.addr_add("eth0", "10.83.0.2/24")?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+    let toml = format!(
+        "[node]\ninterface = \"eth0\"\n\n\
+        [[vrrp_instance]]\nname = \"VI_O\"\ninterface = \"eth0\"\nvirtual_router_id = 92\n\
+        priority = 255\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"{LEFT}/32\"]\n\
+        garp_master_repeat = 1\n"
+    );
+    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            // What a killed run leaves: the VIP, added the way lbctl adds it.
+            let nl = lbctl::vrrp::netlink::Netlink::connect()?;
+            let link = nl.link("eth0").await?;
+            let addr: std::net::IpAddr = LEFT.parse()?;
+            nl.add_address(link.index, addr, 32).await?;
+            let found = nl.addresses(link.index).await?;
+            ensure!(
+                found.iter().any(|a| a.address == addr && a.added_by_lbctl),
+                "the added address is not marked: {found:?}"
+            );
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let h = instances.get("VI_O").ok_or_else(|| anyhow!("no VI_O"))?;
+            wait_for("owner Master", Duration::from_secs(3), || {
+                h.state().state == State::Master
+            })
+            .await?;
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)?;
+    ensure!(
+        !ns.has_addr(LEFT),
+        "the owner kept a VIP a killed run had added"
+    );
+    ensure!(ns.has_addr("10.83.0.2"), "primary address gone");
+    Ok(())
+}

@@ -590,11 +590,16 @@ async fn run_once(
     }
     if spec.params.is_owner() {
         // The address owner's VIPs are its own real addresses (RFC 5798
-        // §1, priority 255), not leftovers: the ones already on the
-        // interface stay, now and when the instance stops or faults.
+        // §1, priority 255): the ones already on the interface stay, now
+        // and when the instance stops or faults, unless lbctl added them
+        // (a killed run's leftover, marked with its address protocol).
         for v in &mut vips {
             match netlink.addresses(v.ifindex).await {
-                Ok(list) => v.keep = list.iter().any(|a| a.address == v.address),
+                Ok(list) => {
+                    v.keep = list
+                        .iter()
+                        .any(|a| a.address == v.address && !a.added_by_lbctl);
+                }
                 Err(error) => {
                     tracing::warn!(instance = %name, vip = %v.address, %error, "cannot list addresses; the owner's address will be removed on stop")
                 }
