@@ -539,3 +539,161 @@ fn owner_keeps_its_own_address() -> Result<()> {
     ensure!(ns.has_addr("10.82.0.2"), "primary address gone");
     Ok(())
 }
+
+/// A node whose data plane cannot take over the VIPs must not claim them:
+/// when the state hook's acknowledgement of a transition to Master reports
+/// a failure, the instance adds no VIP, goes to FAULT (so a peer takes
+/// over) with the error in `last_error` and counted, and tries again after
+/// the retry wait (1 s, then 2 s). Here the first two activations fail and
+/// the third works. No VRRP peer needed.
+#[test]
+fn failed_activation_faults_without_the_vip() -> Result<()> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const VIP_D: &str = "10.84.0.100";
+    let ns = NetNs::new(&unique_name("vrrp-dpf", "a"))?;
+    let idle = NetNs::new(&unique_name("vrrp-dpf", "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    ns.addr_add("eth0", "10.84.0.1/24")?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+    let toml = format!(
+        "[node]\ninterface = \"eth0\"\n\n\
+        [[vrrp_instance]]\nname = \"VI_D\"\ninterface = \"eth0\"\nvirtual_router_id = 84\n\
+        priority = 150\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"{VIP_D}/32\"]\n\
+        garp_master_repeat = 1\n"
+    );
+    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    let activations = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&activations);
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let hook: StateHook = Arc::new(move |_name: &str, s: State| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let n = if s == State::Master {
+                    seen.fetch_add(1, Ordering::SeqCst) + 1
+                } else {
+                    0
+                };
+                let r = if (1..=2).contains(&n) {
+                    Err("test: the VIP map is full".to_owned())
+                } else {
+                    Ok(())
+                };
+                let _ = tx.send(r);
+                Some(rx)
+            });
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, Some(hook), &cancel).await?;
+            let h = instances.get("VI_D").ok_or_else(|| anyhow!("no VI_D"))?;
+            wait_for(
+                "VI_D in FAULT after a failed activation",
+                Duration::from_secs(3),
+                || {
+                    h.state().state == State::Fault
+                        && h.shell_counters().dataplane_failures == 1
+                        && h.last_error()
+                            .is_some_and(|e| e.contains("VIP map is full"))
+                },
+            )
+            .await?;
+            let took = wait_for(
+                "VI_D Master once the data plane takes over",
+                Duration::from_secs(8),
+                || h.state().state == State::Master,
+            )
+            .await?;
+            println!("DATAPLANE: VI_D Master {took:?} after the first failure");
+            let s = h.shell_counters();
+            ensure!(s.dataplane_failures == 2, "{s:?}");
+            ensure!(s.address_errors == 0, "{s:?}");
+            ensure!(h.last_error().is_none(), "error kept: {:?}", h.last_error());
+            let c = h.counters();
+            ensure!(c.became_fault >= 2 && c.became_master == 3, "{c:?}");
+            // Stay Master: the fault was lifted for good.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ensure!(h.state().state == State::Master, "{:?}", h.state());
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    // The VIP may only appear once an activation has worked.
+    let start = std::time::Instant::now();
+    let mut held = false;
+    while !node.is_finished() && start.elapsed() < Duration::from_secs(15) {
+        if ns.has_addr(VIP_D) {
+            held = true;
+            let n = activations.load(Ordering::SeqCst);
+            ensure!(n >= 3, "VIP added after activation {n}, which failed");
+        }
+        std::thread::sleep(POLL);
+    }
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)?;
+    ensure!(held, "the VIP was never added");
+    ensure!(!ns.has_addr(VIP_D), "clean shutdown left the VIP behind");
+    Ok(())
+}
+
+/// A VIP left on the interface by a killed run is not the owner's own
+/// address: lbctl marks the addresses it adds (`IFA_PROTO`), so an owner
+/// (priority 255) that finds such an address removes it on a clean stop,
+/// as it would have had the run not been killed. The address the owner
+/// really owns is covered by `owner_keeps_its_own_address`.
+#[test]
+fn owner_removes_a_killed_runs_vip() -> Result<()> {
+    const LEFT: &str = "10.83.0.5";
+    let ns = NetNs::new(&unique_name("vrrp-olv", "a"))?;
+    let idle = NetNs::new(&unique_name("vrrp-olv", "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    ns.addr_add("eth0", "10.83.0.2/24")?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+    let toml = format!(
+        "[node]\ninterface = \"eth0\"\n\n\
+        [[vrrp_instance]]\nname = \"VI_O\"\ninterface = \"eth0\"\nvirtual_router_id = 92\n\
+        priority = 255\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"{LEFT}/32\"]\n\
+        garp_master_repeat = 1\n"
+    );
+    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    let node = ns.enter_thread(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            // What a killed run leaves: the VIP, added the way lbctl adds it.
+            let nl = lbctl::vrrp::netlink::Netlink::connect()?;
+            let link = nl.link("eth0").await?;
+            let addr: std::net::IpAddr = LEFT.parse()?;
+            nl.add_address(link.index, addr, 32).await?;
+            let found = nl.addresses(link.index).await?;
+            ensure!(
+                found.iter().any(|a| a.address == addr && a.added_by_lbctl),
+                "the added address is not marked: {found:?}"
+            );
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let h = instances.get("VI_O").ok_or_else(|| anyhow!("no VI_O"))?;
+            wait_for("owner Master", Duration::from_secs(3), || {
+                h.state().state == State::Master
+            })
+            .await?;
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    node.join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r)?;
+    ensure!(
+        !ns.has_addr(LEFT),
+        "the owner kept a VIP a killed run had added"
+    );
+    ensure!(ns.has_addr("10.83.0.2"), "primary address gone");
+    Ok(())
+}

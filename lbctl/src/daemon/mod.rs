@@ -98,7 +98,7 @@ pub struct VrrpUpdate {
 #[derive(Debug)]
 struct VrrpMsg {
     update: VrrpUpdate,
-    applied: Option<oneshot::Sender<()>>,
+    applied: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 /// The VRRP shell's side of the hook.
@@ -122,11 +122,16 @@ impl VrrpPort {
     }
 
     /// [`VrrpPort::state_changed`], and a receiver that resolves once the
-    /// owner has applied the new desired state to the data plane (or has
-    /// tried to: a failure is logged by the owner, shown by `lbctl status`
-    /// and retried on a timer and on every event). It resolves with an
-    /// error at once when the daemon is gone.
-    pub fn state_changed_acked(&self, instance: &str, role: VrrpRole) -> oneshot::Receiver<()> {
+    /// owner has applied the new desired state to the data plane (`Ok`), or
+    /// has tried to (`Err` with the error; the owner logs it, shows it in
+    /// `lbctl status` and retries on a timer and on every event; the VRRP
+    /// shell goes to FAULT when that was its activation). It resolves with
+    /// a receive error at once when the daemon is gone.
+    pub fn state_changed_acked(
+        &self,
+        instance: &str,
+        role: VrrpRole,
+    ) -> oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
         // On a send error the message, and with it the sender, is dropped:
         // the receiver resolves at once.
@@ -636,9 +641,9 @@ impl Owner {
                     let VrrpMsg { update: up, applied } = msg;
                     info!(instance = %up.instance, role = ?up.role, "VRRP role changed");
                     self.inputs.vrrp.insert(up.instance, up.role);
-                    let _ = self.reconcile();
+                    let applied_now = self.reconcile().map_err(|e| e.to_string());
                     if let Some(tx) = applied {
-                        let _ = tx.send(());
+                        let _ = tx.send(applied_now);
                     }
                 }
                 Ok(()) = async {
@@ -1140,7 +1145,8 @@ fn vrrp_counters(h: &vrrp::InstanceHandle) -> api::VrrpCounters {
             + s.recv_errors
             + s.bad_ip_header
             + s.socket_queue_full
-            + s.start_failures,
+            + s.start_failures
+            + s.dataplane_failures,
     }
 }
 
@@ -1387,8 +1393,8 @@ virtual_ipaddress = ["10.0.0.100"]
             }
         );
         let tx = msg.applied.expect("ack sender");
-        tx.send(()).expect("send ack");
-        assert_eq!(ack.await, Ok(()));
+        tx.send(Err("map update failed".into())).expect("send ack");
+        assert_eq!(ack.await, Ok(Err("map update failed".to_string())));
 
         // The owner is gone: the ack resolves at once, with an error.
         drop(hook);

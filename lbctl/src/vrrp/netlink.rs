@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressScope,
 };
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use tokio::sync::mpsc;
@@ -84,7 +85,15 @@ pub struct IfAddr {
     /// IPv6 duplicate address detection still running (or failed): the
     /// address cannot be bound yet.
     pub tentative: bool,
+    /// Added by lbctl ([`VIP_ADDRESS_PROTO`] as its `IFA_PROTO`): a VIP,
+    /// perhaps left behind by a run that was killed.
+    pub added_by_lbctl: bool,
 }
+
+/// The address protocol (`IFA_PROTO`, Linux 6.1+; older kernels ignore it)
+/// lbctl marks the VIPs it adds with, so a later run tells them from the
+/// interface's own addresses.
+pub const VIP_ADDRESS_PROTO: u8 = 0x6c;
 
 /// A netlink route socket whose connection task runs on the current tokio
 /// runtime. Dropping it stops the task.
@@ -170,6 +179,11 @@ impl Netlink {
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
         let mut req = self.handle.address().add(index, address, prefix_len);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                VIP_ADDRESS_PROTO,
+            )));
         if address.is_ipv6() {
             let m = req.message_mut();
             m.header.flags |= AddressHeaderFlags::Nodad;
@@ -216,11 +230,15 @@ fn if_addr(m: &AddressMessage) -> Option<IfAddr> {
     let mut address = None;
     let mut local = None;
     let mut flags = AddressFlags::from_bits_retain(u32::from(m.header.flags.bits()));
+    let mut added_by_lbctl = false;
     for a in &m.attributes {
         match a {
             AddressAttribute::Address(x) => address = Some(*x),
             AddressAttribute::Local(x) => local = Some(*x),
             AddressAttribute::Flags(f) => flags = *f,
+            AddressAttribute::Protocol(p) => {
+                added_by_lbctl = u8::from(*p) == VIP_ADDRESS_PROTO;
+            }
             _ => {}
         }
     }
@@ -233,6 +251,7 @@ fn if_addr(m: &AddressMessage) -> Option<IfAddr> {
         link_local: m.header.scope == AddressScope::Link,
         tentative: flags.contains(AddressFlags::Tentative)
             || flags.contains(AddressFlags::Dadfailed),
+        added_by_lbctl,
     })
 }
 

@@ -14,7 +14,12 @@
 //! one back, and the watch channel: the daemon switches the data plane's
 //! active flag in this step), adds the VIPs (rtnetlink; IPv6 with `nodad`),
 //! starts the gratuitous ARP / unsolicited NA schedule, and runs the notify
-//! script. A Master that answers a lower-priority advertisement
+//! script. When the acknowledgement reports that the data plane could not
+//! take over (the daemon's apply failed), none of that happens: the
+//! instance goes to FAULT at once (priority 0 sent, so a peer takes over
+//! without waiting for Master_Down), keeps the error as
+//! [`InstanceHandle::last_error`], counts it, and lifts the fault after
+//! [`retry_delay`] of the consecutive failures to try again. A Master that answers a lower-priority advertisement
 //! ([`Action::Announce`]) restarts that schedule. **Leaving Master**: stops the announcements, removes the VIPs,
 //! publishes the new state (data plane inactive, acknowledged), notifies.
 //! The order keeps one invariant: while a VIP is a local address of this
@@ -148,9 +153,11 @@ pub struct StateInfo {
 /// it, at most [`HOOK_ACK_TIMEOUT`], before it goes on.
 pub type StateHook = Arc<dyn Fn(&str, State) -> Option<HookAck> + Send + Sync>;
 
-/// Resolved (or dropped) once the effect of a [`StateHook`] call is in
-/// place.
-pub type HookAck = tokio::sync::oneshot::Receiver<()>;
+/// Resolved with `Ok` once the effect of a [`StateHook`] call is in place,
+/// with `Err(why)` when it could not be put in place, or dropped (nobody
+/// will apply it). A failed activation (transition to Master) puts the
+/// instance in FAULT without adding its VIPs; see [`ShellStats::dataplane_failures`].
+pub type HookAck = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 /// The longest the shell waits for a [`HookAck`]; past it, it logs and goes
 /// on (a stuck data plane must not stop the protocol).
@@ -171,6 +178,10 @@ pub struct ShellStats {
     pub garp_errors: AtomicU64,
     /// Start attempts that failed (each is retried, see [`retry_delay`]).
     pub start_failures: AtomicU64,
+    /// Transitions to Master whose [`HookAck`] reported that the data plane
+    /// could not take over the VIPs: each put the instance in FAULT, lifted
+    /// again after [`retry_delay`] of the consecutive failures.
+    pub dataplane_failures: AtomicU64,
     /// Notify scripts.
     pub notify: NotifyStats,
 }
@@ -204,6 +215,8 @@ pub struct ShellCounters {
     pub garp_errors: u64,
     /// See [`ShellStats::start_failures`].
     pub start_failures: u64,
+    /// See [`ShellStats::dataplane_failures`].
+    pub dataplane_failures: u64,
     /// Notify scripts started.
     pub notify_started: u64,
     /// Notify scripts failed.
@@ -226,6 +239,7 @@ impl ShellStats {
             garp_sent: l(&self.garp_sent),
             garp_errors: l(&self.garp_errors),
             start_failures: l(&self.start_failures),
+            dataplane_failures: l(&self.dataplane_failures),
             notify_started: l(&self.notify.started),
             notify_failed: l(&self.notify.failed),
         }
@@ -474,6 +488,14 @@ struct Shell {
     state_tx: watch::Sender<StateInfo>,
     shared: Arc<Shared>,
     tracking: Tracking,
+    /// Consecutive activations the data plane failed (reset by one that
+    /// works): drives the wait before the next try.
+    dataplane_failures: u32,
+    /// When the data plane fault (a failed activation) is lifted.
+    dataplane_retry: Option<Instant>,
+    /// A failed activation changed tracking: feed it to the machine once
+    /// the current input's actions are done.
+    tracking_changed: bool,
 }
 
 /// The instance task: [`run_once`], started again after a failed start
@@ -568,11 +590,16 @@ async fn run_once(
     }
     if spec.params.is_owner() {
         // The address owner's VIPs are its own real addresses (RFC 5798
-        // §1, priority 255), not leftovers: the ones already on the
-        // interface stay, now and when the instance stops or faults.
+        // §1, priority 255): the ones already on the interface stay, now
+        // and when the instance stops or faults, unless lbctl added them
+        // (a killed run's leftover, marked with its address protocol).
         for v in &mut vips {
             match netlink.addresses(v.ifindex).await {
-                Ok(list) => v.keep = list.iter().any(|a| a.address == v.address),
+                Ok(list) => {
+                    v.keep = list
+                        .iter()
+                        .any(|a| a.address == v.address && !a.added_by_lbctl);
+                }
                 Err(error) => {
                     tracing::warn!(instance = %name, vip = %v.address, %error, "cannot list addresses; the owner's address will be removed on stop")
                 }
@@ -702,6 +729,15 @@ async fn run_once(
             up: *backends_rx.borrow_and_update(),
         });
     }
+    // The data plane (weight 0): FAULT while it could not take over the
+    // VIPs. Only with a hook: without one nothing reports it.
+    if hook.is_some() {
+        items.push(Tracked {
+            kind: TrackedKind::Dataplane,
+            weight: 0,
+            up: true,
+        });
+    }
     let tracking = Tracking::new(spec.params.priority, items);
 
     let (mut link_rx, link_task) = watch_links().map_err(nl_err)?;
@@ -738,6 +774,9 @@ async fn run_once(
         state_tx,
         shared: Arc::clone(shared),
         tracking,
+        dataplane_failures: 0,
+        dataplane_retry: None,
+        tracking_changed: false,
     };
     tracing::info!(
         instance = %name, interface = %spec.interface, vrid = shell.params.vrid,
@@ -764,6 +803,13 @@ async fn run_once(
             }
             _ = sleep_opt(down) => {
                 shell.input(Instant::now(), Input::TimerExpired(Timer::MasterDown)).await;
+            }
+            _ = sleep_opt(shell.dataplane_retry) => {
+                shell.dataplane_retry = None;
+                if shell.tracking.set(&TrackedKind::Dataplane, true) {
+                    tracing::info!(instance = %shell.name, "data plane fault lifted; trying again");
+                    shell.apply_tracking(Instant::now()).await;
+                }
             }
             pkt = rx_sub.recv(), if rx_open => match pkt {
                 Some(pkt) => shell.on_packet(pkt).await,
@@ -885,12 +931,21 @@ fn state_word(s: State) -> &'static str {
 }
 
 impl Shell {
-    /// Feed one input and carry out the actions.
+    /// Feed one input and carry out the actions; then, if they changed
+    /// tracking (a failed activation), feed the new fault status too.
     async fn input(&mut self, now: Instant, input: Input) {
-        let actions = self.machine.handle(now, input);
-        for a in actions {
-            self.shared.counters().record_action(&a);
-            self.execute(a).await;
+        let mut next = Some(input);
+        // A failed activation sets a fault, and a fault never activates:
+        // at most two rounds.
+        while let Some(input) = next.take() {
+            let actions = self.machine.handle(now, input);
+            for a in actions {
+                self.shared.counters().record_action(&a);
+                self.execute(a).await;
+            }
+            if std::mem::take(&mut self.tracking_changed) {
+                next = Some(Input::Fault(self.tracking.effect().fault));
+            }
         }
     }
 
@@ -932,14 +987,23 @@ impl Shell {
 
     /// Calls the hook (waiting for its acknowledgement) and publishes the
     /// state on the watch channel.
-    async fn publish(&self, to: State) {
+    ///
+    /// # Errors
+    /// The hook's acknowledgement says the data plane could not apply the
+    /// change (the state is published all the same).
+    async fn publish(&self, to: State) -> Result<(), String> {
+        let mut applied = Ok(());
         if let Some(ack) = self.hook.as_ref().and_then(|h| h(&self.name, to)) {
             let started = Instant::now();
             match tokio::time::timeout(HOOK_ACK_TIMEOUT, ack).await {
+                Ok(Ok(Ok(()))) => {
+                    tracing::debug!(instance = %self.name, ?to, took = ?started.elapsed(), "state hook acknowledged");
+                }
+                Ok(Ok(Err(why))) => applied = Err(why),
                 // A dropped sender means nobody will apply it (the daemon
                 // is stopping): nothing to wait for.
-                Ok(_) => {
-                    tracing::debug!(instance = %self.name, ?to, took = ?started.elapsed(), "state hook acknowledged");
+                Ok(Err(_)) => {
+                    tracing::debug!(instance = %self.name, ?to, "state hook dropped its acknowledgement");
                 }
                 Err(_) => {
                     tracing::warn!(instance = %self.name, ?to, timeout = ?HOOK_ACK_TIMEOUT, "state hook not acknowledged in time; going on");
@@ -950,12 +1014,43 @@ impl Shell {
             state: to,
             priority: self.machine.priority(),
         });
+        applied
+    }
+
+    /// The data plane could not take over this instance's VIPs: FAULT (the
+    /// machine gets it after the current input), so the peers take over,
+    /// until [`retry_delay`] of the consecutive failures has passed.
+    fn activation_failed(&mut self, why: &str) {
+        bump(&self.shared.stats.dataplane_failures);
+        self.dataplane_failures = self.dataplane_failures.saturating_add(1);
+        let delay = retry_delay(self.dataplane_failures);
+        self.shared.set_last_error(Some(format!(
+            "the data plane could not take over the VIPs: {why}"
+        )));
+        tracing::error!(
+            instance = %self.name, error = %why, failures = self.dataplane_failures,
+            retry_in = ?delay,
+            "the data plane could not take over the VIPs; going to FAULT without adding them"
+        );
+        self.tracking.set(&TrackedKind::Dataplane, false);
+        self.dataplane_retry = Instant::now().checked_add(delay);
+        self.tracking_changed = true;
     }
 
     async fn transition(&mut self, from: State, to: State) {
         tracing::info!(instance = %self.name, ?from, ?to, priority = self.machine.priority(), "VRRP transition");
         if to == State::Master {
-            self.publish(to).await;
+            if let Err(why) = self.publish(to).await {
+                // No VIPs, no announcements, no MASTER notify: the
+                // instance leaves Master at once.
+                self.activation_failed(&why);
+                return;
+            }
+            if self.dataplane_failures > 0 {
+                tracing::info!(instance = %self.name, failures = self.dataplane_failures, "the data plane took over the VIPs again");
+                self.dataplane_failures = 0;
+                self.shared.set_last_error(None);
+            }
             for v in self.vips.clone() {
                 if let Err(error) = self
                     .netlink
@@ -972,11 +1067,20 @@ impl Shell {
                 t.abort();
             }
             self.remove_vips().await;
-            self.publish(to).await;
+            self.leave(to).await;
         } else {
-            self.publish(to).await;
+            self.leave(to).await;
         }
         self.notifier.notify(state_word(to));
+    }
+
+    /// Publishes a state other than Master; the data plane failing to
+    /// follow is only logged (it would forward a VIP this node no longer
+    /// announces, which is harmless, and the daemon retries the apply).
+    async fn leave(&self, to: State) {
+        if let Err(why) = self.publish(to).await {
+            tracing::warn!(instance = %self.name, ?to, error = %why, "the data plane did not follow the state change");
+        }
     }
 
     async fn remove_vips(&self) {

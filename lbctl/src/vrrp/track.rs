@@ -21,6 +21,9 @@ pub enum TrackedKind {
     Script(String),
     /// The backends of the instance's VIPs (fed by the daemon).
     Backends,
+    /// The data plane's take-over of the VIPs (weight 0; down after a
+    /// failed activation, for a while).
+    Dataplane,
 }
 
 /// One tracked object.
