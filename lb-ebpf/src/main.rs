@@ -23,8 +23,8 @@ mod pkt;
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::{
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-        bpf_xdp_get_buff_len,
+        bpf_csum_diff, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray},
@@ -941,22 +941,43 @@ fn reply_frame(
     Some(data)
 }
 
+/// Bytes of the offending packet an ICMP error quotes: as many as fit in a
+/// 576-byte IPv4 datagram (RFC 1812 4.3.2.3) or a 1280-byte IPv6 packet
+/// (RFC 4443 2.4(c)). The offending packet is always longer (it exceeded an
+/// MTU of at least 576, or an inner MTU of at least 1280 for IPv6), so the
+/// quote is always exactly this long.
+const QUOTE_V4: usize = 576 - 28;
+const QUOTE_V6: usize = 1280 - 48;
+
+/// Adds the one's-complement sum of the `N` bytes at `addr` (a multiple of
+/// 4, at most 512) to `seed` (`bpf_csum_diff`, the kernel's `csum_partial`;
+/// the result is folded by [`fold`]). `None` if the helper refuses.
+///
+/// # Safety
+/// `addr + N <= data_end` was checked on the same packet pointer.
+#[inline(always)]
+unsafe fn sum_bytes<const N: u32>(addr: usize, seed: u32) -> Option<u32> {
+    // SAFETY: helper call reading N checked packet bytes.
+    let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, addr as *mut u32, N, seed) };
+    u32::try_from(r).ok()
+}
+
 #[inline(always)]
 fn too_big_v4(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
-    // [l2][ip 20][icmp 8][quoted ip 20][quoted 8]
-    let Some(data) = reply_frame(ctx, vlan, 28, 56, ETH_P_IPV4, cfg) else {
+    // [l2][ip 20][icmp 8][quoted: ip 20, then 528 more]
+    let Some(data) = reply_frame(ctx, vlan, 28, 28 + QUOTE_V4, ETH_P_IPV4, cfg) else {
         return (XDP_DROP, Reason::DropAdjust);
     };
     let ip = if vlan { data + 18 } else { data + 14 };
-    if ip + 56 > ctx.data_end() {
+    if ip + 28 + QUOTE_V4 > ctx.data_end() {
         return (XDP_DROP, Reason::DropAdjust);
     }
-    // SAFETY: 56 bytes at `ip` checked above.
+    // SAFETY: 576 bytes at `ip` checked above.
     unsafe {
         let client = ld32(ip + 28 + 12);
         let vip = ld32(ip + 28 + 16);
         st16(ip, u16::from_ne_bytes([0x45, 0]));
-        st16(ip + 2, 56u16.to_be());
+        st16(ip + 2, ((28 + QUOTE_V4) as u16).to_be());
         st32(ip + 4, 0);
         st16(ip + 8, u16::from_ne_bytes([OUTER_TTL, IPPROTO_ICMP]));
         st16(ip + 10, 0);
@@ -968,22 +989,29 @@ fn too_big_v4(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, R
         st16(icmp + 2, 0);
         st16(icmp + 4, 0);
         st16(icmp + 6, (mtu as u16).to_be());
-        st16(icmp + 2, fold(sum16::<18>(icmp, 0)));
+        let s = sum16::<4>(icmp, 0);
+        let Some(s) = sum_bytes::<512>(icmp + 8, s) else {
+            return (XDP_DROP, Reason::DropTooBig);
+        };
+        let Some(s) = sum_bytes::<{ QUOTE_V4 as u32 - 512 }>(icmp + 8 + 512, s) else {
+            return (XDP_DROP, Reason::DropTooBig);
+        };
+        st16(icmp + 2, fold(s));
     }
     (XDP_TX, Reason::TooBigSent)
 }
 
 #[inline(always)]
 fn too_big_v6(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, Reason) {
-    // [l2][ip6 40][icmp6 8][quoted ip6 40][quoted 8]
-    let Some(data) = reply_frame(ctx, vlan, 48, 96, ETH_P_IPV6, cfg) else {
+    // [l2][ip6 40][icmp6 8][quoted: ip6 40, then 1192 more]
+    let Some(data) = reply_frame(ctx, vlan, 48, 48 + QUOTE_V6, ETH_P_IPV6, cfg) else {
         return (XDP_DROP, Reason::DropAdjust);
     };
     let ip = if vlan { data + 18 } else { data + 14 };
-    if ip + 96 > ctx.data_end() {
+    if ip + 48 + QUOTE_V6 > ctx.data_end() {
         return (XDP_DROP, Reason::DropAdjust);
     }
-    // SAFETY: 96 bytes at `ip` checked above.
+    // SAFETY: 1280 bytes at `ip` checked above.
     unsafe {
         // new source = quoted destination (the VIP), new destination = quoted source
         let q = ip + 48;
@@ -996,16 +1024,27 @@ fn too_big_v6(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, R
             i += 4;
         }
         st32(ip, (6u32 << 28).to_be());
-        st16(ip + 4, 56u16.to_be());
+        st16(ip + 4, ((8 + QUOTE_V6) as u16).to_be());
         st16(ip + 6, u16::from_ne_bytes([IPPROTO_ICMPV6, 255]));
         let icmp = ip + 40;
         st16(icmp, u16::from_ne_bytes([2, 0]));
         st16(icmp + 2, 0);
         st32(icmp + 4, mtu.to_be());
-        // pseudo-header: both addresses (ip+8..ip+40), length 56, next header 58
-        let pseudo = 56u16.to_be() as u32 + (IPPROTO_ICMPV6 as u16).to_be() as u32;
-        let s = sum16::<16>(ip + 8, pseudo);
-        st16(icmp + 2, fold(sum16::<28>(icmp, s)));
+        // pseudo-header: both addresses (ip+8..ip+40), length, next header 58
+        let pseudo =
+            ((8 + QUOTE_V6) as u16).to_be() as u32 + (IPPROTO_ICMPV6 as u16).to_be() as u32;
+        let s = sum16::<4>(icmp, sum16::<16>(ip + 8, pseudo));
+        let q = icmp + 8;
+        let Some(s) = sum_bytes::<512>(q, s) else {
+            return (XDP_DROP, Reason::DropTooBig);
+        };
+        let Some(s) = sum_bytes::<512>(q + 512, s) else {
+            return (XDP_DROP, Reason::DropTooBig);
+        };
+        let Some(s) = sum_bytes::<{ QUOTE_V6 as u32 - 1024 }>(q + 1024, s) else {
+            return (XDP_DROP, Reason::DropTooBig);
+        };
+        st16(icmp + 2, fold(s));
     }
     (XDP_TX, Reason::TooBigSent)
 }

@@ -791,13 +791,14 @@ fn ipip_over_mtu_answers_fragmentation_needed() {
     want.extend_from_slice(&LB_MAC);
     want.extend_from_slice(&[0x08, 0x00]);
     let mut h =
-        Ipv4Header::new(36, 64, IpNumber::ICMP, [10, 0, 0, 100], [192, 0, 2, 10]).expect("ip");
+        Ipv4Header::new(556, 64, IpNumber::ICMP, [10, 0, 0, 100], [192, 0, 2, 10]).expect("ip");
     h.dont_fragment = false;
     h.header_checksum = h.calc_header_checksum();
     want.extend_from_slice(&h.to_bytes());
     let mut icmp = vec![3, 4, 0, 0, 0, 0];
     icmp.extend_from_slice(&((MTU - 20) as u16).to_be_bytes());
-    icmp.extend_from_slice(&pkt[14..14 + 28]);
+    // As much of the packet as fits in 576 bytes (RFC 1812 4.3.2.3).
+    icmp.extend_from_slice(&pkt[14..14 + 548]);
     let c = inet_csum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     want.extend_from_slice(&icmp);
@@ -865,7 +866,7 @@ fn ip6ip6_over_mtu_answers_packet_too_big() {
     let h = Ipv6Header {
         traffic_class: 0,
         flow_label: Ipv6FlowLabel::ZERO,
-        payload_length: 56,
+        payload_length: 1240,
         next_header: IpNumber::IPV6_ICMP,
         hop_limit: 255,
         source: ip6("2001:db8::100"),
@@ -874,11 +875,12 @@ fn ip6ip6_over_mtu_answers_packet_too_big() {
     h.write(&mut want).expect("v6");
     let mut icmp = vec![2, 0, 0, 0];
     icmp.extend_from_slice(&(MTU - 40).to_be_bytes());
-    icmp.extend_from_slice(&pkt[18..18 + 48]);
+    // As much of the packet as fits in 1280 bytes (RFC 4443 2.4(c)).
+    icmp.extend_from_slice(&pkt[18..18 + 1232]);
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&h.source);
     pseudo.extend_from_slice(&h.destination);
-    pseudo.extend_from_slice(&56u32.to_be_bytes());
+    pseudo.extend_from_slice(&1240u32.to_be_bytes());
     pseudo.extend_from_slice(&[0, 0, 0, 58]);
     pseudo.extend_from_slice(&icmp);
     let c = inet_csum(&pseudo);
