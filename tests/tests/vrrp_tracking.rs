@@ -439,7 +439,8 @@ fn instance_retries_until_its_interface_appears() -> Result<()> {
             run(&["addr", "add", "10.80.0.1/24", "dev", "late0"])?;
             run(&["link", "set", "late0p", "up"])?;
             run(&["link", "set", "late0", "up"])?;
-            // Retries at 1 s, 3 s, 7 s after the first failure; then
+            // The retry wait ends when late0 appears (the backoff alone
+            // would retry at 1 s, 3 s, 7 s after the first failure); then
             // Master_Down_Interval (about 0.36 s) with no peer.
             let took = wait_for(
                 "VI_L Master once late0 exists",
@@ -457,10 +458,15 @@ fn instance_retries_until_its_interface_appears() -> Result<()> {
                 "VI_N: {:?}",
                 never.state()
             );
+            wait_for("VI_N retried", Duration::from_secs(3), || {
+                never.shell_counters().start_failures >= 2
+            })
+            .await
+            .with_context(|| format!("{:?}", never.shell_counters()))?;
             ensure!(
-                never.shell_counters().start_failures >= 2,
-                "VI_N not retried: {:?}",
-                never.shell_counters()
+                never.state().state == State::Fault,
+                "VI_N: {:?}",
+                never.state()
             );
             let errors = instances.shutdown().await;
             ensure!(
@@ -537,6 +543,221 @@ fn owner_keeps_its_own_address() -> Result<()> {
         "the owner's stop removed its own address"
     );
     ensure!(ns.has_addr("10.82.0.2"), "primary address gone");
+    Ok(())
+}
+
+/// `ip ARGS` from the calling thread (so in its network namespace); fails
+/// unless it exits 0. Returns stdout.
+fn ip(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    ensure!(out.status.success(), "ip {args:?}: {out:?}");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Create veth `re0` in the calling thread's namespace with address
+/// 10.84.0.1/24, its peer `re0p` in namespace `peer_ns` with 10.84.0.2/24,
+/// both ends up.
+fn create_re0(peer_ns: &str) -> Result<()> {
+    ip(&[
+        "link", "add", "re0", "type", "veth", "peer", "name", "re0p", "netns", peer_ns,
+    ])?;
+    ip(&["addr", "add", "10.84.0.1/24", "dev", "re0"])?;
+    ip(&["-n", peer_ns, "addr", "add", "10.84.0.2/24", "dev", "re0p"])?;
+    ip(&["-n", peer_ns, "link", "set", "re0p", "up"])?;
+    ip(&["link", "set", "re0", "up"]).map(drop)
+}
+
+/// The index of interface `dev` (`ip -o link show`: "12: re0@re0p: ...").
+fn ifindex(dev: &str) -> Result<u32> {
+    let out = ip(&["-o", "link", "show", "dev", dev])?;
+    let index = out.split(':').next().unwrap_or_default().trim();
+    index
+        .parse()
+        .with_context(|| format!("ifindex of {dev} in {out:?}"))
+}
+
+/// Capture up to `count` VRRP packets on `dev` in namespace `ns`, for at
+/// most `limit`; returns tcpdump's lines.
+async fn capture_vrrp(ns: &str, dev: &str, count: usize, limit: Duration) -> Result<Vec<String>> {
+    let secs = limit.as_secs().max(1).to_string();
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", &secs])
+        .args(["tcpdump", "-i", dev, "-n", "-p", "-l", "-c"])
+        .arg(count.to_string())
+        .arg("ip proto 112")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("start tcpdump")?;
+    // `timeout` ends it; wait a little longer than that, then give up.
+    let start = std::time::Instant::now();
+    while child.try_wait()?.is_none() {
+        if start.elapsed() > limit + Duration::from_secs(2) {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("tcpdump on {dev} did not end");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+const KEEPALIVED_RE: &str = "global_defs {
+  router_id peer
+}
+vrrp_instance VI_R {
+  interface re0p
+  state BACKUP
+  virtual_router_id 84
+  priority 200
+  advert_int 0.1
+  version 3
+  virtual_ipaddress {
+    10.84.0.100/32
+  }
+}
+";
+
+/// An interface deleted and re-created under the same name gets a new
+/// index: the instance bound to the old one goes to FAULT, restarts, waits
+/// for the interface (woken by its creation, not by the start backoff),
+/// and runs on the new one: Master again with its VIP on the new `re0`,
+/// its advertisements on the wire, and it hears a peer's: keepalived
+/// (priority 200), started on `re0`'s peer only at the end, takes over.
+#[test]
+fn instance_follows_its_interface_when_re_created() -> Result<()> {
+    const VIP_R: &str = "10.84.0.100";
+    let dir = Dir(std::env::temp_dir().join(unique_name("vrrp-rel", "files")));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0)?;
+    let kconf = dir.0.join("k.conf");
+    std::fs::write(&kconf, KEEPALIVED_RE)?;
+    let files = dir.0.clone();
+    let a = NetNs::new(&unique_name("vrrp-rel", "a"))?;
+    let b = NetNs::new(&unique_name("vrrp-rel", "b"))?;
+    let b_name = b.name().to_owned();
+    let toml = "[node]\ninterface = \"re0\"\n\n\
+        [[vrrp_instance]]\nname = \"VI_R\"\ninterface = \"re0\"\nvirtual_router_id = 84\n\
+        priority = 150\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.84.0.100/32\"]\n\
+        garp_master_repeat = 1\n";
+    let cfg = lbctl::config::parse(toml, "lb.toml")?;
+    let node = a.enter_thread(move || -> Result<()> {
+        create_re0(&b_name)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let cancel = CancellationToken::new();
+            let instances = run_instances(&cfg, None, &cancel).await?;
+            let h = instances.get("VI_R").ok_or_else(|| anyhow!("no VI_R"))?;
+            let vip_on_re0 = || {
+                ip(&["-o", "addr", "show", "dev", "re0"])
+                    .is_ok_and(|o| o.contains(&format!(" {VIP_R}/32 ")))
+            };
+            wait_for("VI_R Master with its VIP on re0", SETTLE, || {
+                h.state().state == State::Master && vip_on_re0()
+            })
+            .await?;
+            let old_index = ifindex("re0")?;
+
+            ip(&["link", "del", "re0"])?;
+            let t = wait_for(
+                "VI_R in FAULT after re0 went",
+                Duration::from_secs(3),
+                || h.state().state == State::Fault && h.shell_counters().restarts == 1,
+            )
+            .await?;
+            println!("RELINK: FAULT {t:?} after re0 was deleted");
+            let err = h.last_error().unwrap_or_default();
+            ensure!(err.contains("re0"), "last_error: {err:?}");
+            // The restarted instance finds no re0: starts fail and wait 1 s,
+            // 2 s, then 4 s. Re-create re0 early in that 4 s wait.
+            wait_for("3 failed starts", Duration::from_secs(6), || {
+                h.shell_counters().start_failures >= 3
+            })
+            .await?;
+            ensure!(h.state().state == State::Fault, "{:?}", h.state());
+            let addrs = ip(&["-o", "addr", "show"])?;
+            ensure!(!addrs.contains(VIP_R), "VIP left behind: {addrs}");
+            let sent_before = h.counters().adverts_sent;
+
+            create_re0(&b_name)?;
+            // Start, primary address, Master_Down_Interval (about 0.36 s):
+            // well under the 4 s the backoff alone would take.
+            let took = wait_for(
+                "VI_R Master again with its VIP on the new re0",
+                Duration::from_millis(2500),
+                || h.state().state == State::Master && vip_on_re0(),
+            )
+            .await?;
+            println!("RELINK: Master {took:?} after re0 was re-created");
+            let new_index = ifindex("re0")?;
+            ensure!(new_index != old_index, "same ifindex {old_index}");
+            let c = h.shell_counters();
+            ensure!(c.restarts == 1, "restarts: {c:?}");
+            ensure!(h.last_error().is_none(), "error kept after a start");
+            // Its advertisements leave through the new re0: its peer gets them.
+            let lines = capture_vrrp(&b_name, "re0p", 3, Duration::from_secs(3)).await?;
+            ensure!(
+                lines.len() == 3 && lines.iter().all(|l| l.contains("vrid 84")),
+                "captured on re0p: {lines:?}"
+            );
+            let sent = h.counters().adverts_sent;
+            ensure!(sent > sent_before, "adverts sent {sent_before} -> {sent}");
+            println!("RELINK: ifindex {old_index} -> {new_index}, {lines:?}");
+
+            // And it hears the new re0: a higher-priority peer takes over.
+            let received_before = h.counters().adverts_received;
+            let klog = std::fs::File::create(files.join("k.log"))?;
+            let mut kcmd = std::process::Command::new("ip");
+            kcmd.args(["netns", "exec", &b_name, "keepalived"])
+                .args(["-n", "-l", "-P", "-G", "-f"])
+                .arg(&kconf)
+                .arg("-p")
+                .arg(files.join("k.pid"))
+                .arg("-r")
+                .arg(files.join("k.vrrp.pid"))
+                .arg("-c")
+                .arg(files.join("k.chk.pid"))
+                .stdin(std::process::Stdio::null())
+                .stdout(klog.try_clone()?)
+                .stderr(klog);
+            let _keepalived = ChildGuard::new(kcmd.spawn().context("start keepalived")?);
+            let took = wait_for("VI_R Backup under keepalived", SETTLE, || {
+                h.state().state == State::Backup && !vip_on_re0()
+            })
+            .await?;
+            let received = h.counters().adverts_received;
+            ensure!(
+                received > received_before,
+                "adverts received {received_before} -> {received}"
+            );
+            println!("RELINK: Backup {took:?} after keepalived started ({received} adverts heard)");
+            let errors = instances.shutdown().await;
+            ensure!(errors.is_empty(), "instance errors: {errors:?}");
+            Ok(())
+        })
+    })?;
+    let result = node
+        .join()
+        .map_err(|_| anyhow!("node thread panicked"))?
+        .and_then(|r| r);
+    if result.is_err() {
+        eprintln!(
+            "==== k.log ====\n{}",
+            std::fs::read_to_string(dir.0.join("k.log")).unwrap_or_default()
+        );
+    }
+    result?;
+    ensure!(!a.has_addr(VIP_R), "clean shutdown left the VIP behind");
     Ok(())
 }
 

@@ -286,8 +286,11 @@ pub struct VrrpCounters {
     /// Gratuitous ARPs / unsolicited NAs sent.
     pub garp_sent: u64,
     /// Errors: sending adverts, adding/removing VIPs, announcements,
-    /// receive socket.
+    /// receive socket, failed starts, activations the data plane refused.
     pub errors: u64,
+    /// Runs restarted because an interface was deleted or re-created.
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 /// Counters.
@@ -682,7 +685,7 @@ fn render_vrrp(o: &mut String, s: &StatusReport) {
                 || "-".to_owned(),
                 |c| {
                     format!(
-                        "adverts rx {} tx {} rejected {}, master {}x backup {}x fault {}x, garp {}, errors {}",
+                        "adverts rx {} tx {} rejected {}, master {}x backup {}x fault {}x, garp {}, errors {}, restarts {}",
                         c.adverts_received,
                         c.adverts_sent,
                         c.adverts_rejected,
@@ -690,7 +693,8 @@ fn render_vrrp(o: &mut String, s: &StatusReport) {
                         c.became_backup,
                         c.became_fault,
                         c.garp_sent,
-                        c.errors
+                        c.errors,
+                        c.restarts
                     )
                 },
             );

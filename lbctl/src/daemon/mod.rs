@@ -1147,6 +1147,7 @@ fn vrrp_counters(h: &vrrp::InstanceHandle) -> api::VrrpCounters {
             + s.socket_queue_full
             + s.start_failures
             + s.dataplane_failures,
+        restarts: s.restarts,
     }
 }
 

@@ -260,20 +260,39 @@ fn if_addr(m: &AddressMessage) -> Option<IfAddr> {
 pub struct LinkEvent {
     /// Interface name.
     pub name: String,
+    /// Interface index: a deleted and re-created interface keeps its name
+    /// but gets a new index.
+    pub index: u32,
     /// Up and running (`false` too when the link was deleted).
     pub up: bool,
+    /// The link was deleted (`RTM_DELLINK`).
+    pub deleted: bool,
+}
+
+/// Aborts a task when dropped (however the owner ends: returned,
+/// cancelled, panicked).
+#[derive(Debug)]
+pub(super) struct AbortOnDrop(pub(super) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Watch link state changes (`ip monitor link`). Events are sent on the
 /// returned channel until the receiver is dropped; the watcher task ends
-/// with it (or when the returned handle is aborted).
+/// with it (or when the returned handle is aborted, which also closes the
+/// netlink socket).
 pub fn watch_links() -> Result<(mpsc::Receiver<LinkEvent>, JoinHandle<()>), NetlinkError> {
     let (conn, _handle, mut messages) =
         rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
             .map_err(NetlinkError::Connect)?;
     let (tx, rx) = mpsc::channel(64);
     let task = tokio::spawn(async move {
-        let conn = tokio::spawn(conn);
+        // The connection task owns the socket: it must not outlive this
+        // task, however this one ends.
+        let _conn = AbortOnDrop(tokio::spawn(conn));
         while let Some((msg, _)) = messages.next().await {
             if let Some(ev) = link_event(msg)
                 && tx.send(ev).await.is_err()
@@ -281,23 +300,73 @@ pub fn watch_links() -> Result<(mpsc::Receiver<LinkEvent>, JoinHandle<()>), Netl
                 break;
             }
         }
-        conn.abort();
     });
     Ok((rx, task))
 }
 
 fn link_event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
-    match msg.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => LinkInfo::from_message(&m)
-            .map(|l| LinkEvent {
-                name: l.name,
-                up: l.up,
-            }),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => LinkInfo::from_message(&m)
-            .map(|l| LinkEvent {
-                name: l.name,
+    let (m, deleted) = match msg.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => (m, false),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => (m, true),
+        _ => return None,
+    };
+    LinkInfo::from_message(&m).map(|l| LinkEvent {
+        name: l.name,
+        index: l.index,
+        up: l.up && !deleted,
+        deleted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::NetlinkHeader;
+
+    fn link_msg(index: u32, name: &str, up: bool) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        if up {
+            m.header.flags = LinkFlags::Up | LinkFlags::Running;
+        }
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        m
+    }
+
+    fn wrap(m: RouteNetlinkMessage) -> NetlinkMessage<RouteNetlinkMessage> {
+        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(m))
+    }
+
+    // New and deleted links carry their index; a deleted link is down,
+    // whatever flags the kernel's last message had.
+    #[test]
+    fn link_events_carry_index_and_deletion() {
+        let ev = link_event(wrap(RouteNetlinkMessage::NewLink(link_msg(7, "re0", true))));
+        assert_eq!(
+            ev,
+            Some(LinkEvent {
+                name: "re0".into(),
+                index: 7,
+                up: true,
+                deleted: false
+            })
+        );
+        let ev = link_event(wrap(RouteNetlinkMessage::DelLink(link_msg(7, "re0", true))));
+        assert_eq!(
+            ev,
+            Some(LinkEvent {
+                name: "re0".into(),
+                index: 7,
                 up: false,
-            }),
-        _ => None,
+                deleted: true
+            })
+        );
+        // No name: not an event the shell can use.
+        let mut nameless = link_msg(7, "x", true);
+        nameless.attributes.clear();
+        assert_eq!(
+            link_event(wrap(RouteNetlinkMessage::NewLink(nameless))),
+            None
+        );
     }
 }

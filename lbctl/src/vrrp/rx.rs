@@ -14,7 +14,11 @@
 //! …) is the instance's, with its own options.
 //!
 //! The socket and its task live while at least one subscription does: the
-//! last [`Subscription`] dropped closes them. Dispatch never blocks: each
+//! last [`Subscription`] dropped closes them. Sockets are keyed by the
+//! interface index too: an interface deleted and re-created under the same
+//! name has a new index, and an instance that subscribes for it gets a new
+//! socket bound to it, even while instances not yet restarted still hold
+//! the old one (which receives nothing any more and closes with them). Dispatch never blocks: each
 //! instance has a bounded queue and a full queue drops the packet (counted
 //! in [`ReceiverStats::queue_full`]).
 //!
@@ -74,7 +78,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-type Key = (String, Family);
+/// Interface name, index, family.
+type Key = (String, u32, Family);
 
 /// One shared socket, its routes and counters.
 #[derive(Debug)]
@@ -148,9 +153,9 @@ impl Receivers {
         lock(&self.inner).len()
     }
 
-    /// Subscribe `vrid` on (`ifname`, `family`), opening the socket (and
-    /// its task) if this is the first subscription; join the VRRP group
-    /// if `multicast`. Must be called inside a tokio runtime.
+    /// Subscribe `vrid` on (`ifname`, `ifindex`, `family`), opening the
+    /// socket (and its task) if this is the first subscription; join the
+    /// VRRP group if `multicast`. Must be called inside a tokio runtime.
     pub fn subscribe(
         &self,
         ifname: &str,
@@ -159,7 +164,7 @@ impl Receivers {
         vrid: u8,
         multicast: bool,
     ) -> Result<Subscription, SocketError> {
-        let key = (ifname.to_owned(), family);
+        let key = (ifname.to_owned(), ifindex, family);
         let mut reg = lock(&self.inner);
         let receiver = match reg.get(&key) {
             Some(r) => Arc::clone(r),
@@ -367,5 +372,33 @@ mod tests {
         // A VRID can be taken again after its subscription went away.
         let _again = reg.subscribe("lo", 1, Family::V4, 1, true).expect("again");
         assert_eq!(reg.sockets(), 1);
+    }
+
+    // An interface re-created under the same name has a new index: the
+    // instance restarted for it gets its own socket, not the old one that
+    // an instance not yet restarted still holds.
+    #[tokio::test]
+    async fn new_ifindex_gets_a_new_socket() {
+        let reg = Receivers::new();
+        // Socket binding goes by name; the index only keys the registry
+        // here (no multicast join, which would need a real index).
+        let old = reg.subscribe("lo", 1, Family::V4, 1, false).expect("old");
+        let new = reg.subscribe("lo", 2, Family::V4, 1, false).expect("new");
+        assert_eq!(reg.sockets(), 2, "one per ifindex");
+        assert!(!Arc::ptr_eq(&old.stats(), &new.stats()));
+        let other = reg.subscribe("lo", 2, Family::V4, 2, false).expect("other");
+        assert!(
+            Arc::ptr_eq(&new.stats(), &other.stats()),
+            "same ifindex shares"
+        );
+        drop(old);
+        assert_eq!(
+            reg.sockets(),
+            1,
+            "the old one closed with its last subscriber"
+        );
+        drop(new);
+        drop(other);
+        assert_eq!(reg.sockets(), 0);
     }
 }

@@ -35,7 +35,27 @@
 //! taken, no primary address) is logged at error level, published as
 //! FAULT with [`InstanceHandle::last_error`], and tried again after
 //! [`retry_delay`] (1 s doubling to 30 s) until it succeeds or the
-//! instance is stopped.
+//! instance is stopped. When the start failed because an interface is
+//! missing, the wait also ends as soon as that interface appears (a
+//! `RTM_NEWLINK` for its name).
+//!
+//! The raw sockets and the VIPs are bound to interface indexes, looked up
+//! at start. An interface deleted and re-created (`ip link del`, a network
+//! manager re-creating a bond or VLAN) keeps its name but gets a new
+//! index, so a run cannot follow it: when the instance's interface or a
+//! VIP's `dev` is deleted (`RTM_DELLINK` of the index it bound to; the own
+//! interface is also tracked with weight 0, so the instance goes to FAULT
+//! at once) or shows up under a new index, the run ends as for a fault
+//! (priority 0 when Master, VIPs removed, hook and notify FAULT), the
+//! instance shows FAULT with [`InstanceHandle::last_error`] saying why,
+//! counts [`ShellCounters::restarts`], and starts again at once, with the
+//! backoff reset since the run had started fine. If the interface is not
+//! back yet, that start fails and waits for it as above. The lookup at
+//! start is checked again once the link monitor runs, so a change during
+//! start-up (up to [`PRIMARY_WAIT`] for the primary address) is not missed.
+//! The receive socket shared with other instances is keyed by interface
+//! index too (see [`super::rx`]), so a restarted instance never joins the
+//! dead socket that instances not yet restarted still hold.
 //!
 //! Nothing a packet carries can stop the loop: every rejected packet is
 //! counted (in [`Counters`] or [`ShellCounters`]) and logged at debug.
@@ -54,7 +74,7 @@ use crate::health::HealthEvent;
 
 use super::codec::{self, RxMeta};
 use super::garp::Announcer;
-use super::netlink::{LinkEvent, Netlink, NetlinkError, watch_links};
+use super::netlink::{AbortOnDrop, LinkEvent, Netlink, NetlinkError, watch_links};
 use super::notify::{Notifier, NotifyStats};
 use super::rx::{ReceiverStats, Receivers, RxPacket, Subscription, source_allowed};
 use super::scripts::{ScriptRunners, ScriptSubscription};
@@ -182,6 +202,9 @@ pub struct ShellStats {
     /// could not take over the VIPs: each put the instance in FAULT, lifted
     /// again after [`retry_delay`] of the consecutive failures.
     pub dataplane_failures: AtomicU64,
+    /// Runs ended because an interface they were bound to was deleted or
+    /// re-created (each followed by a new start).
+    pub restarts: AtomicU64,
     /// Notify scripts.
     pub notify: NotifyStats,
 }
@@ -217,6 +240,8 @@ pub struct ShellCounters {
     pub start_failures: u64,
     /// See [`ShellStats::dataplane_failures`].
     pub dataplane_failures: u64,
+    /// See [`ShellStats::restarts`].
+    pub restarts: u64,
     /// Notify scripts started.
     pub notify_started: u64,
     /// Notify scripts failed.
@@ -240,6 +265,7 @@ impl ShellStats {
             garp_errors: l(&self.garp_errors),
             start_failures: l(&self.start_failures),
             dataplane_failures: l(&self.dataplane_failures),
+            restarts: l(&self.restarts),
             notify_started: l(&self.notify.started),
             notify_failed: l(&self.notify.failed),
         }
@@ -257,7 +283,8 @@ struct Shared {
     stats: ShellStats,
     /// The counters of the shared receive socket, once subscribed.
     rx_stats: Mutex<Option<Arc<ReceiverStats>>>,
-    /// Why the last start attempt failed; `None` once one succeeded.
+    /// Why the last start attempt failed, or why the last run ended for
+    /// its interface; `None` once a start succeeded.
     last_error: Mutex<Option<String>>,
 }
 
@@ -353,9 +380,11 @@ impl InstanceHandle {
             .snapshot(self.shared.rx_stats().as_deref())
     }
 
-    /// Why the instance could not start, while it could not: it then
-    /// publishes [`State::Fault`] and retries (see [`retry_delay`]).
-    /// `None` before the first failure and once a start succeeded.
+    /// Why the instance could not start, while it could not, or why its
+    /// last run ended (an interface it was bound to was deleted or
+    /// re-created): it then publishes [`State::Fault`] and starts again
+    /// (see [`retry_delay`]). `None` before the first failure and once a
+    /// start succeeded.
     pub fn last_error(&self) -> Option<String> {
         self.shared.last_error()
     }
@@ -498,14 +527,166 @@ struct Shell {
     tracking_changed: bool,
 }
 
+/// How a run of the instance ended (see [`run_once`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ended {
+    /// Cancelled: the instance is stopping.
+    Stopped,
+    /// An interface the run was bound to went away: start again.
+    Relink(Relink),
+}
+
+/// An interface a run is bound to (its own, or a VIP's `dev`) was deleted,
+/// or now has another index (it was re-created under the same name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Relink {
+    /// Interface name.
+    interface: String,
+    /// The index the run bound to.
+    old_ifindex: u32,
+    /// The index the name has now; `None` when it is gone.
+    new_ifindex: Option<u32>,
+}
+
+impl Relink {
+    /// The change from `old` to `now` (the index `interface` has now, if
+    /// any); `None` when there is none.
+    fn between(interface: &str, old: u32, now: Option<u32>) -> Option<Relink> {
+        (now != Some(old)).then(|| Relink {
+            interface: interface.to_owned(),
+            old_ifindex: old,
+            new_ifindex: now,
+        })
+    }
+
+    /// What a link event means for a run bound to `bound` (name to index):
+    /// a deletion of the bound index, or the name under another index.
+    /// Anything else (other names, state changes of the bound index) is
+    /// for tracking only.
+    fn from_event(bound: &BTreeMap<String, u32>, ev: &LinkEvent) -> Option<Relink> {
+        let &old = bound.get(&ev.name)?;
+        if ev.deleted {
+            // The deletion of another index of that name is not ours (the
+            // run checks the index after subscribing, so this does not
+            // happen, but it would not make the bound index stale).
+            (ev.index == old).then(|| Relink {
+                interface: ev.name.clone(),
+                old_ifindex: old,
+                new_ifindex: None,
+            })
+        } else {
+            Relink::between(&ev.name, old, Some(ev.index))
+        }
+    }
+}
+
+impl std::fmt::Display for Relink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.new_ifindex {
+            None => write!(
+                f,
+                "interface {} (ifindex {}) was deleted",
+                self.interface, self.old_ifindex
+            ),
+            Some(new) => write!(
+                f,
+                "interface {} was re-created (ifindex {} -> {new})",
+                self.interface, self.old_ifindex
+            ),
+        }
+    }
+}
+
+/// The interface whose absence made a start fail, if that is why.
+fn missing_interface(e: &ShellError) -> Option<&str> {
+    match e {
+        ShellError::Netlink {
+            source: NetlinkError::NoSuchInterface(name),
+            ..
+        } => Some(name),
+        _ => None,
+    }
+}
+
+/// The wait before the next start attempt: `delay`, cut short when
+/// `missing` (the interface whose absence made the start fail) appears.
+/// Without a link monitor it is just `delay`. Cancel safe: dropping it
+/// stops its link monitor.
+async fn retry_wait(instance: &str, delay: Duration, missing: Option<&str>) {
+    let Some(ifname) = missing else {
+        tokio::time::sleep(delay).await;
+        return;
+    };
+    let (mut links, _monitor) = match watch_links() {
+        Ok((links, task)) => (links, AbortOnDrop(task)),
+        Err(error) => {
+            tracing::warn!(instance = %instance, %error, "no link monitor; waiting the whole retry delay");
+            tokio::time::sleep(delay).await;
+            return;
+        }
+    };
+    // It may have appeared between the failed start and the subscription.
+    let present = match Netlink::connect() {
+        Ok(nl) => nl.link(ifname).await.is_ok(),
+        Err(_) => false,
+    };
+    if !present {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = link_appears(&mut links, ifname) => {
+                tracing::info!(instance = %instance, interface = %ifname, "missing interface appeared; starting now");
+            }
+        }
+    }
+}
+
+/// Returns once `ifname` is created (or changes: any `RTM_NEWLINK`); never
+/// if the monitor ends first.
+async fn link_appears(links: &mut mpsc::Receiver<LinkEvent>, ifname: &str) {
+    while let Some(ev) = links.recv().await {
+        if ev.name == ifname && !ev.deleted {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Look the bound interfaces up again (once the link monitor runs, so no
+/// later change is missed): a change since the start's lookup, or `None`.
+/// Refreshes the tracked up/down status of those interfaces on the way.
+async fn check_bound(
+    netlink: &Netlink,
+    bound: &BTreeMap<String, u32>,
+    tracking: &mut Tracking,
+) -> Result<Option<Relink>, NetlinkError> {
+    for (ifname, &old) in bound {
+        let now = match netlink.link(ifname).await {
+            Ok(l) => {
+                tracking.set(&TrackedKind::Interface(ifname.clone()), l.up);
+                Some(l.index)
+            }
+            Err(NetlinkError::NoSuchInterface(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(r) = Relink::between(ifname, old, now) {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
 /// The instance task: [`run_once`], started again after a failed start
 /// (missing interface, no permission for raw sockets, VRID already taken,
-/// no primary address), with a growing wait ([`retry_delay`]). Each failure
-/// is logged at error level, counted, kept as the handle's
-/// [`InstanceHandle::last_error`] and published as [`State::Fault`] on the
-/// watch channel (the state hook is not called: the instance never became
-/// Master, so its VIPs are not active in the data plane anyway). Returns the
-/// last start error when stopped before any start succeeded.
+/// no primary address), with a growing wait ([`retry_delay`], cut short
+/// when the missing interface appears, see [`retry_wait`]), and at once
+/// after a run that ended because an interface it was bound to was deleted
+/// or re-created (counted in [`ShellStats::restarts`]; the backoff starts
+/// over). Each failure is logged at error level, counted, kept as the
+/// handle's [`InstanceHandle::last_error`] and published as
+/// [`State::Fault`] on the watch channel (the state hook is not called: a
+/// failed start never became Master, and a run that ended for its
+/// interface left as for a fault, hook included). Returns the last start
+/// error when stopped while starts are failing.
 async fn run(
     spec: InstanceSpec,
     io: SharedIo,
@@ -515,9 +696,13 @@ async fn run(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> Result<(), ShellError> {
+    let fault = StateInfo {
+        state: State::Fault,
+        priority: spec.params.priority,
+    };
     let mut failures: u32 = 0;
     loop {
-        let started = run_once(
+        let ended = run_once(
             &spec,
             &io,
             hook.clone(),
@@ -527,8 +712,28 @@ async fn run(
             &cancel,
         )
         .await;
-        let Err(error) = started else {
-            return Ok(());
+        let error = match ended {
+            Ok(Ended::Stopped) => return Ok(()),
+            Ok(Ended::Relink(r)) => {
+                // Not a failed start: the run was fine until its interface
+                // changed, so the next start is at once, and a failing one
+                // waits from the shortest delay (or for the interface).
+                failures = 0;
+                bump(&shared.stats.restarts);
+                shared.set_last_error(Some(format!("instance {}: {r}; restarting", spec.name)));
+                tracing::warn!(
+                    instance = %spec.name, interface = %r.interface,
+                    old_ifindex = r.old_ifindex, new_ifindex = r.new_ifindex,
+                    restarts = shared.stats.restarts.load(Ordering::Relaxed),
+                    "interface deleted or re-created; restarting the VRRP instance"
+                );
+                state_tx.send_replace(fault);
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(error) => error,
         };
         failures = failures.saturating_add(1);
         let delay = retry_delay(failures);
@@ -538,20 +743,18 @@ async fn run(
             instance = %spec.name, interface = %spec.interface, %error,
             failures, retry_in = ?delay, "VRRP instance could not start; will retry"
         );
-        state_tx.send_replace(StateInfo {
-            state: State::Fault,
-            priority: spec.params.priority,
-        });
+        state_tx.send_replace(fault);
         tokio::select! {
             _ = cancel.cancelled() => return Err(error),
-            _ = tokio::time::sleep(delay) => {}
+            _ = retry_wait(&spec.name, delay, missing_interface(&error)) => {}
         }
     }
 }
 
 /// One start of the instance and, once started, its loop until
-/// cancellation. An error means the start failed (nothing of it is left
-/// running); the loop itself does not fail.
+/// cancellation or until an interface it bound to (its own, a VIP's `dev`)
+/// is deleted or re-created ([`Ended::Relink`]). An error means the start
+/// failed (nothing of it is left running); the loop itself does not fail.
 async fn run_once(
     spec: &InstanceSpec,
     io: &SharedIo,
@@ -560,7 +763,7 @@ async fn run_once(
     backends_rx: &mut watch::Receiver<bool>,
     shared: &Arc<Shared>,
     cancel: &CancellationToken,
-) -> Result<(), ShellError> {
+) -> Result<Ended, ShellError> {
     let name = spec.name.clone();
     let nl_err = |source| ShellError::Netlink {
         instance: name.clone(),
@@ -621,7 +824,7 @@ async fn run_once(
         None => {
             let vip_addrs: Vec<IpAddr> = vips.iter().map(|v| v.address).collect();
             let found = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => return Ok(Ended::Stopped),
                 r = wait_primary(&netlink, link.index, spec.params.family, &vip_addrs) => r.map_err(nl_err)?,
             };
             found.ok_or_else(|| ShellError::NoPrimaryAddress {
@@ -738,9 +941,27 @@ async fn run_once(
             up: true,
         });
     }
-    let tracking = Tracking::new(spec.params.priority, items);
+    let mut tracking = Tracking::new(spec.params.priority, items);
 
     let (mut link_rx, link_task) = watch_links().map_err(nl_err)?;
+    // What the run is bound to. The lookup above may be a while ago (the
+    // primary address can take up to PRIMARY_WAIT): check it again now
+    // that every later change arrives as an event.
+    let bound: BTreeMap<String, u32> = links
+        .iter()
+        .map(|(ifname, l)| (ifname.clone(), l.index))
+        .collect();
+    match check_bound(&netlink, &bound, &mut tracking).await {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            link_task.abort();
+            return Ok(Ended::Relink(r));
+        }
+        Err(e) => {
+            link_task.abort();
+            return Err(nl_err(e));
+        }
+    }
     let (script_tx, mut script_rx) = mpsc::channel::<HealthEvent<String>>(16);
     let scripts_cancel = cancel.child_token();
     let mut script_handles = Vec::new();
@@ -792,6 +1013,7 @@ async fn run_once(
     let mut scripts_open = true;
     let mut links_open = true;
     let mut backends_open = true;
+    let mut ended = Ended::Stopped;
     loop {
         let adver = shell.machine.deadline(Timer::Advertisement);
         let down = shell.machine.deadline(Timer::MasterDown);
@@ -819,10 +1041,23 @@ async fn run_once(
                 }
             },
             ev = link_rx.recv(), if links_open => match ev {
-                Some(LinkEvent { name: ifname, up }) => {
-                    if shell.tracking.set(&TrackedKind::Interface(ifname.clone()), up) {
-                        tracing::info!(instance = %shell.name, interface = %ifname, up, "tracked interface changed");
+                Some(ev) => {
+                    let relink = Relink::from_event(&bound, &ev);
+                    if let Some(r) = &relink
+                        && r.new_ifindex.is_none()
+                    {
+                        // Its addresses went with it: none to remove there.
+                        shell.vips.retain(|v| v.ifindex != r.old_ifindex);
+                    }
+                    // A re-created interface is not this run's: down for it.
+                    let up = ev.up && relink.is_none();
+                    if shell.tracking.set(&TrackedKind::Interface(ev.name.clone()), up) {
+                        tracing::info!(instance = %shell.name, interface = %ev.name, up, "tracked interface changed");
                         shell.apply_tracking(Instant::now()).await;
+                    }
+                    if let Some(r) = relink {
+                        ended = Ended::Relink(r);
+                        break;
                     }
                 }
                 None => {
@@ -852,8 +1087,23 @@ async fn run_once(
         }
     }
 
-    tracing::info!(instance = %shell.name, "VRRP instance stopping");
-    shell.input(Instant::now(), Input::Shutdown).await;
+    match &ended {
+        Ended::Stopped => {
+            tracing::info!(instance = %shell.name, "VRRP instance stopping");
+            shell.input(Instant::now(), Input::Shutdown).await;
+        }
+        Ended::Relink(r) => {
+            tracing::info!(
+                instance = %shell.name, interface = %r.interface,
+                old_ifindex = r.old_ifindex, new_ifindex = r.new_ifindex,
+                "VRRP instance leaving its run: an interface it is bound to changed"
+            );
+            // Leave as for a fault (priority 0 when Master, VIPs removed,
+            // hook and notify FAULT): FAULT is what the instance shows
+            // until it runs again.
+            shell.input(Instant::now(), Input::Fault(true)).await;
+        }
+    }
     // Whatever the state was, leave no VIP behind.
     shell.remove_vips().await;
     scripts_cancel.cancel();
@@ -867,7 +1117,7 @@ async fn run_once(
     if let Some(t) = shell.garp_task.take() {
         t.abort();
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// Feed a shared script's status changes into this instance's loop.
@@ -1217,5 +1467,104 @@ mod tests {
         for n in 1..100 {
             assert!(retry_delay(n + 1) >= retry_delay(n));
         }
+    }
+
+    fn ev(name: &str, index: u32, up: bool, deleted: bool) -> LinkEvent {
+        LinkEvent {
+            name: name.into(),
+            index,
+            up,
+            deleted,
+        }
+    }
+
+    fn relink(interface: &str, old: u32, new: Option<u32>) -> Option<Relink> {
+        Some(Relink {
+            interface: interface.into(),
+            old_ifindex: old,
+            new_ifindex: new,
+        })
+    }
+
+    // A run bound to re0 (index 5) and a VIP dev vlan100 (index 8) ends
+    // when either is deleted or shows up under a new index; state changes
+    // and other interfaces are for tracking only.
+    #[test]
+    fn relink_only_when_a_bound_index_goes_away() {
+        let bound = BTreeMap::from([("re0".to_owned(), 5), ("vlan100".to_owned(), 8)]);
+        let from = |e: LinkEvent| Relink::from_event(&bound, &e);
+        assert_eq!(from(ev("re0", 5, false, false)), None, "carrier loss");
+        assert_eq!(from(ev("re0", 5, true, false)), None, "back up");
+        assert_eq!(from(ev("trk0", 9, false, true)), None, "not bound");
+        assert_eq!(from(ev("re0", 5, false, true)), relink("re0", 5, None));
+        assert_eq!(
+            from(ev("vlan100", 8, false, true)),
+            relink("vlan100", 8, None)
+        );
+        // Re-created (its deletion missed): a new index under the name.
+        assert_eq!(from(ev("re0", 12, true, false)), relink("re0", 5, Some(12)));
+        // The deletion of another index of that name is not ours.
+        assert_eq!(from(ev("re0", 3, false, true)), None);
+    }
+
+    // The check after subscribing to link events: same index, gone, or
+    // another index.
+    #[test]
+    fn relink_between_lookups() {
+        assert_eq!(Relink::between("re0", 5, Some(5)), None);
+        assert_eq!(Relink::between("re0", 5, None), relink("re0", 5, None));
+        assert_eq!(
+            Relink::between("re0", 5, Some(6)),
+            relink("re0", 5, Some(6))
+        );
+        let r = Relink::between("re0", 5, None).map(|r| r.to_string());
+        assert_eq!(r.as_deref(), Some("interface re0 (ifindex 5) was deleted"));
+        let r = Relink::between("re0", 5, Some(6)).map(|r| r.to_string());
+        assert_eq!(
+            r.as_deref(),
+            Some("interface re0 was re-created (ifindex 5 -> 6)")
+        );
+    }
+
+    // Only a missing interface makes the retry wait watch for it.
+    #[test]
+    fn missing_interface_from_start_errors() {
+        let e = ShellError::Netlink {
+            instance: "VI".into(),
+            source: NetlinkError::NoSuchInterface("re0".into()),
+        };
+        assert_eq!(missing_interface(&e), Some("re0"));
+        let e = ShellError::Socket {
+            instance: "VI".into(),
+            source: SocketError::VridTaken {
+                interface: "re0".into(),
+                vrid: 1,
+            },
+        };
+        assert_eq!(missing_interface(&e), None);
+        assert_eq!(missing_interface(&ShellError::Task("VI".into())), None);
+    }
+
+    // The retry wait ends early when the missing interface appears, and
+    // only then: other names and deletions do not end it.
+    #[tokio::test]
+    async fn link_appears_waits_for_the_name() {
+        let (tx, mut rx) = mpsc::channel(8);
+        for e in [
+            ev("other0", 3, true, false),
+            ev("re0", 4, false, true),
+            ev("re0", 7, false, false),
+        ] {
+            tx.send(e).await.expect("send");
+        }
+        tokio::time::timeout(Duration::from_secs(1), link_appears(&mut rx, "re0"))
+            .await
+            .expect("re0 appeared");
+        assert!(rx.try_recv().is_err(), "stopped at re0's creation");
+        tx.send(ev("other0", 3, true, false)).await.expect("send");
+        drop(tx);
+        // Monitor gone, name never seen: only the retry timer ends the wait.
+        let r = tokio::time::timeout(Duration::from_millis(50), link_appears(&mut rx, "re0")).await;
+        assert!(r.is_err(), "returned without re0");
     }
 }
