@@ -11,7 +11,7 @@ use lb_common::{ConnKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, Reason, Vip
 
 use crate::{
     IPPROTO_ICMP, IPPROTO_ICMPV6, lookup_vip,
-    pkt::{ld16, ld32, ldw128, sum16},
+    pkt::{ld_be16, ld16, ld32, ldw128, sum16},
     slot_record_of, vip_on_addr_proto,
 };
 
@@ -202,7 +202,7 @@ fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), 
         }
     } else {
         // SAFETY: 8 bytes checked.
-        let ulen = u16::from_be(unsafe { ld16(l4 + 4) }) as usize;
+        let ulen = unsafe { ld_be16(l4 + 4) } as usize;
         if ulen < 8 || ulen > l4_len {
             return Err(Exit::DropMalformed);
         }
@@ -232,7 +232,7 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     let (tot, frags, w4) = unsafe {
         p.key.src[0] = ld32(ip + 12);
         (
-            u16::from_be(ld16(ip + 2)) as usize,
+            ld_be16(ip + 2) as usize,
             u16::from_be(ld16(ip + 6)),
             ld16(ip + 8),
         )
@@ -373,7 +373,7 @@ fn parse_v6(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     // SAFETY: 40 bytes checked.
     let (pl, w3) = unsafe {
         p.key.src = ldw128(ip + 8);
-        (u16::from_be(ld16(ip + 4)) as usize, ld16(ip + 6))
+        (ld_be16(ip + 4) as usize, ld16(ip + 6))
     };
     p.tos = (lo(w0) << 4) | (hi(w0) >> 4);
     if ip + 40 + pl > end {

@@ -28,6 +28,24 @@ pub unsafe fn ld16(addr: usize) -> u16 {
     unsafe { core::ptr::read(addr as *const u16) }
 }
 
+/// The big-endian 16-bit length at `addr`, as a value the verifier can
+/// bound. Kernels before 6.6 forget all bounds of a register after a byte
+/// swap (`BPF_END`), and after an OR with an unknown register; only an AND
+/// with a constant brings them back. The compiler knows the swapped value
+/// fits in 16 bits and would drop that AND: `black_box` hides the value
+/// from it (one stack store and load). Without this, a length added to a
+/// packet pointer fails verification there ("math between pkt pointer and
+/// register with unbounded min value").
+///
+/// # Safety
+/// `addr + 2 <= data_end` was checked.
+#[inline(always)]
+pub unsafe fn ld_be16(addr: usize) -> u32 {
+    // SAFETY: in bounds and 2-aligned (the caller's contract).
+    let w = u16::from_be(unsafe { core::ptr::read(addr as *const u16) }) as u32;
+    core::hint::black_box(w) & 0xffff
+}
+
 /// Writes a raw 16-bit word at `addr`.
 #[inline(always)]
 pub unsafe fn st16(addr: usize, v: u16) {
