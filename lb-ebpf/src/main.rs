@@ -154,8 +154,8 @@ struct ConnOutcome {
     /// A new flow evicted another.
     evicted: bool,
     /// Nonzero: encapsulation would exceed the MTU; the MTU to announce in
-    /// a too-big error, with [`TOO_BIG_V6_FRAGMENT`] for a fragment
-    /// IPv6 fragment (see [`too_big`]).
+    /// a too-big error, with [`TOO_BIG_V6_LATER_FRAGMENT`] for a fragment
+    /// past the first (see [`too_big`]).
     too_big: u32,
 }
 
@@ -167,11 +167,12 @@ impl ConnOutcome {
     };
 }
 
-/// In [`ConnOutcome::too_big`]: the packet is a fragment. An IPv6 one is
-/// not answered: the error quotes the IPv6 header and 8 bytes, which for a
-/// fragment (even the first) are its Fragment header, not the L4 header the
-/// sender needs to find the socket (Linux's icmpv6_notify then ignores it).
-const TOO_BIG_V6_FRAGMENT: u32 = 1 << 31;
+/// In [`ConnOutcome::too_big`]: the packet is a fragment past the first. An
+/// IPv6 one is not answered (RFC 4443 allows it, but its quote holds no L4
+/// header, so the sender cannot tell which socket it concerns). A first
+/// fragment is answered: its quote (1232 bytes) holds the Fragment header
+/// and the L4 header behind it, which is what Linux's icmpv6_notify walks to.
+const TOO_BIG_V6_LATER_FRAGMENT: u32 = 1 << 31;
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
@@ -676,8 +677,8 @@ fn encap(
         }
         // Answered (or not) by `lb`, after the counting.
         conn.too_big = (mtu - overhead)
-            | if p.fragment != parse::FRAG_NONE {
-                TOO_BIG_V6_FRAGMENT
+            | if p.fragment == parse::FRAG_LATER {
+                TOO_BIG_V6_LATER_FRAGMENT
             } else {
                 0
             };
@@ -883,7 +884,7 @@ fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
         if w0 as u8 != 0x45 {
             return (XDP_DROP, Reason::DropTooBig);
         }
-    } else if req & TOO_BIG_V6_FRAGMENT != 0 {
+    } else if req & TOO_BIG_V6_LATER_FRAGMENT != 0 {
         return (XDP_DROP, Reason::DropTooBigNoDf);
     }
     let Some(cfg) = CONFIG.get(0) else {
@@ -892,7 +893,7 @@ fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
     if !icmp_allowed(cfg) {
         return (XDP_DROP, Reason::DropTooBigRateLimited);
     }
-    let mtu = req & !TOO_BIG_V6_FRAGMENT;
+    let mtu = req & !TOO_BIG_V6_LATER_FRAGMENT;
     if v4 {
         too_big_v4(ctx, vlan, cfg, mtu)
     } else {

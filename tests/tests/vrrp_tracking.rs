@@ -486,26 +486,47 @@ fn instance_retries_until_its_interface_appears() -> Result<()> {
     Ok(())
 }
 
+/// A namespace (`{test}-a`) whose `eth0`, with address `addr` and up, is a
+/// veth to an idle one (`{test}-b`, also returned: it holds the pair), and
+/// the config of one instance `name` on `eth0` (advert every 100 ms, one
+/// announcement) with `vip` as its one virtual address.
+fn lone_node(
+    test: &str,
+    addr: &str,
+    (name, vrid, priority): (&str, u8, u8),
+    vip: &str,
+) -> Result<(NetNs, NetNs, lbctl::config::Config)> {
+    let ns = NetNs::new(&unique_name(test, "a"))?;
+    let idle = NetNs::new(&unique_name(test, "b"))?;
+    veth_pair(&ns, "eth0", &idle, "eth0")?;
+    ns.addr_add("eth0", addr)?;
+    ns.link_up("eth0")?;
+    idle.link_up("eth0")?;
+    let toml = format!(
+        "[node]\ninterface = \"eth0\"\n\n\
+        [[vrrp_instance]]\nname = \"{name}\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\n\
+        priority = {priority}\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"{vip}\"]\n\
+        garp_master_repeat = 1\n"
+    );
+    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    Ok((ns, idle, cfg))
+}
+
 /// The address owner (priority 255, RFC 5798 §1) advertises an address the
 /// interface already has: its own. Neither start-up (which removes a killed
 /// run's leftover VIPs for every other instance) nor a clean stop removes
 /// it. No VRRP peer needed.
 #[test]
 fn owner_keeps_its_own_address() -> Result<()> {
-    let ns = NetNs::new(&unique_name("vrrp-own", "a"))?;
-    let idle = NetNs::new(&unique_name("vrrp-own", "b"))?;
-    veth_pair(&ns, "eth0", &idle, "eth0")?;
     // The first address is the primary (advert source); the second is the
     // owner's own address, which it also advertises as its VIP.
-    ns.addr_add("eth0", "10.82.0.2/24")?;
+    let (ns, _idle, cfg) = lone_node(
+        "vrrp-own",
+        "10.82.0.2/24",
+        ("VI_O", 91, 255),
+        "10.82.0.1/24",
+    )?;
     ns.addr_add("eth0", "10.82.0.1/24")?;
-    ns.link_up("eth0")?;
-    idle.link_up("eth0")?;
-    let toml = "[node]\ninterface = \"eth0\"\n\n\
-        [[vrrp_instance]]\nname = \"VI_O\"\ninterface = \"eth0\"\nvirtual_router_id = 91\n\
-        priority = 255\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"10.82.0.1/24\"]\n\
-        garp_master_repeat = 1\n";
-    let cfg = lbctl::config::parse(toml, "lb.toml")?;
     let ns_name = ns.name().to_owned();
     let node = ns.enter_thread(move || -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -771,19 +792,12 @@ fn instance_follows_its_interface_when_re_created() -> Result<()> {
 fn failed_activation_faults_without_the_vip() -> Result<()> {
     use std::sync::atomic::{AtomicU32, Ordering};
     const VIP_D: &str = "10.84.0.100";
-    let ns = NetNs::new(&unique_name("vrrp-dpf", "a"))?;
-    let idle = NetNs::new(&unique_name("vrrp-dpf", "b"))?;
-    veth_pair(&ns, "eth0", &idle, "eth0")?;
-    ns.addr_add("eth0", "10.84.0.1/24")?;
-    ns.link_up("eth0")?;
-    idle.link_up("eth0")?;
-    let toml = format!(
-        "[node]\ninterface = \"eth0\"\n\n\
-        [[vrrp_instance]]\nname = \"VI_D\"\ninterface = \"eth0\"\nvirtual_router_id = 84\n\
-        priority = 150\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"{VIP_D}/32\"]\n\
-        garp_master_repeat = 1\n"
-    );
-    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    let (ns, _idle, cfg) = lone_node(
+        "vrrp-dpf",
+        "10.84.0.1/24",
+        ("VI_D", 84, 150),
+        &format!("{VIP_D}/32"),
+    )?;
     let activations = Arc::new(AtomicU32::new(0));
     let seen = Arc::clone(&activations);
     let node = ns.enter_thread(move || -> Result<()> {
@@ -868,19 +882,12 @@ fn failed_activation_faults_without_the_vip() -> Result<()> {
 #[test]
 fn owner_removes_a_killed_runs_vip() -> Result<()> {
     const LEFT: &str = "10.83.0.5";
-    let ns = NetNs::new(&unique_name("vrrp-olv", "a"))?;
-    let idle = NetNs::new(&unique_name("vrrp-olv", "b"))?;
-    veth_pair(&ns, "eth0", &idle, "eth0")?;
-    ns.addr_add("eth0", "10.83.0.2/24")?;
-    ns.link_up("eth0")?;
-    idle.link_up("eth0")?;
-    let toml = format!(
-        "[node]\ninterface = \"eth0\"\n\n\
-        [[vrrp_instance]]\nname = \"VI_O\"\ninterface = \"eth0\"\nvirtual_router_id = 92\n\
-        priority = 255\nadvert_int = \"100ms\"\nvirtual_ipaddress = [\"{LEFT}/32\"]\n\
-        garp_master_repeat = 1\n"
-    );
-    let cfg = lbctl::config::parse(&toml, "lb.toml")?;
+    let (ns, _idle, cfg) = lone_node(
+        "vrrp-olv",
+        "10.83.0.2/24",
+        ("VI_O", 92, 255),
+        &format!("{LEFT}/32"),
+    )?;
     let node = ns.enter_thread(move || -> Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
