@@ -1,6 +1,7 @@
 #!/bin/sh
-# Build a tiny initramfs: busybox-static, ipvsadm (+ its libraries), the IPVS,
-# scheduler, conntrack, virtio and veth modules, /init from this folder, and
+# Build a tiny initramfs: busybox-static, ipvsadm, iproute2's ip and ethtool
+# (+ their libraries), the IPVS, scheduler, conntrack, virtio, veth, 8021q
+# and bridge modules, /init from this folder, and
 # the given static test binaries (copied to /bin).
 # Usage: build-initramfs.sh KERNEL_EXTRACT_DIR KVER OUT.cpio.gz [static binary...]
 set -eu
@@ -15,15 +16,20 @@ for a in $("$R"/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$R
 # The kernel's request_module() (autoload, softdeps such as crc32c) runs /sbin/modprobe.
 ln -s ../bin/busybox "$R"/sbin/modprobe
 
-# ipvsadm and its shared libraries (+ the dynamic loader).
-cp /usr/sbin/ipvsadm "$R"/sbin/
-for lib in $(ldd /usr/sbin/ipvsadm | grep -o '/[^ ]*'); do
-  mkdir -p "$R$(dirname "$lib")"; cp -L "$lib" "$R$lib"
+# ipvsadm, iproute2's ip (namespaces and VLANs, which busybox's lacks; it
+# replaces busybox's) and ethtool, with their shared libraries (+ the
+# dynamic loader).
+cp /usr/sbin/ipvsadm /usr/sbin/ethtool "$R"/sbin/
+rm -f "$R"/bin/ip; cp -L /usr/sbin/ip "$R"/bin/ip
+for exe in /usr/sbin/ipvsadm /usr/sbin/ip /usr/sbin/ethtool; do
+  for lib in $(ldd "$exe" | grep -o '/[^ ]*'); do
+    mkdir -p "$R$(dirname "$lib")"; cp -L "$lib" "$R$lib"
+  done
 done
 
 # Module closure, resolved with the host's kmod against the unpacked kernel.
 [ -f "$KDIR/lib/modules/$KV/modules.dep" ] || depmod -b "$KDIR" "$KV"
-MODS="ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh nf_conntrack ipip ip6_tunnel virtio_net virtio_pci veth dummy"
+MODS="ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh ip_vs_mh nf_conntrack ipip ip6_tunnel virtio_net virtio_pci veth dummy 8021q bridge"
 for m in $MODS; do modprobe -d "$KDIR" -S "$KV" --show-depends "$m"; done |
   awk '$1=="insmod"{print $2}' | sort -u | while read -r ko; do
     rel=${ko#"$KDIR"/lib/modules/$KV/}
