@@ -84,6 +84,15 @@ impl KernelVm {
         assert!(st.success(), "build-initramfs.sh failed");
     }
 
+    /// Stages `files` (see [`stage`]) as `name`, packs them into an
+    /// initramfs and boots it ([`KernelVm::boot`]): the console's lines.
+    pub fn run(&self, name: &str, files: &[(PathBuf, &str)], limit: Duration) -> Vec<String> {
+        let (work, staged) = stage(name, files);
+        let initrd = work.join(format!("{name}-initrd.gz"));
+        self.initramfs(&initrd, &staged);
+        self.boot(&initrd, limit)
+    }
+
     /// Boots `initrd` and returns the console's lines, each also printed as
     /// `guest| ...`. Panics when the guest does not power off within `limit`.
     pub fn boot(&self, initrd: &Path, limit: Duration) -> Vec<String> {

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tests::kernel_vm::{KernelVm, assert_markers, build_static, stage};
+use tests::kernel_vm::{KernelVm, assert_markers, build_static};
 
 /// The whole boot, test and power-off; about 30 s here under TCG.
 const VM_TIMEOUT: Duration = Duration::from_secs(240);
@@ -34,10 +34,7 @@ fn ipvs_data_plane_in_a_debian_6_1_guest() {
         &["ipvs_guest", "lbctl"],
     );
     let named: Vec<(_, &str)> = built.into_iter().zip(["ipvs_guest", "lbctl"]).collect();
-    let (work, bins) = stage("ipvs", &named);
-    let initrd = work.join("ipvs-initrd.gz");
-    vm.initramfs(&initrd, &bins);
-    let console = vm.boot(&initrd, VM_TIMEOUT);
+    let console = vm.run("ipvs", &named, VM_TIMEOUT);
     assert_markers(
         &console,
         &[

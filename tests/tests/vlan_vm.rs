@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tests::kernel_vm::{KernelVm, assert_markers, build_static, stage};
+use tests::kernel_vm::{KernelVm, assert_markers, build_static};
 
 /// The whole boot, test and power-off (about a minute here under TCG).
 const VM_TIMEOUT: Duration = Duration::from_secs(600);
@@ -34,10 +34,7 @@ fn dr_on_a_vlan_interface_in_a_debian_guest() {
         &["vlan_guest", "lbctl"],
     );
     let named: Vec<(_, &str)> = built.into_iter().zip(["vlan_guest", "lbctl"]).collect();
-    let (work, files) = stage("vlan", &named);
-    let initrd = work.join("vlan-initrd.gz");
-    vm.initramfs(&initrd, &files);
-    let console = vm.boot(&initrd, VM_TIMEOUT);
+    let console = vm.run("vlan", &named, VM_TIMEOUT);
     assert_markers(
         &console,
         &[

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use tests::kernel_vm::{KernelVm, assert_markers, build_static, scripts, stage};
+use tests::kernel_vm::{KernelVm, assert_markers, build_static, scripts};
 
 /// The whole boot, fixtures and power-off (about 5 minutes here under TCG).
 const VM_TIMEOUT: Duration = Duration::from_secs(1200);
@@ -38,10 +38,7 @@ fn xdp_programs_on_a_debian_6_1_kernel() {
         .chain(fixtures.into_iter().map(|p| (p, "xdp_fixtures")))
         .chain([(scripts().join("xdp-guest.sh"), "xdp-guest.sh")])
         .collect();
-    let (work, files) = stage("xdp", &named);
-    let initrd = work.join("xdp-initrd.gz");
-    vm.initramfs(&initrd, &files);
-    let console = vm.boot(&initrd, VM_TIMEOUT);
+    let console = vm.run("xdp", &named, VM_TIMEOUT);
     assert_markers(
         &console,
         &[
