@@ -69,12 +69,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::health::HealthEvent;
 
 use super::codec::{self, RxMeta};
 use super::garp::Announcer;
-use super::netlink::{AbortOnDrop, LinkEvent, Netlink, NetlinkError, watch_links};
+use super::netlink::{LinkEvent, Netlink, NetlinkError, watch_links};
 use super::notify::{Notifier, NotifyStats};
 use super::rx::{ReceiverStats, Receivers, RxPacket, Subscription, source_allowed};
 use super::scripts::{ScriptRunners, ScriptSubscription};
@@ -618,7 +619,7 @@ async fn retry_wait(instance: &str, delay: Duration, missing: Option<&str>) {
         return;
     };
     let (mut links, _monitor) = match watch_links() {
-        Ok((links, task)) => (links, AbortOnDrop(task)),
+        Ok((links, task)) => (links, AbortOnDropHandle::new(task)),
         Err(error) => {
             tracing::warn!(instance = %instance, %error, "no link monitor; waiting the whole retry delay");
             tokio::time::sleep(delay).await;
