@@ -566,18 +566,13 @@ impl Relink {
     /// for tracking only.
     fn from_event(bound: &BTreeMap<String, u32>, ev: &LinkEvent) -> Option<Relink> {
         let &old = bound.get(&ev.name)?;
-        if ev.deleted {
-            // The deletion of another index of that name is not ours (the
-            // run checks the index after subscribing, so this does not
-            // happen, but it would not make the bound index stale).
-            (ev.index == old).then(|| Relink {
-                interface: ev.name.clone(),
-                old_ifindex: old,
-                new_ifindex: None,
-            })
-        } else {
-            Relink::between(&ev.name, old, Some(ev.index))
+        // The deletion of another index of that name is not ours (the run
+        // checks the index after subscribing, so this does not happen, but
+        // it would not make the bound index stale).
+        if ev.deleted && ev.index != old {
+            return None;
         }
+        Relink::between(&ev.name, old, (!ev.deleted).then_some(ev.index))
     }
 }
 
