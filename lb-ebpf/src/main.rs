@@ -952,16 +952,34 @@ const QUOTE_V4: usize = 576 - 28;
 const QUOTE_V6: usize = 1280 - 48;
 
 /// Adds the one's-complement sum of the `N` bytes at `addr` (a multiple of
-/// 4, at most 512) to `seed` (`bpf_csum_diff`, the kernel's `csum_partial`;
-/// the result is folded by [`fold`]). `None` if the helper refuses.
+/// 4) to `seed`, through `bpf_csum_diff` (the kernel's `csum_partial`) in
+/// its 512-byte steps; the result is folded by [`fold`]. `N` is a constant,
+/// so the loop is unrolled and every size the helper sees is a constant.
+/// `None` if the helper refuses.
 ///
 /// # Safety
 /// `addr + N <= data_end` was checked on the same packet pointer.
 #[inline(always)]
-unsafe fn sum_bytes<const N: u32>(addr: usize, seed: u32) -> Option<u32> {
-    // SAFETY: helper call reading N checked packet bytes.
-    let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, addr as *mut u32, N, seed) };
-    u32::try_from(r).ok()
+unsafe fn sum_quote<const N: usize>(addr: usize, seed: u32) -> Option<u32> {
+    const STEP: usize = 512;
+    let mut s = seed;
+    let mut off = 0;
+    while off < N {
+        let len = if N - off < STEP { N - off } else { STEP };
+        // SAFETY: helper call reading `len` of the caller's N checked bytes.
+        let r = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                (addr + off) as *mut u32,
+                len as u32,
+                s,
+            )
+        };
+        s = u32::try_from(r).ok()?;
+        off += STEP;
+    }
+    Some(s)
 }
 
 #[inline(always)]
@@ -991,11 +1009,7 @@ fn too_big_v4(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, R
         st16(icmp + 2, 0);
         st16(icmp + 4, 0);
         st16(icmp + 6, (mtu as u16).to_be());
-        let s = sum16::<4>(icmp, 0);
-        let Some(s) = sum_bytes::<512>(icmp + 8, s) else {
-            return (XDP_DROP, Reason::DropTooBig);
-        };
-        let Some(s) = sum_bytes::<{ QUOTE_V4 as u32 - 512 }>(icmp + 8 + 512, s) else {
+        let Some(s) = sum_quote::<QUOTE_V4>(icmp + 8, sum16::<4>(icmp, 0)) else {
             return (XDP_DROP, Reason::DropTooBig);
         };
         st16(icmp + 2, fold(s));
@@ -1036,14 +1050,7 @@ fn too_big_v6(ctx: &XdpContext, vlan: bool, cfg: &LbConfig, mtu: u32) -> (u32, R
         let pseudo =
             ((8 + QUOTE_V6) as u16).to_be() as u32 + (IPPROTO_ICMPV6 as u16).to_be() as u32;
         let s = sum16::<4>(icmp, sum16::<16>(ip + 8, pseudo));
-        let q = icmp + 8;
-        let Some(s) = sum_bytes::<512>(q, s) else {
-            return (XDP_DROP, Reason::DropTooBig);
-        };
-        let Some(s) = sum_bytes::<512>(q + 512, s) else {
-            return (XDP_DROP, Reason::DropTooBig);
-        };
-        let Some(s) = sum_bytes::<{ QUOTE_V6 as u32 - 1024 }>(q + 1024, s) else {
+        let Some(s) = sum_quote::<QUOTE_V6>(icmp + 8, s) else {
             return (XDP_DROP, Reason::DropTooBig);
         };
         st16(icmp + 2, fold(s));

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How much of an HTTP body is searched for the expected text.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -377,15 +377,6 @@ pub async fn check_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), CheckE
     }
 }
 
-/// Aborts a spawned task when dropped (the hyper connection driver).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Passes if `GET path` on `check.addr` answers within `timeout` with an
 /// expected status and, if asked, a body containing the expected text.
 pub async fn check_http(check: &HttpCheck, timeout: Duration) -> Result<(), CheckError> {
@@ -416,7 +407,8 @@ async fn http_exchange(check: &HttpCheck) -> Result<(), CheckError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|source| CheckError::Http { addr, source })?;
-    let _driver = AbortOnDrop(tokio::spawn(async move {
+    // Aborted when dropped: the hyper connection driver ends with the check.
+    let _driver = AbortOnDropHandle::new(tokio::spawn(async move {
         if let Err(error) = conn.await {
             tracing::debug!(%addr, %error, "http check connection ended with an error");
         }

@@ -17,6 +17,7 @@ use rtnetlink::packet_route::address::{
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Errors of netlink operations.
 #[derive(Debug, thiserror::Error)]
@@ -100,13 +101,7 @@ pub const VIP_ADDRESS_PROTO: u8 = 0x6c;
 #[derive(Debug)]
 pub struct Netlink {
     handle: rtnetlink::Handle,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Netlink {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 fn request_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
@@ -127,8 +122,11 @@ impl Netlink {
     /// Must be called inside a tokio runtime.
     pub fn connect() -> Result<Netlink, NetlinkError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
-        let task = tokio::spawn(conn);
-        Ok(Netlink { handle, task })
+        let task = AbortOnDropHandle::new(tokio::spawn(conn));
+        Ok(Netlink {
+            handle,
+            _task: task,
+        })
     }
 
     /// The interface named `name`.
@@ -269,17 +267,6 @@ pub struct LinkEvent {
     pub deleted: bool,
 }
 
-/// Aborts a task when dropped (however the owner ends: returned,
-/// cancelled, panicked).
-#[derive(Debug)]
-pub(super) struct AbortOnDrop(pub(super) JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Watch link state changes (`ip monitor link`). Events are sent on the
 /// returned channel until the receiver is dropped; the watcher task ends
 /// with it (or when the returned handle is aborted, which also closes the
@@ -292,7 +279,7 @@ pub fn watch_links() -> Result<(mpsc::Receiver<LinkEvent>, JoinHandle<()>), Netl
     let task = tokio::spawn(async move {
         // The connection task owns the socket: it must not outlive this
         // task, however this one ends.
-        let _conn = AbortOnDrop(tokio::spawn(conn));
+        let _conn = AbortOnDropHandle::new(tokio::spawn(conn));
         while let Some((msg, _)) = messages.next().await {
             if let Some(ev) = link_event(msg)
                 && tx.send(ev).await.is_err()

@@ -69,12 +69,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::health::HealthEvent;
 
 use super::codec::{self, RxMeta};
 use super::garp::Announcer;
-use super::netlink::{AbortOnDrop, LinkEvent, Netlink, NetlinkError, watch_links};
+use super::netlink::{LinkEvent, Netlink, NetlinkError, watch_links};
 use super::notify::{Notifier, NotifyStats};
 use super::rx::{ReceiverStats, Receivers, RxPacket, Subscription, source_allowed};
 use super::scripts::{ScriptRunners, ScriptSubscription};
@@ -565,18 +566,13 @@ impl Relink {
     /// for tracking only.
     fn from_event(bound: &BTreeMap<String, u32>, ev: &LinkEvent) -> Option<Relink> {
         let &old = bound.get(&ev.name)?;
-        if ev.deleted {
-            // The deletion of another index of that name is not ours (the
-            // run checks the index after subscribing, so this does not
-            // happen, but it would not make the bound index stale).
-            (ev.index == old).then(|| Relink {
-                interface: ev.name.clone(),
-                old_ifindex: old,
-                new_ifindex: None,
-            })
-        } else {
-            Relink::between(&ev.name, old, Some(ev.index))
+        // The deletion of another index of that name is not ours (the run
+        // checks the index after subscribing, so this does not happen, but
+        // it would not make the bound index stale).
+        if ev.deleted && ev.index != old {
+            return None;
         }
+        Relink::between(&ev.name, old, (!ev.deleted).then_some(ev.index))
     }
 }
 
@@ -618,7 +614,7 @@ async fn retry_wait(instance: &str, delay: Duration, missing: Option<&str>) {
         return;
     };
     let (mut links, _monitor) = match watch_links() {
-        Ok((links, task)) => (links, AbortOnDrop(task)),
+        Ok((links, task)) => (links, AbortOnDropHandle::new(task)),
         Err(error) => {
             tracing::warn!(instance = %instance, %error, "no link monitor; waiting the whole retry delay");
             tokio::time::sleep(delay).await;
