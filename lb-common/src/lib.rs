@@ -46,6 +46,14 @@ pub struct VipKey {
     pub family: u8,
 }
 
+/// Slots of the `LB_TAILS` program array: the programs `lb` tail-calls.
+pub mod tail {
+    /// `lb_too_big`: answers a packet too big to encapsulate.
+    pub const TOO_BIG: u32 = 0;
+    /// Number of slots.
+    pub const SLOTS: u32 = 1;
+}
+
 /// VIP flags ([`VipInfo::flags`]).
 pub mod vip_flags {
     /// This node is active (VRRP master) for the VIP; otherwise its traffic passes to the kernel.

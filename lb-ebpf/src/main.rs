@@ -5,6 +5,11 @@
 //!   backend chosen by the connection table or the VIP's Maglev ring, by DR
 //!   (MAC rewrite) or IPIP/IP6IP6 encapsulation, out of the same interface
 //!   (XDP_TX). Everything else passes to the kernel byte for byte unchanged.
+//! - `lb_too_big`: tail-called by `lb` (slot [`tail::TOO_BIG`] of
+//!   [`LB_TAILS`]) for a packet too big to encapsulate: answers the client
+//!   with fragmentation-needed / packet-too-big, or drops it. A program of
+//!   its own so the verifier checks it once, from one state, not once per
+//!   forwarding path that reaches it.
 //! - `decap`: for real servers: strips IPIP/IP6IP6 addressed to the host and
 //!   passes the inner packet to the kernel.
 //! - `pass`: returns XDP_PASS (veth peers need an XDP program for XDP_TX
@@ -27,7 +32,7 @@ use aya_ebpf::{
         bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
     },
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -35,7 +40,7 @@ use lb_common::{
     AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
     FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
     VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports, flow_hash,
-    flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, vip_flags,
+    flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, tail, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -121,6 +126,14 @@ static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_B
 /// One counter per [`Reason`].
 #[map]
 static REASONS: PerCpuArray<ReasonCounts> = PerCpuArray::with_max_entries(1, 0);
+/// Programs `lb` tail-calls, by [`tail`] slot; filled by user space.
+#[map]
+static LB_TAILS: ProgramArray = ProgramArray::with_max_entries(tail::SLOTS, 0);
+/// What `lb` hands the program it tail-calls (per CPU: the tail call runs on
+/// the same CPU, in the same run): for [`tail::TOO_BIG`], the
+/// [`ConnOutcome::too_big`] overhead.
+#[map]
+static TAIL_ARG: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// Tunnel endpoints the decap program accepts.
 #[map]
 static DECAP_ADDRS: HashMap<AddrKey, u32> = HashMap::with_max_entries(64, 0);
@@ -153,9 +166,12 @@ struct ConnOutcome {
     lookup: Option<Reason>,
     /// A new flow evicted another.
     evicted: bool,
-    /// Nonzero: encapsulation would exceed the MTU; the MTU to announce in
-    /// a too-big error, with [`TOO_BIG_V6_FRAGMENT`] for a fragment
-    /// (see [`too_big`]).
+    /// Nonzero: encapsulation would exceed the MTU; the length of the outer
+    /// header that did not fit (20 or 40), which `lb_too_big` takes off the
+    /// MTU it announces. Only this, a constant on each path: anything that
+    /// varies more here (the MTU, the fragment state) multiplies the states
+    /// the verifier must tell apart (measured on 6.18: about 600k of the 1M
+    /// instructions it allows, against 820k); `lb_too_big` reads the rest.
     too_big: u32,
 }
 
@@ -166,15 +182,6 @@ impl ConnOutcome {
         too_big: 0,
     };
 }
-
-/// In [`ConnOutcome::too_big`]: the packet is a fragment. An IPv6 one is
-/// not answered. For a later fragment the quote holds no L4 header, so the
-/// sender could not tell which socket it concerns. A first fragment's quote
-/// (1232 bytes) would hold it, but answering those too makes more verifier
-/// states reach the ICMPv6 code: measured, `lb` then needs about 910k of
-/// the 1M instructions the verifier allows on 6.18 (720k without) and more
-/// than 1M on 6.1's, which then refuses to load it.
-const TOO_BIG_V6_FRAGMENT: u32 = 1 << 31;
 
 #[inline(always)]
 fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
@@ -197,7 +204,7 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
     let mut conn = ConnOutcome::NONE;
-    let (mut action, mut reason) = balance(&ctx, &mut conn);
+    let (action, reason) = balance(&ctx, &mut conn);
     let mut counts = reason_counts();
     if let Some(c) = counts.as_deref_mut() {
         if let Some(r) = conn.lookup {
@@ -207,16 +214,57 @@ pub fn lb(ctx: XdpContext) -> u32 {
             bump(c, Reason::ConnEvicted);
         }
     }
-    // Here, not where it was decided: the many verifier states of the
-    // forwarding paths (connection outcomes, families, VLAN) have converged
-    // by now, so the slow path is verified a few times, not once per path.
-    if conn.too_big != 0 {
-        (action, reason) = too_big(&ctx, conn.too_big);
+    // After the connection outcome is counted: `lb_too_big` answers (or
+    // drops) and counts the packet itself. A program of its own, verified
+    // once, not once for each verifier state of the forwarding paths that
+    // reaches this point (inlined here, it took about 120k of the 1M
+    // instructions the verifier allows, and more with IPv6 first fragments
+    // answered, which 6.1's verifier then refused).
+    if conn.too_big != 0
+        && let Some(arg) = TAIL_ARG.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU value owned by this CPU for the program's run,
+        // which the tail call continues.
+        unsafe { *arg = conn.too_big };
+        // SAFETY: a tail call with the program's own context; it returns
+        // only when slot TOO_BIG is empty (the packet is then dropped as
+        // `encap` said).
+        unsafe { LB_TAILS.tail_call(&ctx, tail::TOO_BIG) };
     }
     if let Some(c) = counts {
         bump(c, reason);
     }
     action
+}
+
+/// Tail-called by `lb` for a packet too big to encapsulate (see [`too_big`]).
+#[xdp]
+pub fn lb_too_big(ctx: XdpContext) -> u32 {
+    let (action, reason) = answer_too_big(&ctx);
+    count(reason);
+    action
+}
+
+/// `lb_too_big`'s work: the MTU to announce (the node's, less the overhead
+/// `lb` handed over) and the fragment state, read again, then [`too_big`].
+#[inline(always)]
+fn answer_too_big(ctx: &XdpContext) -> (u32, Reason) {
+    let overhead = match TAIL_ARG.get_ptr_mut(0) {
+        // SAFETY: per-CPU value owned by this CPU for the program's run;
+        // taken, so a request is answered once.
+        Some(arg) => unsafe { core::mem::replace(&mut *arg, 0) },
+        None => 0,
+    };
+    // Zero: not reached from `lb`, which hands over a nonzero overhead.
+    // A parse error cannot happen on the packet `lb` just parsed.
+    let (Some(cfg), Ok(p)) = (CONFIG.get(0), parse::parse(ctx)) else {
+        return (XDP_DROP, Reason::DropTooBig);
+    };
+    let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
+    if overhead == 0 || mtu <= overhead {
+        return (XDP_DROP, Reason::DropTooBig);
+    }
+    too_big(ctx, cfg, mtu - overhead, p.fragment == parse::FRAG_LATER)
 }
 
 #[xdp]
@@ -677,13 +725,8 @@ fn encap(
             // Never answer an error with an error (RFC 1122 3.2.2, RFC 4443 2.4).
             return (XDP_DROP, Reason::DropTooBig);
         }
-        // Answered (or not) by `lb`, after the counting.
-        conn.too_big = (mtu - overhead)
-            | if p.fragment != parse::FRAG_NONE {
-                TOO_BIG_V6_FRAGMENT
-            } else {
-                0
-            };
+        // Answered (or not) by `lb_too_big`, after `lb` has counted.
+        conn.too_big = overhead;
         return (XDP_DROP, Reason::DropTooBig);
     }
     let vlan = p.l3_off == 18;
@@ -848,21 +891,22 @@ fn icmp_allowed(cfg: &LbConfig) -> bool {
 }
 
 /// Answers the client with ICMP fragmentation-needed (IPv4) or packet-too-big
-/// (IPv6) carrying the MTU in `req` (a [`ConnOutcome::too_big`]), from the
-/// VIP, out of the interface it came in on. The error quotes the client's
+/// (IPv6) carrying `mtu`, from the VIP, out of the interface it came in on. The error quotes the client's
 /// IP header and the first 8 bytes after it; addresses are read back from
 /// that quote (the flow key may be masked). The packet was parsed before:
 /// only what is needed is read again.
 ///
 /// Only for a packet that may be answered: IPv4 with DF and at offset 0
 /// (RFC 1191; RFC 1122 3.2.2: no error about a non-initial fragment), IPv6
-/// only whole (see [`TOO_BIG_V6_FRAGMENT`]); others are dropped (`DropTooBigNoDf`), as are errors over the
+/// whole or a first fragment (`later_fragment` false: a later one's quote
+/// would hold no L4 header, so the sender could not tell which socket it
+/// concerns); others are dropped (`DropTooBigNoDf`), as are errors over the
 /// rate limit (`DropTooBigRateLimited`) and IPv4 with options (`DropTooBig`).
 ///
 /// Growing the head by the new IP + ICMP header length leaves the original IP
 /// header exactly where the quote goes; the tail is then cut after the quote.
 #[inline(always)]
-fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
+fn too_big(ctx: &XdpContext, cfg: &LbConfig, mtu: u32, later_fragment: bool) -> (u32, Reason) {
     let data = ctx.data();
     let end = ctx.data_end();
     if data + 18 > end {
@@ -885,16 +929,12 @@ fn too_big(ctx: &XdpContext, req: u32) -> (u32, Reason) {
         if w0 as u8 != 0x45 {
             return (XDP_DROP, Reason::DropTooBig);
         }
-    } else if req & TOO_BIG_V6_FRAGMENT != 0 {
+    } else if later_fragment {
         return (XDP_DROP, Reason::DropTooBigNoDf);
     }
-    let Some(cfg) = CONFIG.get(0) else {
-        return (XDP_DROP, Reason::DropTooBig);
-    };
     if !icmp_allowed(cfg) {
         return (XDP_DROP, Reason::DropTooBigRateLimited);
     }
-    let mtu = req & !TOO_BIG_V6_FRAGMENT;
     if v4 {
         too_big_v4(ctx, vlan, cfg, mtu)
     } else {

@@ -858,25 +858,36 @@ fn ip6ip6_over_mtu_answers_packet_too_big() {
     );
     let (v, out) = lab.run(&pkt);
     assert_eq!(v, verdict::TX);
+    // The test packet carries a VLAN tag, kept on the reply.
+    assert_eq!(pkt[12..14], [0x81, 0x00]);
+    assert_frame(
+        &out,
+        &packet_too_big_expected(&pkt, "2001:db8::100", MTU - 40),
+    );
+}
+
+/// The packet-too-big `lb` answers `pkt` (an IPv6 frame, with or without
+/// one VLAN tag) with, from `vip`, announcing `mtu`.
+fn packet_too_big_expected(pkt: &[u8], vip: &str, mtu: u32) -> Vec<u8> {
+    let l3 = if pkt[12..14] == [0x81, 0x00] { 18 } else { 14 };
     let mut want = Vec::new();
     want.extend_from_slice(&ROUTER_MAC);
     want.extend_from_slice(&LB_MAC);
-    want.extend_from_slice(&pkt[12..16]);
-    want.extend_from_slice(&[0x86, 0xdd]);
+    want.extend_from_slice(&pkt[12..l3]);
     let h = Ipv6Header {
         traffic_class: 0,
         flow_label: Ipv6FlowLabel::ZERO,
         payload_length: 1240,
         next_header: IpNumber::IPV6_ICMP,
         hop_limit: 255,
-        source: ip6("2001:db8::100"),
+        source: ip6(vip),
         destination: ip6(CLIENT6),
     };
     h.write(&mut want).expect("v6");
     let mut icmp = vec![2, 0, 0, 0];
-    icmp.extend_from_slice(&(MTU - 40).to_be_bytes());
+    icmp.extend_from_slice(&mtu.to_be_bytes());
     // As much of the packet as fits in 1280 bytes (RFC 4443 2.4(c)).
-    icmp.extend_from_slice(&pkt[18..18 + 1232]);
+    icmp.extend_from_slice(&pkt[l3..l3 + 1232]);
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&h.source);
     pseudo.extend_from_slice(&h.destination);
@@ -886,7 +897,7 @@ fn ip6ip6_over_mtu_answers_packet_too_big() {
     let c = inet_csum(&pseudo);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     want.extend_from_slice(&icmp);
-    assert_frame(&out, &want);
+    want
 }
 
 /// An IPv4 UDP packet of `total` bytes to `dst`:53 with its DF and MF bits
@@ -943,9 +954,9 @@ fn state_with_ipip_fragment_vips() -> DesiredState {
 
 /// Too big to encapsulate: IPv4 is answered with fragmentation-needed only
 /// when DF is set and the offset is 0 (RFC 1191; RFC 1122 3.2.2: no ICMP
-/// error about a non-initial fragment), IPv6 with packet-too-big only when
-/// whole (see `TOO_BIG_V6_FRAGMENT` in lb-ebpf for why not a first
-/// fragment); the rest is dropped and counted.
+/// error about a non-initial fragment), IPv6 with packet-too-big when whole
+/// or a first fragment (a later one's quote would hold no L4 header, see
+/// `TOO_BIG_LATER_FRAGMENT` in lb-ebpf); the rest is dropped and counted.
 #[test]
 fn too_big_without_df_or_past_the_first_fragment_is_dropped_not_answered() {
     let lab = Lab::new(state_with_ipip_fragment_vips());
@@ -988,7 +999,7 @@ fn too_big_without_df_or_past_the_first_fragment_is_dropped_not_answered() {
     check(
         "IPv6 first fragment",
         &v6_fragment("2001:db8::120", 0, 1440),
-        verdict::DROP,
+        verdict::TX,
     );
     check(
         "IPv6 non-first fragment",
@@ -1010,10 +1021,26 @@ fn too_big_without_df_or_past_the_first_fragment_is_dropped_not_answered() {
             r["drop_too_big_no_df"],
             r["drop_too_big"]
         ),
-        (1, 5, 0),
+        (2, 4, 0),
         "{r:?}"
     );
     assert_eq!(r["fragment_forwarded"], 1, "{r:?}");
+}
+
+/// An IPv6 first fragment too big to encapsulate is answered like a whole
+/// packet (RFC 4443 3.2), quoting its first 1232 bytes: the Fragment header
+/// and the UDP header with them, so the sender can tell the socket.
+#[test]
+fn ipv6_first_fragment_over_mtu_answers_packet_too_big() {
+    let lab = Lab::new(state_with_ipip_fragment_vips());
+    let pkt = v6_fragment("2001:db8::120", 0, 1440);
+    let (v, out) = lab.run(&pkt);
+    assert_eq!(v, verdict::TX, "{:?}", lab.reasons());
+    assert_frame(
+        &out,
+        &packet_too_big_expected(&pkt, "2001:db8::120", MTU - 40),
+    );
+    assert_eq!(lab.reasons()["too_big_sent"], 1);
 }
 
 /// The ICMP errors the program sends are rate limited per CPU by a token

@@ -67,3 +67,70 @@ fn a_refused_apply_loses_no_backend_ids() {
     dp.apply(&state(0, N)).expect("the running state");
     dp.apply(&state(0, 4095)).expect("every id free once more");
 }
+
+/// The program array `lb` tail-calls through is pinned with the other maps:
+/// while it is pinned its slot keeps `lb_too_big` (a kept data plane with
+/// no daemon still answers too-big packets), and a daemon that adopts the
+/// pins puts its own `lb_too_big` there.
+#[test]
+fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
+    use lbctl::dataplane::xdp::programs::LB_TOO_BIG;
+    use std::path::{Path, PathBuf};
+
+    /// Removes the test's pin directory, also when the test fails.
+    struct PinDir(PathBuf);
+    impl Drop for PinDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let slot = |dir: &Path| -> u32 {
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "map", "lookup", "pinned"])
+            .arg(dir.join("LB_TAILS"))
+            .args(["key", "0", "0", "0", "0"])
+            .output()
+            .expect("bpftool");
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let bytes: Vec<u8> = v["value"]
+            .as_array()
+            .expect("value bytes")
+            .iter()
+            .map(|b| u8::from_str_radix(b.as_str().expect("byte").trim_start_matches("0x"), 16))
+            .collect::<Result<_, _>>()
+            .expect("hex");
+        u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
+    };
+    let dir = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/lbctl-test-tails-{}",
+        std::process::id()
+    )));
+    let opts = LoadOptions {
+        ring_stride: 251,
+        max_vips: 4,
+        conn_table_size: 1024,
+    };
+    let id_of = |dp: &XdpDataplane| {
+        dp.program(LB_TOO_BIG)
+            .expect("program")
+            .info()
+            .expect("info")
+            .id()
+    };
+
+    let first = XdpDataplane::load_pinned(opts, &dir.0).expect("first load");
+    let first_id = id_of(&first);
+    assert_eq!(slot(&dir.0), first_id);
+    drop(first);
+    assert_eq!(slot(&dir.0), first_id, "the pinned slot was emptied");
+
+    let second = XdpDataplane::load_pinned(opts, &dir.0).expect("second load");
+    let second_id = id_of(&second);
+    assert_ne!(second_id, first_id);
+    assert_eq!(
+        slot(&dir.0),
+        second_id,
+        "the adopting load left the old program"
+    );
+}

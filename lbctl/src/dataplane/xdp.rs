@@ -31,7 +31,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        ProgramArray,
+    },
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -63,6 +66,8 @@ pub const SLOT_REUSE_GRACE: Duration = Duration::from_millis(10);
 pub mod programs {
     /// The load balancer.
     pub const LB: &str = "lb";
+    /// Tail-called by `lb`: answers a packet too big to encapsulate.
+    pub const LB_TOO_BIG: &str = "lb_too_big";
     /// The real-server decapsulator.
     pub const DECAP: &str = "decap";
     /// XDP_PASS, for veth peers.
@@ -72,7 +77,7 @@ pub mod programs {
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 16] = [
+pub const MAP_NAMES: [&str; 18] = [
     "VIPS",
     "VIP_PROTOS",
     "VIP_ADDR_SLOTS",
@@ -89,6 +94,8 @@ pub const MAP_NAMES: [&str; 16] = [
     "BACKEND_STATS",
     "REASONS",
     "DECAP_ADDRS",
+    "LB_TAILS",
+    "TAIL_ARG",
 ];
 
 /// Version of the map layout (types, key and value sizes) of the `lb-ebpf`
@@ -99,7 +106,8 @@ pub const MAP_NAMES: [&str; 16] = [
 /// 4: `VIP_PROTOS`.
 /// 5: `ICMP_LIMIT`, `LbConfig::icmp_rate` / `icmp_burst`, reasons
 /// `drop_too_big_no_df` and `drop_too_big_rate_limited`.
-pub const MAP_LAYOUT: u32 = 5;
+/// 6: `LB_TAILS` and `TAIL_ARG` (the too-big path in its own program).
+pub const MAP_LAYOUT: u32 = 6;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -528,6 +536,7 @@ impl XdpDataplane {
         }
         for name in [
             programs::LB,
+            programs::LB_TOO_BIG,
             programs::DECAP,
             programs::PASS,
             programs::REFLECT,
@@ -538,6 +547,7 @@ impl XdpDataplane {
                 .try_into()?;
             prog.load()?;
         }
+        fill_tail_slots(&mut ebpf)?;
         let rings_map = ebpf
             .take_map("RINGS")
             .ok_or_else(|| XdpError::Missing("array map RINGS".into()))?;
@@ -1351,6 +1361,25 @@ impl XdpDataplane {
 }
 
 /// Possible CPUs (per-CPU maps and `CONNS4` regions are sized by them).
+/// Puts the programs `lb` tail-calls into `LB_TAILS` (a pinned array adopted
+/// from an earlier run gets this run's programs). The array stays in `ebpf`:
+/// the kernel empties a program array when its last user-space reference
+/// (file descriptor or pin) goes.
+fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
+    let too_big = ebpf
+        .program(programs::LB_TOO_BIG)
+        .ok_or_else(|| XdpError::Missing(format!("program {}", programs::LB_TOO_BIG)))?
+        .fd()?
+        .try_clone()
+        .map_err(ProgramError::from)?;
+    let mut tails = ProgramArray::try_from(
+        ebpf.map_mut("LB_TAILS")
+            .ok_or_else(|| XdpError::Missing("program array map LB_TAILS".into()))?,
+    )?;
+    tails.set(lb_common::tail::TOO_BIG, &too_big, 0)?;
+    Ok(())
+}
+
 fn cpu_count() -> Result<u32, XdpError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
     Ok(u32::try_from(cpus).unwrap_or(u32::MAX).max(1))
