@@ -38,8 +38,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, ensure};
-use lbctl::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, programs};
-use tests::netns::{ChildGuard, NetNs, bridge, veth_pair, wait_until};
+use tests::netns::{ChildGuard, NetNs, PassHolder, bridge, veth_pair, wait_until};
 
 /// Addresses of the vlan phase.
 mod vlan {
@@ -327,50 +326,6 @@ address = "{}"
     Ok(())
 }
 
-/// Holds lb-ebpf's `pass` program on `iface` in `ns` until dropped: a frame
-/// sent with XDP_TX into a veth arrives only if the peer runs XDP too
-/// (shared/docs/netns-testing.md); a NIC does not need this.
-struct PassHolder {
-    stop: Option<mpsc::Sender<()>>,
-}
-
-impl PassHolder {
-    fn attach(ns: &NetNs, iface: &'static str) -> Result<Self> {
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        ns.enter_thread(move || {
-            let r = XdpDataplane::load(LoadOptions::minimal()).and_then(|mut dp| {
-                dp.attach(programs::PASS, iface, AttachMode::Auto)?;
-                Ok(dp)
-            });
-            match r {
-                Ok(dp) => {
-                    let _ = ready_tx.send(Ok(()));
-                    let _ = stop_rx.recv();
-                    drop(dp);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
-            }
-        })?;
-        ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| anyhow!("pass on {iface}: no answer"))?
-            .map_err(|e| anyhow!("pass on {iface}: {e}"))?;
-        Ok(Self {
-            stop: Some(stop_tx),
-        })
-    }
-}
-
-impl Drop for PassHolder {
-    fn drop(&mut self) {
-        // The holder thread detaches when the sender goes.
-        self.stop.take();
-    }
-}
-
 fn native_phase() -> Result<()> {
     use native::*;
     let br = NetNs::new("nbr")?;
@@ -388,22 +343,9 @@ fn native_phase() -> Result<()> {
     }
     bridge(&br, "br0", &["pclient", "plb", "ps1", "ps2"])?;
     client_via_lb(&client, "10.78.1.0/24", LB_IP, &["t0"])?;
-    let _pass = PassHolder::attach(&br, "plb")?;
+    let _pass = PassHolder::new(&br, "plb")?;
 
-    // The servers decapsulate with `lbctl decap` only: no tunnel device,
-    // and no ipip module that would make one.
-    let modules = std::fs::read_to_string("/proc/modules")?;
-    ensure!(
-        !modules.lines().any(|l| l.starts_with("ipip ")),
-        "the ipip module is loaded: {modules}"
-    );
-    for ns in &s {
-        ensure!(
-            !ns.exec(&["ip", "link", "show", "tunl0"])?.status.success(),
-            "{} has a tunl0 device",
-            ns.name()
-        );
-    }
+    // The servers decapsulate with `lbctl decap` only: no tunnel device.
     let mut decaps = Vec::new();
     for (ns, (_, ip)) in s.iter().zip(SERVERS) {
         decaps.push(ns.spawn(&[
