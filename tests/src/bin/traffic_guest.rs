@@ -345,7 +345,22 @@ fn native_phase() -> Result<()> {
     client_via_lb(&client, "10.78.1.0/24", LB_IP, &["t0"])?;
     let _pass = PassHolder::new(&br, "plb")?;
 
-    // The servers decapsulate with `lbctl decap` only: no tunnel device.
+    // The servers decapsulate with `lbctl decap` only: no tunnel device,
+    // and no ipip module that would make one.
+    let modules = std::fs::read_to_string("/proc/modules")?;
+    ensure!(
+        !modules.lines().any(|l| l.starts_with("ipip ")),
+        "the ipip module is loaded: {modules}"
+    );
+    for ns in &s {
+        // The whole list: asking for tunl0 by name would load ipip.
+        let links = ns.run(&["ip", "-o", "link", "show"])?;
+        ensure!(
+            !links.contains("tunl0") && !links.contains("ipip"),
+            "{} has a tunnel device: {links}",
+            ns.name()
+        );
+    }
     let mut decaps = Vec::new();
     for (ns, (_, ip)) in s.iter().zip(SERVERS) {
         decaps.push(ns.spawn(&[
