@@ -22,10 +22,12 @@
 
 use std::fs::File;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use lbctl::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, programs};
 use nix::sched::{CloneFlags, setns};
 
 /// Prefix of every namespace the project's tests create.
@@ -116,16 +118,7 @@ impl NetNs {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        std::thread::Builder::new()
-            .name(format!("ns-{}", self.name))
-            .spawn(move || {
-                setns(&file, CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")?;
-                drop(file);
-                Ok(f())
-            })
-            .context("spawning namespace thread")
+        enter_thread_named(&self.name, f)
     }
 
     /// `ip link set DEV up`.
@@ -218,6 +211,89 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// [`NetNs::enter_thread`] for a namespace named `name` (`ip netns` names,
+/// under `/run/netns`) that the caller manages itself.
+pub fn enter_thread_named<F, R>(name: &str, f: F) -> Result<JoinHandle<Result<R>>>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).with_context(|| format!("open {path}"))?;
+    std::thread::Builder::new()
+        .name(format!("ns-{name}"))
+        .spawn(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")?;
+            drop(file);
+            Ok(f())
+        })
+        .context("spawning namespace thread")
+}
+
+/// lb-ebpf's `pass` program (XDP_PASS) on an interface inside a namespace,
+/// held by a thread until dropped: a frame sent with XDP_TX into a veth
+/// arrives only if the peer runs an XDP program too
+/// (shared/docs/netns-testing.md), so topologies put it on the LB's peer
+/// port. A NIC does not need this.
+pub struct PassHolder {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl PassHolder {
+    /// Attaches `pass` to `iface` in `ns`.
+    ///
+    /// # Errors
+    /// The object does not load or the program does not attach (within 60 s).
+    pub fn new(ns: &NetNs, iface: &str) -> Result<PassHolder> {
+        Self::in_named(&ns.name, iface)
+    }
+
+    /// As [`Self::new`], for a namespace known by its name only.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn in_named(ns: &str, iface: &str) -> Result<PassHolder> {
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let iface = iface.to_owned();
+        let thread = enter_thread_named(ns, move || {
+            let r = XdpDataplane::load(LoadOptions::minimal()).and_then(|mut dp| {
+                dp.attach(programs::PASS, &iface, AttachMode::Auto)?;
+                Ok(dp)
+            });
+            match r {
+                Ok(dp) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.recv();
+                    drop(dp);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+        })?;
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("pass holder: no answer")?
+            .map_err(|e| anyhow!("attach pass: {e}"))?;
+        Ok(PassHolder {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for PassHolder {
+    fn drop(&mut self) {
+        // The holder thread detaches and ends when the sender goes.
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

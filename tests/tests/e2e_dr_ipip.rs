@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use lbctl::api::{self, Request, Response, StatusReport};
 use lbctl::daemon;
-use lbctl::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, programs};
+use lbctl::dataplane::xdp::AttachMode;
 use nix::sched::{CloneFlags, setns};
+use tests::netns::PassHolder;
 use tokio_util::sync::CancellationToken;
 
 const LB_IP: &str = "10.77.0.1";
@@ -188,46 +189,13 @@ impl Drop for Topology {
     }
 }
 
-/// An XDP program attached inside a namespace, held by a thread until drop.
-struct XdpHolder {
+/// `lbctl decap` (its code path) inside a namespace, held by a thread until drop.
+struct DecapHolder {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl XdpHolder {
-    /// The `pass` program on `iface` in `ns` (the peer of a veth running XDP_TX).
-    fn pass(ns: &str, iface: &str) -> Self {
-        let (stop_tx, stop_rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let ns = ns.to_owned();
-        let iface = iface.to_owned();
-        let thread = std::thread::spawn(move || {
-            enter(&ns);
-            let r = XdpDataplane::load(LoadOptions::minimal()).and_then(|mut dp| {
-                dp.attach(programs::PASS, &iface, AttachMode::Auto)?;
-                Ok(dp)
-            });
-            match r {
-                Ok(dp) => {
-                    let _ = ready_tx.send(Ok(()));
-                    let _ = stop_rx.recv();
-                    drop(dp);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
-            }
-        });
-        ready_rx
-            .recv()
-            .expect("pass holder thread")
-            .unwrap_or_else(|e| panic!("attach pass: {e}"));
-        Self {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
+impl DecapHolder {
     /// `lbctl decap` (its code path) on `iface` in `ns`, accepting `addr`.
     fn decap(ns: &str, iface: &str, addr: IpAddr) -> Self {
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -255,7 +223,7 @@ impl XdpHolder {
     }
 }
 
-impl Drop for XdpHolder {
+impl Drop for DecapHolder {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
@@ -635,12 +603,12 @@ fn assert_spread(got: &BTreeMap<String, usize>, weights: &[(&str, u16)], n: usiz
 /// Shared scenario of the DR and IPIP tests.
 fn scenario(test: &str, forwarding: &str) {
     let t = Topology::new(test);
-    let _pass = XdpHolder::pass(&t.ns("br"), "plb");
-    let _decaps: Vec<XdpHolder> = if forwarding == "ipip" {
+    let _pass = PassHolder::in_named(&t.ns("br"), "plb").expect("pass on plb");
+    let _decaps: Vec<DecapHolder> = if forwarding == "ipip" {
         ["s1", "s2", "s3"]
             .iter()
             .zip(SERVER_IPS)
-            .map(|(s, ip)| XdpHolder::decap(&t.ns(s), "e0", ip.parse().expect("ip")))
+            .map(|(s, ip)| DecapHolder::decap(&t.ns(s), "e0", ip.parse().expect("ip")))
             .collect()
     } else {
         Vec::new()
@@ -804,7 +772,7 @@ fn ipip_spread_kill_rejoin_reload() {
 #[test]
 fn restart_keeps_flows_and_transfers() {
     let t = Topology::new("restart");
-    let _pass = XdpHolder::pass(&t.ns("br"), "plb");
+    let _pass = PassHolder::in_named(&t.ns("br"), "plb").expect("pass on plb");
     let _servers: Vec<HttpServer> = ["s1", "s2", "s3"]
         .iter()
         .map(|s| HttpServer::start(&t.ns(s), s))

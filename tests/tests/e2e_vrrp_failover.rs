@@ -39,8 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use lbctl::api::{self, Request, Response, StatusReport};
 use lbctl::daemon;
-use lbctl::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, programs};
-use tests::netns::{NetNs, bridge, unique_name, veth_pair, wait_until};
+use tests::netns::{NetNs, PassHolder, bridge, unique_name, veth_pair, wait_until};
 use tokio_util::sync::CancellationToken;
 
 const LB_IPS: [&str; 2] = ["10.78.0.1", "10.78.0.2"];
@@ -199,54 +198,6 @@ impl Drop for Topology {
             ));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The `pass` program on a bridge port whose peer runs XDP_TX (veth needs a
-/// program on the receiving end), held by a thread until drop.
-struct PassHolder {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<Result<()>>>,
-}
-
-impl PassHolder {
-    fn new(ns: &NetNs, iface: &str) -> Result<PassHolder> {
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let iface = iface.to_owned();
-        let thread = ns.enter_thread(move || {
-            let r = XdpDataplane::load(LoadOptions::minimal()).and_then(|mut dp| {
-                dp.attach(programs::PASS, &iface, AttachMode::Auto)?;
-                Ok(dp)
-            });
-            match r {
-                Ok(dp) => {
-                    let _ = ready_tx.send(Ok(()));
-                    let _ = stop_rx.recv();
-                    drop(dp);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
-            }
-        })?;
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .context("pass holder")?
-            .map_err(|e| anyhow!("attach pass: {e}"))?;
-        Ok(PassHolder {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for PassHolder {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! made `lb` fail to load there). This test builds `lbctl` (with its eBPF
 //! object) and the packet-fixture test binary statically, boots that kernel
 //! under qemu with `tests/kernel-vm/xdp-guest.sh` as the guest's test, and
-//! asserts on its markers: `lb` attaches in driver mode from `lbctl run`,
+//! asserts on its markers: `lb` attaches in driver mode from `lbctl run`
+//! having used at most 90% of the verifier's instruction limit there,
 //! `decap` attaches, and every fixture of `xdp_fixtures.rs` passes there.
 //!
 //! Needs the kernel and qemu that `tests/kernel-vm/setup.sh` unpacks (see
@@ -43,6 +44,7 @@ fn xdp_programs_on_a_debian_6_1_kernel() {
         &console,
         &[
             "XDP-VM: PASS attach-driver",
+            "XDP-VM: PASS verifier-headroom",
             "XDP-VM: PASS daemon-stop",
             "XDP-VM: PASS decap-attach",
             "XDP-VM: PASS decap-stop",

@@ -546,6 +546,13 @@ impl XdpDataplane {
                 .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
                 .try_into()?;
             prog.load()?;
+            // How close a program came to the verifier's limit (1M
+            // instructions processed) on this kernel: older verifiers need more.
+            let verified_insns = prog
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count());
+            debug!(program = name, ?verified_insns, "eBPF program verified");
         }
         fill_tail_slots(&mut ebpf)?;
         let rings_map = ebpf
