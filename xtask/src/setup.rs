@@ -39,7 +39,7 @@ const TOOL_PACKAGES: &[&str] = &[
     "ipvsadm",
     "curl",
     "python3",
-    // kernel VM harness (the IPVS, old-kernel XDP and VLAN tests under qemu)
+    // kernel VM harness (the IPVS, old-kernel XDP and traffic tests under qemu)
     "busybox-static",
     "cpio",
     "kmod",
