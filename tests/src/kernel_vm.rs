@@ -93,6 +93,28 @@ impl KernelVm {
         self.boot(&initrd, limit)
     }
 
+    /// Builds the guest program `guest` (a binary of this `tests` package)
+    /// and `lbctl` statically, lbctl with its eBPF object when `with_ebpf`,
+    /// and runs them in the VM as `name` (see [`Self::run`]); `/init` starts
+    /// the guest program.
+    pub fn run_guest_with_lbctl(
+        &self,
+        name: &str,
+        guest: &str,
+        with_ebpf: bool,
+        limit: Duration,
+    ) -> Vec<String> {
+        let built = build_static(
+            &[
+                "build", "-p", "tests", "--bin", guest, "-p", "lbctl", "--bin", "lbctl",
+            ],
+            &[("AYA_BUILD_SKIP", if with_ebpf { "0" } else { "1" })],
+            &[guest, "lbctl"],
+        );
+        let named: Vec<(_, &str)> = built.into_iter().zip([guest, "lbctl"]).collect();
+        self.run(name, &named, limit)
+    }
+
     /// Boots `initrd` and returns the console's lines, each also printed as
     /// `guest| ...`. Panics when the guest does not power off within `limit`.
     pub fn boot(&self, initrd: &Path, limit: Duration) -> Vec<String> {

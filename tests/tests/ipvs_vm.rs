@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tests::kernel_vm::{KernelVm, assert_markers, build_static};
+use tests::kernel_vm::{KernelVm, assert_markers};
 
 /// The whole boot, test and power-off; about 30 s here under TCG.
 const VM_TIMEOUT: Duration = Duration::from_secs(240);
@@ -18,23 +18,7 @@ const VM_TIMEOUT: Duration = Duration::from_secs(240);
 #[test]
 fn ipvs_data_plane_in_a_debian_6_1_guest() {
     let vm = KernelVm::ensure();
-    let built = build_static(
-        &[
-            "build",
-            "-p",
-            "tests",
-            "--bin",
-            "ipvs_guest",
-            "-p",
-            "lbctl",
-            "--bin",
-            "lbctl",
-        ],
-        &[("AYA_BUILD_SKIP", "1")],
-        &["ipvs_guest", "lbctl"],
-    );
-    let named: Vec<(_, &str)> = built.into_iter().zip(["ipvs_guest", "lbctl"]).collect();
-    let console = vm.run("ipvs", &named, VM_TIMEOUT);
+    let console = vm.run_guest_with_lbctl("ipvs", "ipvs_guest", false, VM_TIMEOUT);
     assert_markers(
         &console,
         &[

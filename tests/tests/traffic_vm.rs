@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use tests::kernel_vm::{KernelVm, assert_markers, build_static};
+use tests::kernel_vm::{KernelVm, assert_markers};
 
 /// The whole boot, test and power-off (a few minutes here under TCG).
 const VM_TIMEOUT: Duration = Duration::from_secs(900);
@@ -19,23 +19,7 @@ const VM_TIMEOUT: Duration = Duration::from_secs(900);
 #[test]
 fn connections_through_lbctl_in_a_debian_guest() {
     let vm = KernelVm::ensure();
-    let built = build_static(
-        &[
-            "build",
-            "-p",
-            "tests",
-            "--bin",
-            "traffic_guest",
-            "-p",
-            "lbctl",
-            "--bin",
-            "lbctl",
-        ],
-        &[("AYA_BUILD_SKIP", "0")],
-        &["traffic_guest", "lbctl"],
-    );
-    let named: Vec<(_, &str)> = built.into_iter().zip(["traffic_guest", "lbctl"]).collect();
-    let console = vm.run("traffic", &named, VM_TIMEOUT);
+    let console = vm.run_guest_with_lbctl("traffic", "traffic_guest", true, VM_TIMEOUT);
     assert_markers(
         &console,
         &[

@@ -1948,6 +1948,26 @@ fn fixture_packets() -> Vec<Vec<u8>> {
     }
     v.push(v4_fragment([10, 0, 0, 101], false));
     v.push(v4_fragment([10, 0, 0, 100], true));
+    // Too big to encapsulate: `lb` hands them to `lb_too_big`, which parses
+    // them again and answers (or drops): each run still counted once.
+    v.push(client_packet(
+        CLIENT,
+        40000,
+        "10.0.0.100",
+        53,
+        Protocol::Udp,
+        None,
+        &[7u8; 1472],
+    ));
+    v.push(client_packet(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        Some(9),
+        &[7u8; 1432],
+    ));
     v
 }
 
@@ -2049,6 +2069,11 @@ fn random_and_mutated_packets_never_forward_malformed_frames() {
     assert!(
         forwarded > 100,
         "the mutations still reach the forwarding paths: {forwarded}"
+    );
+    let r = lab.reasons();
+    assert!(
+        r["too_big_sent"] > 0,
+        "the mutations reach lb_too_big's answer: {r:?}"
     );
     assert_eq!(lab.reasons_total(), runs, "every run is counted once");
 }
