@@ -891,10 +891,11 @@ fn icmp_allowed(cfg: &LbConfig) -> bool {
 }
 
 /// Answers the client with ICMP fragmentation-needed (IPv4) or packet-too-big
-/// (IPv6) carrying `mtu`, from the VIP, out of the interface it came in on. The error quotes the client's
-/// IP header and the first 8 bytes after it; addresses are read back from
-/// that quote (the flow key may be masked). The packet was parsed before:
-/// only what is needed is read again.
+/// (IPv6) carrying `mtu`, from the VIP, out of the interface it came in on.
+/// The error quotes as much of the client's packet as fits (see
+/// [`QUOTE_V4`] and [`QUOTE_V6`]); addresses are read back from that quote
+/// (the flow key may be masked). The packet was parsed before: only what is
+/// needed is read again.
 ///
 /// Only for a packet that may be answered: IPv4 with DF and at offset 0
 /// (RFC 1191; RFC 1122 3.2.2: no error about a non-initial fragment), IPv6

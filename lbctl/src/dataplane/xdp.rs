@@ -1367,7 +1367,6 @@ impl XdpDataplane {
     }
 }
 
-/// Possible CPUs (per-CPU maps and `CONNS4` regions are sized by them).
 /// Puts the programs `lb` tail-calls into `LB_TAILS` (a pinned array adopted
 /// from an earlier run gets this run's programs). The array stays in `ebpf`:
 /// the kernel empties a program array when its last user-space reference
@@ -1387,6 +1386,7 @@ fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
     Ok(())
 }
 
+/// Possible CPUs (per-CPU maps and `CONNS4` regions are sized by them).
 fn cpu_count() -> Result<u32, XdpError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
     Ok(u32::try_from(cpus).unwrap_or(u32::MAX).max(1))
