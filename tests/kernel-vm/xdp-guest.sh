@@ -23,6 +23,17 @@ wait_for() {
   done
   return 1
 }
+# Step $1 passes when command $2 succeeds within $3 seconds; otherwise it
+# fails and the end of log $4 is shown.
+expect_within() {
+  if wait_for "$2" "$3"; then pass "$1"; else fail "$1"; tail -c 4000 "$4"; fi
+}
+# Stops background process $2 with SIGTERM: step $1 passes when it exits 0;
+# otherwise it fails and the end of log $3 is shown.
+stop_step() {
+  kill -TERM "$2"
+  if wait "$2"; then pass "$1"; else fail "$1"; tail -c 2000 "$3"; fi
+}
 
 mkdir -p /run/lock && mount -t bpf bpf /sys/fs/bpf
 modprobe veth || echo "XDP-VM: MODPROBE veth FAILED"
@@ -47,12 +58,8 @@ T
 LBCTL_LOG=info,lbctl::dataplane::xdp=debug /bin/lbctl run --config /tmp/lb.toml > /tmp/run.log 2>&1 &
 pid=$!
 # Verification alone takes several seconds under software emulation.
-if wait_for "/bin/lbctl status --config /tmp/lb.toml | grep -q 'dataplane xdp driver'" 120; then
-  pass attach-driver
-else
-  fail attach-driver
-  tail -c 4000 /tmp/run.log
-fi
+expect_within attach-driver \
+  "/bin/lbctl status --config /tmp/lb.toml | grep -q 'dataplane xdp driver'" 120 /tmp/run.log
 insns=$(grep 'eBPF program verified' /tmp/run.log | grep 'program="lb"' |
   sed -n 's/.*verified_insns=Some(\([0-9]*\)).*/\1/p' | head -n 1)
 echo "XDP-VM: lb verified in ${insns:-?} instructions (limit 1000000)"
@@ -61,19 +68,12 @@ if [ -n "$insns" ] && [ "$insns" -le 900000 ]; then
 else
   fail verifier-headroom
 fi
-kill -TERM "$pid"
-if wait "$pid"; then pass daemon-stop; else fail daemon-stop; tail -c 2000 /tmp/run.log; fi
+stop_step daemon-stop "$pid" /tmp/run.log
 
 /bin/lbctl decap --iface veth0 --addr 10.9.0.2 > /tmp/decap.log 2>&1 &
 dpid=$!
-if wait_for "grep -q 'decap running' /tmp/decap.log" 120; then
-  pass decap-attach
-else
-  fail decap-attach
-  tail -c 4000 /tmp/decap.log
-fi
-kill -TERM "$dpid"
-if wait "$dpid"; then pass decap-stop; else fail decap-stop; fi
+expect_within decap-attach "grep -q 'decap running' /tmp/decap.log" 120 /tmp/decap.log
+stop_step decap-stop "$dpid" /tmp/decap.log
 
 if /bin/xdp_fixtures --test-threads=1 > /tmp/fixtures.log 2>&1; then
   grep '^test result' /tmp/fixtures.log

@@ -771,10 +771,10 @@ fn ipv6_header_walk_stops_at_a_non_first_fragment() {
 
 // ------------------------------------------------------------------ MTU
 
-#[test]
-fn ipip_over_mtu_answers_fragmentation_needed() {
-    let lab = Lab::new(state());
-    let pkt = client_packet(
+/// 1500 bytes of IPv4 UDP with DF to the IPIP VIP `10.0.0.100:53`: 20
+/// bytes too big to encapsulate within [`MTU`].
+fn too_big_v4() -> Vec<u8> {
+    client_packet(
         CLIENT,
         40000,
         "10.0.0.100",
@@ -782,7 +782,27 @@ fn ipip_over_mtu_answers_fragmentation_needed() {
         Protocol::Udp,
         None,
         &[7u8; 1472],
-    );
+    )
+}
+
+/// 1480 bytes of IPv6 UDP, VLAN 9, to the IPIP VIP `[2001:db8::100]:53`:
+/// too big to encapsulate within [`MTU`].
+fn too_big_v6() -> Vec<u8> {
+    client_packet(
+        CLIENT6,
+        40000,
+        "2001:db8::100",
+        53,
+        Protocol::Udp,
+        Some(9),
+        &[7u8; 1432],
+    )
+}
+
+#[test]
+fn ipip_over_mtu_answers_fragmentation_needed() {
+    let lab = Lab::new(state());
+    let pkt = too_big_v4();
     assert_eq!(pkt.len(), 14 + 1500);
     let (v, out) = lab.run(&pkt);
     assert_eq!(v, verdict::TX);
@@ -847,15 +867,7 @@ fn ipip_over_mtu_answers_fragmentation_needed() {
 #[test]
 fn ip6ip6_over_mtu_answers_packet_too_big() {
     let lab = Lab::new(state());
-    let pkt = client_packet(
-        CLIENT6,
-        40000,
-        "2001:db8::100",
-        53,
-        Protocol::Udp,
-        Some(9),
-        &[7u8; 1432],
-    );
+    let pkt = too_big_v6();
     let (v, out) = lab.run(&pkt);
     assert_eq!(v, verdict::TX);
     // The test packet carries a VLAN tag, kept on the reply.
@@ -1950,24 +1962,8 @@ fn fixture_packets() -> Vec<Vec<u8>> {
     v.push(v4_fragment([10, 0, 0, 100], true));
     // Too big to encapsulate: `lb` hands them to `lb_too_big`, which parses
     // them again and answers (or drops): each run still counted once.
-    v.push(client_packet(
-        CLIENT,
-        40000,
-        "10.0.0.100",
-        53,
-        Protocol::Udp,
-        None,
-        &[7u8; 1472],
-    ));
-    v.push(client_packet(
-        CLIENT6,
-        40000,
-        "2001:db8::100",
-        53,
-        Protocol::Udp,
-        Some(9),
-        &[7u8; 1432],
-    ));
+    v.push(too_big_v4());
+    v.push(too_big_v6());
     v
 }
 

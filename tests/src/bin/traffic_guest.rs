@@ -124,6 +124,57 @@ fn hold_vips(ns: &NetNs, vips: &[&str]) -> Result<()> {
     ns.sysctl("net.ipv4.conf.all.arp_announce", "2")
 }
 
+/// How a node joins the bridge: [`vlan_node`] or [`plain_node`].
+type JoinBridge = fn(&NetNs, &NetNs, &str, &str) -> Result<()>;
+
+/// The namespaces of a phase: a client, an LB and the servers, each joined
+/// to a bridge (namespace `br`) through its port `p<role>`, the servers
+/// holding the VIPs.
+struct Topology {
+    br: NetNs,
+    client: NetNs,
+    lb: NetNs,
+    servers: Vec<NetNs>,
+}
+
+impl Topology {
+    /// Namespaces named `<prefix><role>`, joined by `join` with these
+    /// addresses (/24), servers named and addressed by `servers`.
+    fn new(
+        prefix: &str,
+        join: JoinBridge,
+        client_ip: &str,
+        lb_ip: &str,
+        servers: &[(&str, &str)],
+        vips: &[&str],
+    ) -> Result<Self> {
+        let ns = |role: &str| NetNs::new(&format!("{prefix}{role}"));
+        let br = ns("br")?;
+        let client = ns("client")?;
+        let lb = ns("lb")?;
+        join(&client, &br, "pclient", &format!("{client_ip}/24"))?;
+        join(&lb, &br, "plb", &format!("{lb_ip}/24"))?;
+        let mut ports = vec!["pclient".to_owned(), "plb".to_owned()];
+        let mut s = Vec::new();
+        for (n, ip) in servers {
+            let server = ns(n)?;
+            let port = format!("p{n}");
+            join(&server, &br, &port, &format!("{ip}/24"))?;
+            hold_vips(&server, vips)?;
+            ports.push(port);
+            s.push(server);
+        }
+        let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+        bridge(&br, "br0", &ports)?;
+        Ok(Self {
+            br,
+            client,
+            lb,
+            servers: s,
+        })
+    }
+}
+
 /// The client reaches the VIPs' /24 through the LB. Locally generated
 /// packets carry partial checksums, which the program's XDP_TX does not
 /// complete: the client's stack fills them in (`tx off` on `devs`).
@@ -241,20 +292,12 @@ fn stop_daemon(mut daemon: ChildGuard) -> Result<()> {
 
 fn vlan_phase() -> Result<()> {
     use vlan::*;
-    let br = NetNs::new("br")?;
-    let client = NetNs::new("client")?;
-    let lb = NetNs::new("lb")?;
-    let s: Vec<NetNs> = SERVERS
-        .iter()
-        .map(|(n, _)| NetNs::new(n))
-        .collect::<Result<_>>()?;
-    vlan_node(&client, &br, "pclient", &format!("{CLIENT_IP}/24"))?;
-    vlan_node(&lb, &br, "plb", &format!("{LB_IP}/24"))?;
-    for (ns, (n, ip)) in s.iter().zip(SERVERS) {
-        vlan_node(ns, &br, &format!("p{n}"), &format!("{ip}/24"))?;
-        hold_vips(ns, &[VIP])?;
-    }
-    bridge(&br, "br0", &["pclient", "plb", "ps1", "ps2"])?;
+    let Topology {
+        br: _br,
+        client,
+        lb,
+        servers: s,
+    } = Topology::new("", vlan_node, CLIENT_IP, LB_IP, &SERVERS, &[VIP])?;
     client_via_lb(&client, "10.77.1.0/24", LB_IP, &["t0", "v100"])?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -328,20 +371,19 @@ address = "{}"
 
 fn native_phase() -> Result<()> {
     use native::*;
-    let br = NetNs::new("nbr")?;
-    let client = NetNs::new("nclient")?;
-    let lb = NetNs::new("nlb")?;
-    let s: Vec<NetNs> = SERVERS
-        .iter()
-        .map(|(n, _)| NetNs::new(&format!("n{n}")))
-        .collect::<Result<_>>()?;
-    plain_node(&client, &br, "pclient", &format!("{CLIENT_IP}/24"))?;
-    plain_node(&lb, &br, "plb", &format!("{LB_IP}/24"))?;
-    for (ns, (n, ip)) in s.iter().zip(SERVERS) {
-        plain_node(ns, &br, &format!("p{n}"), &format!("{ip}/24"))?;
-        hold_vips(ns, &[VIP_DR, VIP_IPIP])?;
-    }
-    bridge(&br, "br0", &["pclient", "plb", "ps1", "ps2"])?;
+    let Topology {
+        br,
+        client,
+        lb,
+        servers: s,
+    } = Topology::new(
+        "n",
+        plain_node,
+        CLIENT_IP,
+        LB_IP,
+        &SERVERS,
+        &[VIP_DR, VIP_IPIP],
+    )?;
     client_via_lb(&client, "10.78.1.0/24", LB_IP, &["t0"])?;
     let _pass = PassHolder::new(&br, "plb")?;
 
