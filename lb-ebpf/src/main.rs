@@ -5,7 +5,10 @@
 //!   backend chosen by the connection table or the VIP's Maglev ring, by DR
 //!   (MAC rewrite) or IPIP/IP6IP6 encapsulation, out of the same interface
 //!   (XDP_TX). Everything else passes to the kernel byte for byte unchanged.
-//! - `lb_too_big`: tail-called by `lb` (slot [`tail::TOO_BIG`] of
+//! - `lb_rare`: tail-called by `lb` (slot [`tail::RARE`] of [`LB_TAILS`])
+//!   for an ICMP error about a VIP flow or a fragment to a VIP: the same
+//!   code, verified apart so neither program nears the verifier's limit.
+//! - `lb_too_big`: tail-called by `lb` or `lb_rare` (slot [`tail::TOO_BIG`] of
 //!   [`LB_TAILS`]) for a packet too big to encapsulate: answers the client
 //!   with fragmentation-needed / packet-too-big, or drops it. A program of
 //!   its own so the verifier checks it once, from one state, not once per
