@@ -50,8 +50,10 @@ pub struct VipKey {
 pub mod tail {
     /// `lb_too_big`: answers a packet too big to encapsulate.
     pub const TOO_BIG: u32 = 0;
+    /// `lb_rare`: balances ICMP errors about a VIP flow and IP fragments.
+    pub const RARE: u32 = 1;
     /// Number of slots.
-    pub const SLOTS: u32 = 1;
+    pub const SLOTS: u32 = 2;
 }
 
 /// VIP flags ([`VipInfo::flags`]).

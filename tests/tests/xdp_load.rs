@@ -69,12 +69,14 @@ fn a_refused_apply_loses_no_backend_ids() {
 }
 
 /// The program array `lb` tail-calls through is pinned with the other maps:
-/// while it is pinned its slot keeps `lb_too_big` (a kept data plane with
-/// no daemon still answers too-big packets), and a daemon that adopts the
-/// pins puts its own `lb_too_big` there.
+/// while it is pinned its slots keep `lb_too_big` and `lb_rare` (a kept data
+/// plane with no daemon still answers too-big packets and balances ICMP
+/// errors and fragments), and a daemon that adopts the pins puts its own
+/// programs there.
 #[test]
 fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
-    use lbctl::dataplane::xdp::programs::LB_TOO_BIG;
+    use lb_common::tail;
+    use lbctl::dataplane::xdp::programs::{LB_RARE, LB_TOO_BIG};
     use std::path::{Path, PathBuf};
 
     /// Removes the test's pin directory, also when the test fails.
@@ -84,11 +86,13 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    let slot = |dir: &Path| -> u32 {
+    let slot = |dir: &Path, key: u32| -> u32 {
+        let key = key.to_le_bytes().map(|b| b.to_string());
         let out = std::process::Command::new("bpftool")
             .args(["-j", "map", "lookup", "pinned"])
             .arg(dir.join("LB_TAILS"))
-            .args(["key", "0", "0", "0", "0"])
+            .arg("key")
+            .args(&key)
             .output()
             .expect("bpftool");
         assert!(out.status.success(), "{out:?}");
@@ -111,26 +115,31 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
         max_vips: 4,
         conn_table_size: 1024,
     };
-    let id_of = |dp: &XdpDataplane| {
-        dp.program(LB_TOO_BIG)
-            .expect("program")
-            .info()
-            .expect("info")
-            .id()
+    // What each slot should hold: (slot, program id) for both slots.
+    let ids_of = |dp: &XdpDataplane| {
+        [(tail::TOO_BIG, LB_TOO_BIG), (tail::RARE, LB_RARE)].map(|(key, name)| {
+            (
+                key,
+                dp.program(name).expect(name).info().expect("info").id(),
+            )
+        })
     };
+    let slots = |dir: &Path| [tail::TOO_BIG, tail::RARE].map(|key| (key, slot(dir, key)));
 
     let first = XdpDataplane::load_pinned(opts, &dir.0).expect("first load");
-    let first_id = id_of(&first);
-    assert_eq!(slot(&dir.0), first_id);
+    let first_ids = ids_of(&first);
+    assert_eq!(slots(&dir.0), first_ids);
     drop(first);
-    assert_eq!(slot(&dir.0), first_id, "the pinned slot was emptied");
+    assert_eq!(slots(&dir.0), first_ids, "a pinned slot was emptied");
 
     let second = XdpDataplane::load_pinned(opts, &dir.0).expect("second load");
-    let second_id = id_of(&second);
-    assert_ne!(second_id, first_id);
+    let second_ids = ids_of(&second);
+    for ((_, old), (_, new)) in first_ids.iter().zip(&second_ids) {
+        assert_ne!(old, new);
+    }
     assert_eq!(
-        slot(&dir.0),
-        second_id,
-        "the adopting load left the old program"
+        slots(&dir.0),
+        second_ids,
+        "the adopting load left an old program"
     );
 }

@@ -66,7 +66,10 @@ pub const SLOT_REUSE_GRACE: Duration = Duration::from_millis(10);
 pub mod programs {
     /// The load balancer.
     pub const LB: &str = "lb";
-    /// Tail-called by `lb`: answers a packet too big to encapsulate.
+    /// Tail-called by `lb`: balances ICMP errors about a VIP flow and IP
+    /// fragments (verified apart from `lb`, which stays small).
+    pub const LB_RARE: &str = "lb_rare";
+    /// Tail-called by `lb` and `lb_rare`: answers a packet too big to encapsulate.
     pub const LB_TOO_BIG: &str = "lb_too_big";
     /// The real-server decapsulator.
     pub const DECAP: &str = "decap";
@@ -107,7 +110,8 @@ pub const MAP_NAMES: [&str; 18] = [
 /// 5: `ICMP_LIMIT`, `LbConfig::icmp_rate` / `icmp_burst`, reasons
 /// `drop_too_big_no_df` and `drop_too_big_rate_limited`.
 /// 6: `LB_TAILS` and `TAIL_ARG` (the too-big path in its own program).
-pub const MAP_LAYOUT: u32 = 6;
+/// 7: `LB_TAILS` slot `RARE` (ICMP errors and fragments in their own program).
+pub const MAP_LAYOUT: u32 = 7;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -536,6 +540,7 @@ impl XdpDataplane {
         }
         for name in [
             programs::LB,
+            programs::LB_RARE,
             programs::LB_TOO_BIG,
             programs::DECAP,
             programs::PASS,
@@ -1372,17 +1377,27 @@ impl XdpDataplane {
 /// the kernel empties a program array when its last user-space reference
 /// (file descriptor or pin) goes.
 fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
-    let too_big = ebpf
-        .program(programs::LB_TOO_BIG)
-        .ok_or_else(|| XdpError::Missing(format!("program {}", programs::LB_TOO_BIG)))?
-        .fd()?
-        .try_clone()
-        .map_err(ProgramError::from)?;
+    let slots = [
+        (lb_common::tail::TOO_BIG, programs::LB_TOO_BIG),
+        (lb_common::tail::RARE, programs::LB_RARE),
+    ];
+    let mut fds = Vec::with_capacity(slots.len());
+    for (slot, name) in slots {
+        let fd = ebpf
+            .program(name)
+            .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
+            .fd()?
+            .try_clone()
+            .map_err(ProgramError::from)?;
+        fds.push((slot, fd));
+    }
     let mut tails = ProgramArray::try_from(
         ebpf.map_mut("LB_TAILS")
             .ok_or_else(|| XdpError::Missing("program array map LB_TAILS".into()))?,
     )?;
-    tails.set(lb_common::tail::TOO_BIG, &too_big, 0)?;
+    for (slot, fd) in &fds {
+        tails.set(*slot, fd, 0)?;
+    }
     Ok(())
 }
 
