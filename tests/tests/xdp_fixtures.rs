@@ -1475,7 +1475,7 @@ fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
     } else {
         (CLIENT, "10.0.0.104")
     };
-    let set_of = |p: u16| {
+    let hash = |p: u16| {
         hash_of(
             client,
             p,
@@ -1483,13 +1483,24 @@ fn full_set_evicts_its_least_recently_used_flow(v6: bool) {
             80,
             Protocol::Tcp,
             HashFields::default(),
-        ) & (sets - 1)
+        )
     };
-    let first = set_of(20000);
-    let flows: Vec<u16> = (20000..u16::MAX)
-        .filter(|&p| set_of(p) == first)
-        .take(ways + 2)
+    // Flows of one set of this CPU's table; flow 1, the one to be evicted,
+    // alone in its entry of the shared table (so no other flow here
+    // overwrites what it comes back from).
+    let shared_mask = lb_common::shared_conn_entries(CONN_TABLE_SIZE) - 1;
+    let first = hash(20000) & (sets - 1);
+    let in_set: Vec<u16> = (20000..u16::MAX)
+        .filter(|&p| hash(p) & (sets - 1) == first)
         .collect();
+    let evicted = in_set[0];
+    let mut flows: Vec<u16> = in_set
+        .iter()
+        .copied()
+        .filter(|&p| hash(p) & shared_mask != hash(evicted) & shared_mask)
+        .take(ways + 1)
+        .collect();
+    flows.insert(1, evicted);
     assert_eq!(flows.len(), ways + 2);
     let counts = || {
         let r = lab.reasons();
