@@ -4,7 +4,8 @@
 //! made `lb` fail to load there). This test builds `lbctl` (with its eBPF
 //! object) and the packet-fixture test binary statically, boots that kernel
 //! under qemu with `tests/kernel-vm/xdp-guest.sh` as the guest's test, and
-//! asserts on its markers: `lb` attaches in driver mode from `lbctl run`
+//! asserts on its markers: `lb` attaches in driver mode from `lbctl run`,
+//! `lb` and the programs it tail-calls (`lb_rare`, `lb_too_big`) each
 //! having used at most 90% of the verifier's instruction limit there,
 //! `decap` attaches, and every fixture of `xdp_fixtures.rs` passes there.
 //!
