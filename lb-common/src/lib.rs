@@ -924,8 +924,6 @@ mod tests {
         }
     }
 
-    /// Two nodes of a VRRP pair must place a flow alike, across versions
-    /// too: a change here moves established flows on failover.
     /// Flows of one VIP that differ in the client address and the source
     /// port get distinct 64-bit hashes, also where consecutive values differ
     /// only in high bits (the last byte of an address, a port's low byte):
@@ -991,6 +989,8 @@ mod tests {
         }
     }
 
+    /// Two nodes of a VRRP pair must place a flow alike, across versions
+    /// too: a change here moves established flows on failover.
     #[test]
     fn flow_placement_is_stable() {
         let k = ConnKey {

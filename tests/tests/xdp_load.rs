@@ -75,8 +75,7 @@ fn a_refused_apply_loses_no_backend_ids() {
 /// programs there.
 #[test]
 fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
-    use lb_common::tail;
-    use lbctl::dataplane::xdp::programs::{LB_RARE, LB_TOO_BIG};
+    use lbctl::dataplane::xdp::programs::TAIL_SLOTS;
     use std::path::{Path, PathBuf};
 
     /// Removes the test's pin directory, also when the test fails.
@@ -115,16 +114,16 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
         max_vips: 4,
         conn_table_size: 1024,
     };
-    // What each slot should hold: (slot, program id) for both slots.
+    // What each slot should hold: (slot, program id), for every slot.
     let ids_of = |dp: &XdpDataplane| {
-        [(tail::TOO_BIG, LB_TOO_BIG), (tail::RARE, LB_RARE)].map(|(key, name)| {
+        TAIL_SLOTS.map(|(key, name)| {
             (
                 key,
                 dp.program(name).expect(name).info().expect("info").id(),
             )
         })
     };
-    let slots = |dir: &Path| [tail::TOO_BIG, tail::RARE].map(|key| (key, slot(dir, key)));
+    let slots = |dir: &Path| TAIL_SLOTS.map(|(key, _)| (key, slot(dir, key)));
 
     let first = XdpDataplane::load_pinned(opts, &dir.0).expect("first load");
     let first_ids = ids_of(&first);

@@ -77,6 +77,11 @@ pub mod programs {
     pub const PASS: &str = "pass";
     /// Bare MAC-swap XDP_TX, the benchmark baseline.
     pub const REFLECT: &str = "reflect";
+    /// What each `LB_TAILS` slot holds: (slot, program); every slot listed.
+    pub const TAIL_SLOTS: [(u32, &str); lb_common::tail::SLOTS as usize] = [
+        (lb_common::tail::TOO_BIG, LB_TOO_BIG),
+        (lb_common::tail::RARE, LB_RARE),
+    ];
 }
 
 /// Every map of the object (the names of the pins under a pin directory).
@@ -1377,12 +1382,8 @@ impl XdpDataplane {
 /// the kernel empties a program array when its last user-space reference
 /// (file descriptor or pin) goes.
 fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
-    let slots = [
-        (lb_common::tail::TOO_BIG, programs::LB_TOO_BIG),
-        (lb_common::tail::RARE, programs::LB_RARE),
-    ];
-    let mut fds = Vec::with_capacity(slots.len());
-    for (slot, name) in slots {
+    let mut fds = Vec::with_capacity(programs::TAIL_SLOTS.len());
+    for (slot, name) in programs::TAIL_SLOTS {
         let fd = ebpf
             .program(name)
             .ok_or_else(|| XdpError::Missing(format!("program {name}")))?
