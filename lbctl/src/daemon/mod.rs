@@ -25,6 +25,7 @@
 
 pub mod lock;
 pub mod neigh;
+pub mod offload;
 pub mod pin;
 pub mod plane;
 pub mod reconcile;
@@ -338,10 +339,28 @@ pub async fn run(
     let plane::Started {
         plane: dp,
         adopted,
-        note: dataplane_note,
+        note: mut dataplane_note,
     } = plane::start(&cfg)?;
     let kernel_resolves = dp.kernel_resolves_next_hops();
     info!(dataplane = dp.kind(), "data plane started");
+    if let (Some(link), false) = (&link, kernel_resolves) {
+        let has_vlans = match resolver.vlans(link.index).await {
+            Ok(v) => !v.is_empty(),
+            Err(e) => {
+                warn!(error = %e, "listing the VLAN interfaces failed");
+                false
+            }
+        };
+        let iface = &cfg.node.interface;
+        let rx_vlan = offload::rx_vlan_offload(iface);
+        if let Some(note) = offload::vlan_offload_note(iface, has_vlans, &rx_vlan) {
+            warn!(interface = %iface, "{note}");
+            dataplane_note = Some(match dataplane_note {
+                Some(n) => format!("{n}; {note}"),
+                None => note,
+            });
+        }
+    }
 
     let listener = match api::bind(&api::socket_path(&cfg.node.state_dir)).await {
         Ok(l) => l,

@@ -30,10 +30,11 @@
 //! the trunk itself) and its route. The program must rewrite the tag of a
 //! frame to `s1` (100 to 200) and remove it from a frame to `s2`, by DR and
 //! by IPIP (`lbctl decap` on the servers). Checks: the status shows each
-//! backend's VLAN; 50 connections to each VIP all answered, by both
-//! servers; each server's interface for its VLAN received at least the
-//! packets the program sent it (`s2` has no VLAN interface at all, so a
-//! frame still tagged would be dropped there).
+//! backend's VLAN, and warns that the trunk has receive VLAN offload on;
+//! 50 connections to each VIP all answered, by both servers; each server's
+//! interface for its VLAN received at least the packets the program sent
+//! it (`s2` has no VLAN interface at all, so a frame still tagged would be
+//! dropped there).
 //!
 //! Refuses to run unless `LBCTL_TRAFFIC_GUEST=1` (it creates namespaces and
 //! runs daemons), which only the guest's `/init` sets.
@@ -654,6 +655,14 @@ health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1,
             ensure!(b["vlan"] == want, "backend VLAN: {b}");
         }
     }
+    // The trunk carries VLANs and veth starts with receive VLAN offload on
+    // (it keeps tags in the frame all the same): the daemon warns.
+    ensure!(
+        st["dataplane_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("ethtool -K t0 rxvlan off")),
+        "no receive VLAN offload warning: {st}"
+    );
     pass("trunk backend vlans");
 
     let rx = |ns: &NetNs, dev: &str| rx_packets(ns, dev);
