@@ -398,6 +398,63 @@ address = "{}"
     Ok(())
 }
 
+/// `lbctl decap` on `t0` of `ns` (driver mode) for tunnels to `addr`.
+fn spawn_decap(ns: &NetNs, addr: &str) -> Result<ChildGuard> {
+    ns.spawn(&[
+        "/bin/lbctl",
+        "decap",
+        "--iface",
+        "t0",
+        "--addr",
+        addr,
+        "--mode",
+        "driver",
+    ])
+}
+
+/// Writes a config for lbctl natively on `t0`: a DR VIP and an IPIP VIP
+/// (`vips`, port 80) with the same two TCP-checked backends, IPIP outer
+/// source `ipip_src`.
+fn write_two_vip_config(
+    path: &str,
+    state_dir: &str,
+    ipip_src: &str,
+    vips: (&str, &str),
+    backends: [&str; 2],
+) -> Result<()> {
+    let (vip_dr, vip_ipip) = vips;
+    let backends = format!(
+        "[[vip.backend]]\naddress = \"{}\"\n[[vip.backend]]\naddress = \"{}\"\n",
+        backends[0], backends[1]
+    );
+    std::fs::write(
+        path,
+        format!(
+            r#"[node]
+interface = "t0"
+state_dir = "{state_dir}"
+dataplane = "xdp"
+xdp_mode = "driver"
+[ipip]
+source_v4 = "{ipip_src}"
+[[vip]]
+name = "dr"
+address = "{vip_dr}"
+port = 80
+forwarding = "dr"
+health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
+{backends}[[vip]]
+name = "ipip"
+address = "{vip_ipip}"
+port = 80
+forwarding = "ipip"
+health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
+{backends}"#
+        ),
+    )?;
+    Ok(())
+}
+
 fn native_phase() -> Result<()> {
     use native::*;
     let Topology {
@@ -434,50 +491,19 @@ fn native_phase() -> Result<()> {
     }
     let mut decaps = Vec::new();
     for (ns, (_, ip)) in s.iter().zip(SERVERS) {
-        decaps.push(ns.spawn(&[
-            "/bin/lbctl",
-            "decap",
-            "--iface",
-            "t0",
-            "--addr",
-            ip,
-            "--mode",
-            "driver",
-        ])?);
+        decaps.push(spawn_decap(ns, ip)?);
     }
     let stop = Arc::new(AtomicBool::new(false));
     for (ns, (n, _)) in s.iter().zip(SERVERS) {
         responder(ns, n, Arc::clone(&stop))?;
     }
 
-    let backends = format!(
-        "[[vip.backend]]\naddress = \"{}\"\n[[vip.backend]]\naddress = \"{}\"\n",
-        SERVERS[0].1, SERVERS[1].1
-    );
-    std::fs::write(
+    write_two_vip_config(
         CONFIG,
-        format!(
-            r#"[node]
-interface = "t0"
-state_dir = "/tmp/native-st"
-dataplane = "xdp"
-xdp_mode = "driver"
-[ipip]
-source_v4 = "{LB_IP}"
-[[vip]]
-name = "dr"
-address = "{VIP_DR}"
-port = 80
-forwarding = "dr"
-health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
-{backends}[[vip]]
-name = "ipip"
-address = "{VIP_IPIP}"
-port = 80
-forwarding = "ipip"
-health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
-{backends}"#
-        ),
+        "/tmp/native-st",
+        LB_IP,
+        (VIP_DR, VIP_IPIP),
+        [SERVERS[0].1, SERVERS[1].1],
     )?;
     let daemon = lb.spawn(&["/bin/lbctl", "run", "--config", CONFIG])?;
     let st = wait_in_ring(CONFIG, 2, 2)?;
@@ -599,45 +625,16 @@ fn trunk_phase() -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for (ns, name, ip, _) in servers {
         hold_vips(ns, &[VIP_DR, VIP_IPIP])?;
-        decaps.push(ns.spawn(&[
-            "/bin/lbctl",
-            "decap",
-            "--iface",
-            "t0",
-            "--addr",
-            ip,
-            "--mode",
-            "driver",
-        ])?);
+        decaps.push(spawn_decap(ns, ip)?);
         responder(ns, name, Arc::clone(&stop))?;
     }
 
-    let backends =
-        format!("[[vip.backend]]\naddress = \"{S1_IP}\"\n[[vip.backend]]\naddress = \"{S2_IP}\"\n");
-    std::fs::write(
+    write_two_vip_config(
         CONFIG,
-        format!(
-            r#"[node]
-interface = "t0"
-state_dir = "/tmp/trunk-st"
-dataplane = "xdp"
-xdp_mode = "driver"
-[ipip]
-source_v4 = "{LB_NATIVE}"
-[[vip]]
-name = "dr"
-address = "{VIP_DR}"
-port = 80
-forwarding = "dr"
-health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
-{backends}[[vip]]
-name = "ipip"
-address = "{VIP_IPIP}"
-port = 80
-forwarding = "ipip"
-health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
-{backends}"#
-        ),
+        "/tmp/trunk-st",
+        LB_NATIVE,
+        (VIP_DR, VIP_IPIP),
+        [S1_IP, S2_IP],
     )?;
     let daemon = lb.spawn(&["/bin/lbctl", "run", "--config", CONFIG])?;
     let st = wait_in_ring(CONFIG, 2, 2)?;
