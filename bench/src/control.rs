@@ -118,6 +118,7 @@ fn cp_state(dead: Option<u8>) -> DesiredState {
             weight: 1,
             healthy: Some(i) != dead,
             mac: Some(lab::backend_mac(i)),
+            vlan: 0,
         })
         .collect();
     DesiredState {

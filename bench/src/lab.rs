@@ -60,6 +60,7 @@ fn backends(v6: bool, n: u8) -> Vec<BackendSpec> {
             weight: 1,
             healthy: true,
             mac: Some(backend_mac(i)),
+            vlan: 0,
         })
         .collect()
 }

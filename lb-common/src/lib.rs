@@ -161,9 +161,14 @@ pub struct Backend {
     pub generation: u32,
     /// Destination MAC for frames to this backend (the backend's own for DR, the next hop for IPIP).
     pub mac: [u8; 6],
-    /// Padding, zero.
-    pub _pad2: [u8; 2],
+    /// The VLAN frames to this backend leave on: a VLAN ID (1..=4094) to tag
+    /// them with, or [`VLAN_UNTAGGED`]. Whatever tag a frame came with is
+    /// replaced (its priority bits kept), added or removed to match.
+    pub vlan: u16,
 }
+
+/// [`Backend::vlan`] of a backend reached without a VLAN tag.
+pub const VLAN_UNTAGGED: u16 = 0;
 
 /// Backend flags ([`Backend::flags`]).
 pub mod backend_flags {

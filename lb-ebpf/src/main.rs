@@ -42,8 +42,9 @@ use aya_log_ebpf::debug;
 use lb_common::{
     AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
     FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
-    VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports, flow_hash,
-    flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, tail, vip_flags,
+    VLAN_UNTAGGED, VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports,
+    flow_hash, flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, tail,
+    vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -681,19 +682,45 @@ fn shared_lookup(sp: *mut SharedConn, fp: u64) -> Option<(u32, &'static Backend)
     Some((e.backend_id, be))
 }
 
-/// DR: the frame goes to the backend's MAC unchanged above L2.
+/// DR: the frame goes to the backend's MAC unchanged above L2, on the
+/// backend's VLAN (see [`egress_vlan`]): a tag is rewritten in place, added
+/// (the head grows by 4) or removed (it shrinks by 4).
 #[inline(always)]
-fn dr(ctx: &XdpContext, _p: &Parsed, b: &Backend, cfg: &LbConfig) -> (u32, Reason) {
+fn dr(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig) -> (u32, Reason) {
+    let tagged_in = p.l3_off == 18;
+    let (tagged_out, tci) = egress_vlan(p, b);
+    if tagged_in != tagged_out {
+        let delta = if tagged_out { -4 } else { 4 };
+        // SAFETY: helper call on the program's own context.
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+            return (XDP_DROP, Reason::DropAdjust);
+        }
+    }
     let data = ctx.data();
-    if data + 12 > ctx.data_end() {
+    if data + 18 > ctx.data_end() {
         return (XDP_DROP, Reason::DropMalformed);
     }
-    // SAFETY: 12 bytes checked.
+    // SAFETY: 18 bytes checked. The EtherType is already in place: at 12
+    // (untagged out), or at 16 after a tag, where growing the head by 4 or
+    // an existing tag left it.
     unsafe {
         st_mac(data, &b.mac);
         st_mac(data + 6, &cfg.iface_mac);
+        if tagged_out {
+            st16(data + 12, ETH_P_VLAN.to_be());
+            st16(data + 14, tci.to_be());
+        }
     }
     (XDP_TX, Reason::FwdDr)
+}
+
+/// The tag a frame to backend `b` leaves with: whether it has one, and its
+/// TCI (the backend's VLAN ID, with the priority and DEI bits the frame came
+/// with; none when it came untagged).
+#[inline(always)]
+fn egress_vlan(p: &Parsed, b: &Backend) -> (bool, u16) {
+    let vid = b.vlan & 0x0fff;
+    (vid != VLAN_UNTAGGED, (p.vlan_tci & 0xf000) | vid)
 }
 
 /// Outer IPv4 source, raw (wire bytes in memory order).
@@ -728,7 +755,8 @@ fn outer_src_v6_low(cfg: &LbConfig, hash: u32) -> u32 {
     ((base & !mask) | (hash & mask)).to_be()
 }
 
-/// IPIP / IP6IP6 (and 4-in-6, 6-in-4): grow the head, write L2 and the outer header.
+/// IPIP / IP6IP6 (and 4-in-6, 6-in-4): grow the head, write L2 (on the
+/// backend's VLAN, see [`egress_vlan`]) and the outer header.
 #[inline(always)]
 fn encap(
     ctx: &XdpContext,
@@ -751,10 +779,13 @@ fn encap(
         handover.too_big = overhead;
         return (XDP_DROP, Reason::DropTooBig);
     }
-    let vlan = p.l3_off == 18;
-    let vlan_tci = p.vlan_tci;
+    // The new L2 header may be 4 bytes longer or shorter than the old one
+    // (a tag added or removed): the inner packet stays where it is.
+    let tagged_in = p.l3_off == 18;
+    let (vlan, vlan_tci) = egress_vlan(p, b);
+    let grow = overhead as i32 + 4 * (vlan as i32 - tagged_in as i32);
     // SAFETY: helper call on the program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
         return (XDP_DROP, Reason::DropAdjust);
     }
     let data = ctx.data();

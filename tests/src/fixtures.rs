@@ -49,6 +49,7 @@ pub fn backend(addr: &str, n: u8, weight: u32) -> BackendSpec {
         weight,
         healthy: true,
         mac: Some(backend_mac(n)),
+        vlan: lb_common::VLAN_UNTAGGED,
     }
 }
 
@@ -306,6 +307,29 @@ pub fn dr_expected(input: &[u8], backend_mac: [u8; 6]) -> Vec<u8> {
     out[..6].copy_from_slice(&backend_mac);
     out[6..12].copy_from_slice(&LB_MAC);
     out
+}
+
+/// `frame` with its 802.1Q tag set to `tci` (added when it has none), or
+/// without one (`None`): the frame as it leaves on a backend's VLAN.
+pub fn with_tag(frame: &[u8], tci: Option<u16>) -> Vec<u8> {
+    let tagged = frame[12..14] == [0x81, 0x00];
+    let mut out = frame[..12].to_vec();
+    if let Some(t) = tci {
+        out.extend_from_slice(&[0x81, 0x00]);
+        out.extend_from_slice(&t.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[if tagged { 16 } else { 12 }..]);
+    out
+}
+
+/// Puts every backend of `st` on VLAN `vlan` (as a route through a VLAN
+/// interface with this ID would).
+pub fn backends_on_vlan(st: &mut DesiredState, vlan: u16) {
+    for v in &mut st.vips {
+        for b in &mut v.backends {
+            b.vlan = vlan;
+        }
+    }
 }
 
 /// The frame IPIP sends: L2 to `next_hop`, an outer header to `backend` from

@@ -1,8 +1,8 @@
 //! The host half of the kernel-VM traffic test (`src/bin/traffic_guest.rs`
 //! is the guest half, which says what it checks): real connections through
 //! lbctl on Debian 12's kernel, on a VLAN interface (this kernel has no
-//! 802.1Q, Debian's has) and natively on a veth with DR, IPIP and `lbctl
-//! decap`. Builds `lbctl` (with its eBPF object) and the guest statically,
+//! 802.1Q, Debian's has), natively on a veth with DR, IPIP and `lbctl
+//! decap`, and natively on a trunk with backends on other VLANs. Builds `lbctl` (with its eBPF object) and the guest statically,
 //! boots Debian's kernel under qemu and asserts on the guest's markers.
 //!
 //! Needs the kernel and qemu that `tests/kernel-vm/setup.sh` unpacks (see
@@ -33,6 +33,11 @@ fn connections_through_lbctl_in_a_debian_guest() {
             "TRAFFIC-VM: PASS native ipip connections",
             "TRAFFIC-VM: PASS native counted",
             "TRAFFIC-VM: PASS native stop",
+            "TRAFFIC-VM: PASS trunk backend vlans",
+            "TRAFFIC-VM: PASS trunk dr connections",
+            "TRAFFIC-VM: PASS trunk ipip connections",
+            "TRAFFIC-VM: PASS trunk tagged",
+            "TRAFFIC-VM: PASS trunk stop",
             "TRAFFIC-VM: ALL PASS",
             "=== GUEST TEST END rc=0",
         ],

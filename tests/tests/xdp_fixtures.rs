@@ -269,14 +269,97 @@ fn dr_ipv6_tcp() {
     assert_frame(&out, &dr_expected(&pkt, backend_mac(3)));
 }
 
+/// A backend's VLAN (the ID of the VLAN interface its route leaves through)
+/// decides the tag a forwarded frame leaves with, whatever tag it came
+/// with: added, rewritten (the priority and DEI bits kept) or removed, by DR
+/// and by every IPIP family pair; everything after it as without VLANs.
 #[test]
-fn dr_keeps_the_vlan_tag() {
-    let lab = Lab::new(state());
-    for (src, dst, mac) in [(CLIENT, "10.0.0.100", 1), (CLIENT6, "2001:db8::100", 3)] {
-        let pkt = client_packet(src, 40000, dst, 80, Protocol::Tcp, Some(42), b"tagged");
-        let (v, out) = lab.run(&pkt);
-        assert_eq!(v, verdict::TX, "{dst}");
-        assert_frame(&out, &dr_expected(&pkt, backend_mac(mac)));
+fn forwarded_frames_leave_on_the_backends_vlan() {
+    // (client, VIP, port, protocol, backend, its MAC number, IPIP)
+    let paths: [(&str, &str, u16, Protocol, &str, u8, bool); 6] = [
+        (
+            CLIENT,
+            "10.0.0.100",
+            80,
+            Protocol::Tcp,
+            "10.0.1.1",
+            1,
+            false,
+        ),
+        (
+            CLIENT6,
+            "2001:db8::100",
+            80,
+            Protocol::Tcp,
+            "2001:db8:1::1",
+            3,
+            false,
+        ),
+        (CLIENT, "10.0.0.100", 53, Protocol::Udp, "10.0.2.1", 2, true),
+        (
+            CLIENT6,
+            "2001:db8::100",
+            53,
+            Protocol::Udp,
+            "2001:db8:2::1",
+            4,
+            true,
+        ),
+        (
+            CLIENT,
+            "10.0.0.102",
+            443,
+            Protocol::Tcp,
+            "2001:db8:2::2",
+            6,
+            true,
+        ),
+        (
+            CLIENT6,
+            "2001:db8::102",
+            80,
+            Protocol::Tcp,
+            "10.0.2.9",
+            9,
+            true,
+        ),
+    ];
+    for out_vlan in [lb_common::VLAN_UNTAGGED, 42, 4094] {
+        let mut st = state();
+        backends_on_vlan(&mut st, out_vlan);
+        let lab = Lab::new(st);
+        // Untagged; VLAN 42; VLAN 7 with priority 5 and DEI set.
+        for in_tci in [None, Some(42u16), Some(0xb007)] {
+            let out_tci = (out_vlan != lb_common::VLAN_UNTAGGED)
+                .then(|| (in_tci.unwrap_or(0) & 0xf000) | out_vlan);
+            for (src, dst, port, proto, be, n, ipip) in paths {
+                let mut pkt = client_packet(
+                    src,
+                    40000,
+                    dst,
+                    port,
+                    proto,
+                    in_tci.map(|t| t & 0xfff),
+                    b"v",
+                );
+                if let Some(t) = in_tci {
+                    pkt[14..16].copy_from_slice(&t.to_be_bytes());
+                }
+                let before = lab.reasons();
+                let (v, out) = lab.run(&pkt);
+                let what = format!("{dst}:{port} in {in_tci:x?} out VLAN {out_vlan}");
+                assert_eq!(v, verdict::TX, "{what}");
+                let want = if ipip {
+                    let h = hash_of(src, 40000, dst, port, proto, HashFields::default());
+                    ipip_expected(&pkt, ip(be), backend_mac(n), h)
+                } else {
+                    dr_expected(&pkt, backend_mac(n))
+                };
+                assert_frame(&out, &with_tag(&want, out_tci));
+                let reason = if ipip { "fwd_ipip" } else { "fwd_dr" };
+                assert_eq!(lab.reasons()[reason], before[reason] + 1, "{what}");
+            }
+        }
     }
 }
 
@@ -426,7 +509,10 @@ fn ipip_ipv4_in_ipv6_and_ipv6_in_ipv4() {
 
 #[test]
 fn ipip_with_vlan_and_tos() {
-    let lab = Lab::new(state());
+    // The backend on the client's VLAN: the tag is kept.
+    let mut st = state();
+    backends_on_vlan(&mut st, 7);
+    let lab = Lab::new(st);
     let mut pkt = client_packet(
         CLIENT,
         40000,
@@ -1842,43 +1928,51 @@ fn ipv6_vips_sharing_an_address_keep_their_flows_apart() {
 
 #[test]
 fn decap_strips_tunnels_to_this_host_only() {
-    let mut lab = Lab::new(state());
-    lab.dp
-        .set_decap_addrs(&[ip("10.0.2.1"), ip("2001:db8:2::1"), ip("2001:db8:2::2")])
-        .expect("decap addrs");
-    for (src, dst, port, proto) in [
-        (CLIENT, "10.0.0.100", 53, Protocol::Udp),
-        (CLIENT6, "2001:db8::100", 53, Protocol::Udp),
-        (CLIENT, "10.0.0.102", 443, Protocol::Tcp),
-    ] {
-        for vlan in [None, Some(5)] {
-            let pkt = client_packet(src, 40000, dst, port, proto, vlan, b"inner");
-            let (v, tunneled) = lab.run(&pkt);
-            assert_eq!(v, verdict::TX);
-            let (v, out) = lab.run_prog(programs::DECAP, &tunneled).expect("decap run");
-            assert_eq!(v, verdict::PASS);
-            let l3 = if vlan.is_some() { 18 } else { 14 };
-            let mut want = tunneled[..l3].to_vec();
-            want[l3 - 2..l3].copy_from_slice(&pkt[l3 - 2..l3]);
-            want.extend_from_slice(&pkt[l3..]);
-            assert_frame(&out, &want);
+    // Backends untagged, then on VLAN 5: tunnels arrive with and without a tag.
+    for backend_vlan in [lb_common::VLAN_UNTAGGED, 5] {
+        let mut st = state();
+        backends_on_vlan(&mut st, backend_vlan);
+        let mut lab = Lab::new(st);
+        lab.dp
+            .set_decap_addrs(&[ip("10.0.2.1"), ip("2001:db8:2::1"), ip("2001:db8:2::2")])
+            .expect("decap addrs");
+        for (src, dst, port, proto) in [
+            (CLIENT, "10.0.0.100", 53, Protocol::Udp),
+            (CLIENT6, "2001:db8::100", 53, Protocol::Udp),
+            (CLIENT, "10.0.0.102", 443, Protocol::Tcp),
+        ] {
+            for vlan in [None, Some(5)] {
+                let pkt = client_packet(src, 40000, dst, port, proto, vlan, b"inner");
+                let (v, tunneled) = lab.run(&pkt);
+                assert_eq!(v, verdict::TX);
+                let (v, out) = lab.run_prog(programs::DECAP, &tunneled).expect("decap run");
+                assert_eq!(v, verdict::PASS);
+                // The inner packet, behind the tunnel's L2 header with the
+                // inner EtherType.
+                let in_l3 = if vlan.is_some() { 18 } else { 14 };
+                let l3 = if backend_vlan == 5 { 18 } else { 14 };
+                let mut want = tunneled[..l3].to_vec();
+                want[l3 - 2..l3].copy_from_slice(&pkt[in_l3 - 2..in_l3]);
+                want.extend_from_slice(&pkt[in_l3..]);
+                assert_frame(&out, &want);
+            }
         }
+        // 6-in-4 to an address that is not ours passes untouched
+        let pkt = client_packet(
+            CLIENT6,
+            40000,
+            "2001:db8::102",
+            80,
+            Protocol::Tcp,
+            None,
+            b"x",
+        );
+        let (_, tunneled) = lab.run(&pkt);
+        let (v, out) = lab.run_prog(programs::DECAP, &tunneled).expect("decap run");
+        assert_eq!(v, verdict::PASS);
+        assert_frame(&out, &tunneled);
+        assert_eq!(lab.reasons()["decapsulated"], 6);
     }
-    // 6-in-4 to an address that is not ours passes untouched
-    let pkt = client_packet(
-        CLIENT6,
-        40000,
-        "2001:db8::102",
-        80,
-        Protocol::Tcp,
-        None,
-        b"x",
-    );
-    let (_, tunneled) = lab.run(&pkt);
-    let (v, out) = lab.run_prog(programs::DECAP, &tunneled).expect("decap run");
-    assert_eq!(v, verdict::PASS);
-    assert_frame(&out, &tunneled);
-    assert_eq!(lab.reasons()["decapsulated"], 6);
 }
 
 /// Sets the ECN bits of the IP header at `l3` (fixing the IPv4 checksum).

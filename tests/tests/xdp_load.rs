@@ -45,6 +45,7 @@ fn a_refused_apply_loses_no_backend_ids() {
                     weight: 1,
                     healthy: true,
                     mac: Some([2, 0, 0, 0, 0, 2]),
+                    vlan: 0,
                 })
                 .collect(),
         }],

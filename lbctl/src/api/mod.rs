@@ -211,6 +211,8 @@ pub struct BackendStatus {
     pub in_ring: bool,
     /// MAC of the next hop, when resolved.
     pub mac: Option<String>,
+    /// VLAN ID its frames are tagged with (XDP; none: untagged).
+    pub vlan: Option<u16>,
     /// Neighbour resolution detail when not resolved.
     pub neighbour: Option<String>,
     /// This is the VIP's sorry server.
@@ -641,8 +643,8 @@ fn render_xdp_vips(o: &mut String, s: &StatusReport) {
         );
         let _ = writeln!(
             o,
-            "  {:<40} {:>6} {:<14} {:<5} {:<17} {:>10} {:>12}",
-            "BACKEND", "WEIGHT", "HEALTH", "RING", "MAC", "PACKETS", "BYTES"
+            "  {:<40} {:>6} {:<14} {:<5} {:<17} {:>4} {:>10} {:>12}",
+            "BACKEND", "WEIGHT", "HEALTH", "RING", "MAC", "VLAN", "PACKETS", "BYTES"
         );
         for b in &v.backends {
             let addr = backend_label(b);
@@ -651,14 +653,16 @@ fn render_xdp_vips(o: &mut String, s: &StatusReport) {
                 .clone()
                 .or_else(|| b.neighbour.clone())
                 .unwrap_or_else(|| "-".into());
+            let vlan = b.vlan.map_or_else(|| "-".into(), |v| v.to_string());
             let _ = writeln!(
                 o,
-                "  {:<40} {:>6} {:<14} {:<5} {:<17} {:>10} {:>12}",
+                "  {:<40} {:>6} {:<14} {:<5} {:<17} {:>4} {:>10} {:>12}",
                 addr,
                 b.weight,
                 b.health,
                 if b.in_ring { "yes" } else { "no" },
                 mac,
+                vlan,
                 b.packets,
                 b.bytes
             );

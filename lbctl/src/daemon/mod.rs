@@ -25,6 +25,7 @@
 
 pub mod lock;
 pub mod neigh;
+pub mod offload;
 pub mod pin;
 pub mod plane;
 pub mod reconcile;
@@ -41,10 +42,11 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, ApiCall, Request, Response};
 use crate::config::{self, Config, DataplaneKind, OnNoBackend, XdpMode};
-use crate::dataplane::DesiredState;
 use crate::dataplane::xdp::{AttachMode, LoadOptions, XdpDataplane, XdpError, programs};
+use crate::dataplane::{DesiredState, L2NextHop};
 use crate::health::{CheckHandle, CheckSpec, HealthEvent, spawn_check};
 use crate::vrrp::{self, StateHook};
+use lb_common::VLAN_UNTAGGED;
 use neigh::{Resolution, Resolver};
 use reconcile::{BackendKey, Inputs, NeighTarget, VrrpRole};
 
@@ -337,10 +339,28 @@ pub async fn run(
     let plane::Started {
         plane: dp,
         adopted,
-        note: dataplane_note,
+        note: mut dataplane_note,
     } = plane::start(&cfg)?;
     let kernel_resolves = dp.kernel_resolves_next_hops();
     info!(dataplane = dp.kind(), "data plane started");
+    if let (Some(link), false) = (&link, kernel_resolves) {
+        let has_vlans = match resolver.vlans(link.index).await {
+            Ok(v) => !v.is_empty(),
+            Err(e) => {
+                warn!(error = %e, "listing the VLAN interfaces failed");
+                false
+            }
+        };
+        let iface = &cfg.node.interface;
+        let rx_vlan = offload::rx_vlan_offload(iface);
+        if let Some(note) = offload::vlan_offload_note(iface, has_vlans, &rx_vlan) {
+            warn!(interface = %iface, "{note}");
+            dataplane_note = Some(match dataplane_note {
+                Some(n) => format!("{n}; {note}"),
+                None => note,
+            });
+        }
+    }
 
     let listener = match api::bind(&api::socket_path(&cfg.node.state_dir)).await {
         Ok(l) => l,
@@ -418,7 +438,7 @@ pub async fn run(
         checks: BTreeMap::new(),
         check_gen: 0,
         resolutions: BTreeMap::new(),
-        seeded_macs: BTreeMap::new(),
+        seeded_hops: BTreeMap::new(),
         dp,
         last: None,
         apply: ApplyRetry::default(),
@@ -511,8 +531,8 @@ struct Owner {
     checks: BTreeMap<BackendKey, RunningCheck>,
     check_gen: u64,
     resolutions: BTreeMap<IpAddr, Resolution>,
-    /// MACs of an adopted data plane, used until the resolver has an answer.
-    seeded_macs: BTreeMap<IpAddr, [u8; 6]>,
+    /// Next hops of an adopted data plane, used until the resolver has an answer.
+    seeded_hops: BTreeMap<IpAddr, L2NextHop>,
     dp: plane::Plane,
     /// The desired state last applied in full.
     last: Option<DesiredState>,
@@ -620,16 +640,16 @@ impl Owner {
                 Ok(()) = neigh_rx.changed() => {
                     self.resolutions = neigh_rx.borrow_and_update().clone();
                     let resolutions = &self.resolutions;
-                    self.seeded_macs.retain(|a, _| {
+                    self.seeded_hops.retain(|a, _| {
                         matches!(resolutions.get(a), None | Some(Resolution::Pending { .. }))
                     });
-                    let mut macs = self.seeded_macs.clone();
-                    macs.extend(
+                    let mut hops = self.seeded_hops.clone();
+                    hops.extend(
                         self.resolutions
                             .iter()
-                            .filter_map(|(a, r)| r.mac().map(|m| (*a, m))),
+                            .filter_map(|(a, r)| r.next_hop().map(|h| (*a, h))),
                     );
-                    self.inputs.macs = macs;
+                    self.inputs.next_hops = hops;
                     let _ = self.reconcile();
                 }
                 Some(msg) = async {
@@ -737,7 +757,7 @@ impl Owner {
         Ok(())
     }
 
-    /// Takes health and MACs from an adopted data plane, so the first
+    /// Takes health and next hops from an adopted data plane, so the first
     /// reconcile changes nothing that was forwarding.
     fn seed(
         &mut self,
@@ -758,12 +778,18 @@ impl Owner {
                         a.alive,
                     );
                     if a.mac != [0; 6] {
-                        self.seeded_macs.insert(b.address, a.mac);
+                        self.seeded_hops.insert(
+                            b.address,
+                            L2NextHop {
+                                mac: a.mac,
+                                vlan: a.vlan,
+                            },
+                        );
                     }
                 }
             }
         }
-        self.inputs.macs = self.seeded_macs.clone();
+        self.inputs.next_hops = self.seeded_hops.clone();
     }
 
     fn start_checks(&mut self) {
@@ -958,6 +984,9 @@ impl Owner {
                                 .filter(|_| !kernel_resolves)
                                 .as_ref()
                                 .map(neigh::format_mac),
+                            vlan: Some(b.vlan).filter(|v| {
+                                !kernel_resolves && b.mac.is_some() && *v != VLAN_UNTAGGED
+                            }),
                             neighbour: match self.resolutions.get(&b.addr) {
                                 _ if kernel_resolves => None,
                                 Some(Resolution::Pending { next_hop }) => {

@@ -4,7 +4,9 @@
 //! (`RTM_GETROUTE`, like `ip route get`): the next hop is the route's
 //! gateway, or the address itself when it is on-link. Direct-routing
 //! targets must be on-link. The route must leave through the interface the
-//! XDP program runs on (XDP_TX sends frames back out of it).
+//! XDP program runs on (XDP_TX sends frames back out of it), or through an
+//! 802.1Q VLAN interface on top of it: frames to that target then leave
+//! tagged with the VLAN's ID (the program adds, rewrites or removes the tag).
 //!
 //! The next hop's MAC comes from the kernel neighbour table (`RTM_GETNEIGH`).
 //! When the entry is missing or unusable, resolution is triggered by sending
@@ -23,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo as LinkInfoNla, LinkMessage, VlanProtocol,
+};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -34,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::reconcile::NeighTarget;
+use crate::dataplane::L2NextHop;
+use lb_common::VLAN_UNTAGGED;
 
 /// Refresh period when everything is resolved.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -83,13 +89,17 @@ pub struct NeighEntry {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum Resolution {
-    /// Resolved: frames for the target go to `mac` (the next hop's).
+    /// Resolved: frames for the target go to `mac` (the next hop's), on
+    /// VLAN `vlan`.
     Resolved {
         /// Next hop address.
         next_hop: IpAddr,
         /// Its MAC.
         #[serde(serialize_with = "ser_mac")]
         mac: [u8; 6],
+        /// VLAN ID of the route's VLAN interface ([`VLAN_UNTAGGED`]: the
+        /// route leaves through the XDP interface itself).
+        vlan: u16,
     },
     /// Waiting for the kernel to resolve the next hop.
     Pending {
@@ -116,10 +126,13 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 impl Resolution {
-    /// The MAC, when resolved.
-    pub fn mac(&self) -> Option<[u8; 6]> {
+    /// The next hop's MAC and VLAN, when resolved.
+    pub fn next_hop(&self) -> Option<L2NextHop> {
         match self {
-            Resolution::Resolved { mac, .. } => Some(*mac),
+            Resolution::Resolved { mac, vlan, .. } => Some(L2NextHop {
+                mac: *mac,
+                vlan: *vlan,
+            }),
             _ => None,
         }
     }
@@ -139,11 +152,13 @@ pub fn usable(state: NeighbourState) -> bool {
 }
 
 /// What to do for one target given its route and the neighbour entry of
-/// the next hop on `ifindex`. Pure.
+/// the next hop on the route's interface: `ifindex` (the XDP interface) or
+/// one of `vlans` (index to VLAN ID: its 802.1Q VLAN interfaces). Pure.
 pub fn select(
     target: NeighTarget,
     route: Option<RouteInfo>,
     ifindex: u32,
+    vlans: &BTreeMap<u32, u16>,
     entry: Option<NeighEntry>,
 ) -> Resolution {
     let Some(route) = route else {
@@ -151,16 +166,19 @@ pub fn select(
             reason: "no route".into(),
         };
     };
-    if route.oif != Some(ifindex) {
-        return Resolution::Unusable {
-            reason: format!(
-                "route leaves through interface index {}, not the XDP interface ({ifindex})",
-                route
-                    .oif
-                    .map_or_else(|| "none".to_owned(), |i| i.to_string())
-            ),
-        };
-    }
+    let vlan = match route.oif {
+        Some(oif) if oif == ifindex => VLAN_UNTAGGED,
+        Some(oif) if vlans.contains_key(&oif) => vlans[&oif],
+        oif => {
+            return Resolution::Unusable {
+                reason: format!(
+                    "route leaves through interface index {}, neither the XDP interface \
+                     ({ifindex}) nor an 802.1Q VLAN interface on it",
+                    oif.map_or_else(|| "none".to_owned(), |i| i.to_string())
+                ),
+            };
+        }
+    };
     let next_hop = match route.gateway {
         Some(gw) if target.on_link_only => {
             return Resolution::Unusable {
@@ -174,7 +192,11 @@ pub fn select(
         Some(NeighEntry {
             mac: Some(mac),
             state,
-        }) if usable(state) && mac != [0; 6] => Resolution::Resolved { next_hop, mac },
+        }) if usable(state) && mac != [0; 6] => Resolution::Resolved {
+            next_hop,
+            mac,
+            vlan,
+        },
         _ => Resolution::Pending { next_hop },
     }
 }
@@ -242,6 +264,21 @@ impl Resolver {
         })
     }
 
+    /// The 802.1Q VLAN interfaces on interface `parent`: index to VLAN ID.
+    ///
+    /// # Errors
+    /// Netlink errors.
+    pub async fn vlans(&self, parent: u32) -> Result<BTreeMap<u32, u16>, NeighError> {
+        let mut out = BTreeMap::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(m) = links.next().await {
+            if let Some((index, vid)) = vlan_on(&m?, parent) {
+                out.insert(index, vid);
+            }
+        }
+        Ok(out)
+    }
+
     /// The route to `addr` (`ip route get`), `None` when unreachable.
     ///
     /// # Errors
@@ -303,6 +340,48 @@ impl Resolver {
         }
         Ok(out)
     }
+}
+
+/// `(index, VLAN ID)` when link `m` is an 802.1Q VLAN interface on
+/// interface `parent` of the same network namespace. An 802.1ad (QinQ
+/// service) VLAN is not one: its tag has another EtherType.
+pub fn vlan_on(m: &LinkMessage, parent: u32) -> Option<(u32, u16)> {
+    let mut on_parent = false;
+    let mut id = None;
+    let mut dot1q = true;
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::Link(p) => on_parent = *p == parent,
+            // The parent index names a link in another namespace.
+            LinkAttribute::LinkNetNsId(_) => return None,
+            LinkAttribute::LinkInfo(infos) => {
+                let mut is_vlan = false;
+                for i in infos {
+                    match i {
+                        LinkInfoNla::Kind(InfoKind::Vlan) => is_vlan = true,
+                        LinkInfoNla::Data(InfoData::Vlan(v)) => {
+                            for x in v {
+                                match x {
+                                    InfoVlan::Id(n) => id = Some(*n),
+                                    InfoVlan::Protocol(p) => {
+                                        dot1q = *p == VlanProtocol::Ieee8021Q;
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if !is_vlan {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    let id = id.filter(|v| (1..=4094).contains(v))?;
+    (on_parent && dot1q).then_some((m.header.index, id))
 }
 
 fn parse_neigh(m: &NeighbourMessage) -> Option<((u32, IpAddr), NeighEntry)> {
@@ -380,8 +459,8 @@ pub async fn run(
             for (addr, r) in &result {
                 if cur.get(addr) != Some(r) {
                     match r {
-                        Resolution::Resolved { next_hop, mac } => {
-                            info!(backend = %addr, %next_hop, mac = %format_mac(mac), "next hop resolved");
+                        Resolution::Resolved { next_hop, mac, vlan } => {
+                            info!(backend = %addr, %next_hop, mac = %format_mac(mac), vlan, "next hop resolved");
                         }
                         Resolution::Pending { next_hop } => {
                             info!(backend = %addr, %next_hop, "next hop not resolved yet; backend left out of the table");
@@ -431,6 +510,13 @@ async fn pass(
             HashMap::new()
         }
     };
+    let vlans = match resolver.vlans(ifindex).await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "listing the VLAN interfaces failed");
+            BTreeMap::new()
+        }
+    };
     let mut out = BTreeMap::new();
     for t in targets {
         let route = match resolver.route(t.addr).await {
@@ -445,9 +531,11 @@ async fn pass(
                 continue;
             }
         };
-        let next_hop = route.map(|r| r.gateway.unwrap_or(t.addr));
-        let entry = next_hop.and_then(|nh| table.get(&(ifindex, nh)).copied());
-        let res = select(*t, route, ifindex, entry);
+        let entry = route.and_then(|r| {
+            let next_hop = r.gateway.unwrap_or(t.addr);
+            table.get(&(r.oif?, next_hop)).copied()
+        });
+        let res = select(*t, route, ifindex, &vlans, entry);
         match &res {
             Resolution::Pending { next_hop } => {
                 trigger(*next_hop);
@@ -499,16 +587,24 @@ mod tests {
                 gateway: None,
             }),
             4,
+            &no_vlans(),
             entry(NeighbourState::Reachable),
         );
         assert_eq!(
             r,
             Resolution::Resolved {
                 next_hop: "10.0.1.1".parse().unwrap(),
-                mac: MAC
+                mac: MAC,
+                vlan: VLAN_UNTAGGED,
             }
         );
-        assert_eq!(r.mac(), Some(MAC));
+        assert_eq!(
+            r.next_hop(),
+            Some(L2NextHop {
+                mac: MAC,
+                vlan: VLAN_UNTAGGED
+            })
+        );
     }
 
     #[test]
@@ -520,13 +616,15 @@ mod tests {
                 gateway: Some("10.0.0.254".parse().unwrap()),
             }),
             4,
+            &no_vlans(),
             entry(NeighbourState::Stale),
         );
         assert_eq!(
             r,
             Resolution::Resolved {
                 next_hop: "10.0.0.254".parse().unwrap(),
-                mac: MAC
+                mac: MAC,
+                vlan: VLAN_UNTAGGED,
             }
         );
     }
@@ -540,10 +638,11 @@ mod tests {
                 gateway: Some("10.0.0.254".parse().unwrap()),
             }),
             4,
+            &no_vlans(),
             entry(NeighbourState::Reachable),
         );
         assert!(matches!(r, Resolution::Unusable { .. }), "{r:?}");
-        assert_eq!(r.mac(), None);
+        assert_eq!(r.next_hop(), None);
     }
 
     #[test]
@@ -557,12 +656,13 @@ mod tests {
                 t("10.0.1.1", false),
                 route,
                 4,
+                &no_vlans(),
                 entry(NeighbourState::Reachable)
             ),
             Resolution::Unusable { .. }
         ));
         assert!(matches!(
-            select(t("10.0.1.1", false), None, 4, None),
+            select(t("10.0.1.1", false), None, 4, &no_vlans(), None),
             Resolution::Unusable { .. }
         ));
     }
@@ -583,13 +683,97 @@ mod tests {
             }),
         ] {
             assert_eq!(
-                select(t("10.0.1.1", true), route, 4, e),
+                select(t("10.0.1.1", true), route, 4, &no_vlans(), e),
                 Resolution::Pending {
                     next_hop: "10.0.1.1".parse().unwrap()
                 },
                 "{e:?}"
             );
         }
+    }
+
+    fn no_vlans() -> BTreeMap<u32, u16> {
+        BTreeMap::new()
+    }
+
+    #[test]
+    fn a_route_through_a_vlan_interface_tags_with_its_id() {
+        let vlans = BTreeMap::from([(7, 200), (8, 300)]);
+        for (gateway, next_hop) in [(None, "10.0.2.1"), (Some("10.0.2.254"), "10.0.2.254")] {
+            let r = select(
+                t("10.0.2.1", gateway.is_none()),
+                Some(RouteInfo {
+                    oif: Some(7),
+                    gateway: gateway.map(|g| g.parse().unwrap()),
+                }),
+                4,
+                &vlans,
+                entry(NeighbourState::Reachable),
+            );
+            assert_eq!(
+                r,
+                Resolution::Resolved {
+                    next_hop: next_hop.parse().unwrap(),
+                    mac: MAC,
+                    vlan: 200,
+                }
+            );
+        }
+        // Not a VLAN of the XDP interface (or not 802.1Q): unusable.
+        let r = select(
+            t("10.0.2.1", true),
+            Some(RouteInfo {
+                oif: Some(9),
+                gateway: None,
+            }),
+            4,
+            &vlans,
+            entry(NeighbourState::Reachable),
+        );
+        assert!(matches!(r, Resolution::Unusable { .. }), "{r:?}");
+    }
+
+    fn vlan_link(index: u32, parent: u32, id: u16, proto: Option<VlanProtocol>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Link(parent));
+        let mut data = vec![InfoVlan::Id(id)];
+        if let Some(p) = proto {
+            data.push(InfoVlan::Protocol(p));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfoNla::Kind(InfoKind::Vlan),
+            LinkInfoNla::Data(InfoData::Vlan(data)),
+        ]));
+        m
+    }
+
+    #[test]
+    fn only_802_1q_vlans_on_the_xdp_interface_count() {
+        assert_eq!(vlan_on(&vlan_link(7, 4, 200, None), 4), Some((7, 200)));
+        assert_eq!(
+            vlan_on(&vlan_link(7, 4, 200, Some(VlanProtocol::Ieee8021Q)), 4),
+            Some((7, 200))
+        );
+        // QinQ service VLAN, another parent, another namespace, VLAN ID 0.
+        assert_eq!(
+            vlan_on(&vlan_link(7, 4, 200, Some(VlanProtocol::Ieee8021Ad)), 4),
+            None
+        );
+        assert_eq!(vlan_on(&vlan_link(7, 5, 200, None), 4), None);
+        let mut other_ns = vlan_link(7, 4, 200, None);
+        other_ns.attributes.push(LinkAttribute::LinkNetNsId(1));
+        assert_eq!(vlan_on(&other_ns, 4), None);
+        assert_eq!(vlan_on(&vlan_link(7, 4, 0, None), 4), None);
+        // Not a VLAN (a macvlan on the same parent).
+        let mut mv = LinkMessage::default();
+        mv.header.index = 8;
+        mv.attributes.push(LinkAttribute::Link(4));
+        mv.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfoNla::Kind(
+                InfoKind::MacVlan,
+            )]));
+        assert_eq!(vlan_on(&mv, 4), None);
     }
 
     #[test]

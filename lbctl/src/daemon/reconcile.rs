@@ -22,9 +22,10 @@ use std::path::PathBuf;
 
 use crate::config::{self, Config, OnNoBackend, Probe, VipIdentity};
 use crate::dataplane::{
-    BackendSpec, DesiredState, Forwarding, NodeSettings, Protocol, VipSpec, VipState,
+    BackendSpec, DesiredState, Forwarding, L2NextHop, NodeSettings, Protocol, VipSpec, VipState,
 };
 use crate::health::{CheckKind, CheckSpec, HttpCheck, ScriptCheck, Status, StatusSet, UdpCheck};
+use lb_common::VLAN_UNTAGGED;
 
 /// Identifies one backend of one VIP: the unit of health checking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,11 +61,11 @@ pub struct Inputs {
     pub health: BTreeMap<BackendKey, bool>,
     /// VRRP role by instance name; a missing instance counts as Backup.
     pub vrrp: BTreeMap<String, VrrpRole>,
-    /// Resolved L2 next-hop MAC by backend (or sorry server) address.
-    pub macs: BTreeMap<IpAddr, [u8; 6]>,
+    /// Resolved L2 next hop (MAC and VLAN) by backend (or sorry server) address.
+    pub next_hops: BTreeMap<IpAddr, L2NextHop>,
     /// MAC of the node's interface.
     pub iface_mac: [u8; 6],
-    /// The data plane resolves next hops itself (kernel IPVS): `macs` is
+    /// The data plane resolves next hops itself (kernel IPVS): `next_hops` is
     /// not used and every backend's `mac` is [`KERNEL_NEXT_HOP`].
     pub kernel_resolves_next_hops: bool,
 }
@@ -118,12 +119,15 @@ pub fn vip_active(vip: &config::Vip, inputs: &Inputs) -> bool {
     }
 }
 
-/// The L2 next hop of `addr` as far as the data plane needs it.
-fn next_hop(inputs: &Inputs, addr: IpAddr) -> Option<[u8; 6]> {
+/// The L2 next hop of `addr` as far as the data plane needs it: its MAC,
+/// once known, and its VLAN.
+fn next_hop(inputs: &Inputs, addr: IpAddr) -> (Option<[u8; 6]>, u16) {
     if inputs.kernel_resolves_next_hops {
-        Some(KERNEL_NEXT_HOP)
-    } else {
-        inputs.macs.get(&addr).copied()
+        return (Some(KERNEL_NEXT_HOP), VLAN_UNTAGGED);
+    }
+    match inputs.next_hops.get(&addr) {
+        Some(h) => (Some(h.mac), h.vlan),
+        None => (None, VLAN_UNTAGGED),
     }
 }
 
@@ -142,11 +146,13 @@ pub fn desired_state(cfg: &Config, inputs: &Inputs) -> DesiredState {
                         vip: id,
                         addr: b.address,
                     };
+                    let (mac, vlan) = next_hop(inputs, b.address);
                     BackendSpec {
                         addr: b.address,
                         weight: u32::from(b.weight),
                         healthy: is_healthy(inputs, &key, &b.health_check.probe),
-                        mac: next_hop(inputs, b.address),
+                        mac,
+                        vlan,
                     }
                 })
                 .collect();
@@ -154,11 +160,13 @@ pub fn desired_state(cfg: &Config, inputs: &Inputs) -> DesiredState {
                 && !backends.iter().any(BackendSpec::in_ring)
                 && !backends.iter().any(|b| b.addr == sorry)
             {
+                let (mac, vlan) = next_hop(inputs, sorry);
                 backends.push(BackendSpec {
                     addr: sorry,
                     weight: 1,
                     healthy: true,
-                    mac: next_hop(inputs, sorry),
+                    mac,
+                    vlan,
                 });
             }
             VipState {
@@ -419,6 +427,10 @@ health_check = { type = "tcp", interval = "1s", timeout = "500ms", rise = 1, fal
         s.parse().unwrap()
     }
 
+    fn hop(mac: [u8; 6], vlan: u16) -> L2NextHop {
+        L2NextHop { mac, vlan }
+    }
+
     #[test]
     fn maps_the_config_onto_the_data_plane() {
         let c = web();
@@ -427,8 +439,12 @@ health_check = { type = "tcp", interval = "1s", timeout = "500ms", rise = 1, fal
             ..Default::default()
         };
         inputs.health.insert(key(&c, "10.0.1.1"), true);
-        inputs.macs.insert(ip("10.0.1.1"), MAC1);
-        inputs.macs.insert(ip("10.0.1.2"), MAC2);
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.1"), hop(MAC1, VLAN_UNTAGGED));
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.2"), hop(MAC2, VLAN_UNTAGGED));
         let s = desired_state(&c, &inputs);
         assert_eq!(s.node.iface_mac, [2, 0, 0, 0, 0, 0xaa]);
         assert_eq!(s.node.mtu, 1500);
@@ -457,11 +473,43 @@ health_check = { type = "tcp", interval = "1s", timeout = "500ms", rise = 1, fal
     }
 
     #[test]
+    fn a_backend_keeps_the_vlan_of_its_next_hop() {
+        let c = web();
+        let mut inputs = Inputs::default();
+        inputs.next_hops.insert(ip("10.0.1.1"), hop(MAC1, 200));
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.2"), hop(MAC2, VLAN_UNTAGGED));
+        // No backend healthy yet: the sorry server is in, on its own VLAN.
+        inputs.next_hops.insert(ip("10.0.1.9"), hop(MAC9, 300));
+        let s = desired_state(&c, &inputs);
+        let vlans: Vec<(String, u16)> = s.vips[0]
+            .backends
+            .iter()
+            .map(|b| (b.addr.to_string(), b.vlan))
+            .collect();
+        assert_eq!(
+            vlans,
+            vec![
+                ("10.0.1.1".into(), 200),
+                ("10.0.1.2".into(), VLAN_UNTAGGED),
+                // not resolved: no VLAN either
+                ("10.0.1.3".into(), VLAN_UNTAGGED),
+                ("10.0.1.9".into(), 300),
+            ]
+        );
+    }
+
+    #[test]
     fn sorry_server_only_when_no_backend_takes_flows() {
         let c = web();
         let mut inputs = Inputs::default();
-        inputs.macs.insert(ip("10.0.1.1"), MAC1);
-        inputs.macs.insert(ip("10.0.1.9"), MAC9);
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.1"), hop(MAC1, VLAN_UNTAGGED));
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.9"), hop(MAC9, VLAN_UNTAGGED));
         let s = desired_state(&c, &inputs);
         let last = s.vips[0].backends.last().unwrap();
         assert_eq!(last.addr, ip("10.0.1.9"));
@@ -480,7 +528,9 @@ health_check = { type = "tcp", interval = "1s", timeout = "500ms", rise = 1, fal
         inputs.health.insert(key(&c, "10.0.1.1"), true);
         let s = desired_state(&c, &inputs);
         assert!(!s.vips[0].backends[0].in_ring());
-        inputs.macs.insert(ip("10.0.1.1"), MAC1);
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.1"), hop(MAC1, VLAN_UNTAGGED));
         let s = desired_state(&c, &inputs);
         assert!(s.vips[0].backends[0].in_ring());
     }
@@ -554,7 +604,9 @@ virtual_ipaddress = ["10.0.0.100"]
             },
             true,
         );
-        inputs.macs.insert(ip("10.0.1.1"), MAC1);
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.1"), hop(MAC1, VLAN_UNTAGGED));
         let s = desired_state(&c, &inputs);
         assert_eq!(instance_backends_healthy(&c, &s).get("VI_1"), Some(&true));
     }
@@ -577,7 +629,9 @@ virtual_router_id = 1
 virtual_ipaddress = ["10.0.0.100"]
 "#);
         let mut inputs = Inputs::default();
-        inputs.macs.insert(ip("10.0.1.9"), MAC9);
+        inputs
+            .next_hops
+            .insert(ip("10.0.1.9"), hop(MAC9, VLAN_UNTAGGED));
         let s = desired_state(&c, &inputs);
         assert!(s.vips[0].backends.iter().any(|b| b.addr == ip("10.0.1.9")));
         assert_eq!(instance_backends_healthy(&c, &s).get("VI_1"), Some(&false));

@@ -6,5 +6,6 @@ pub mod state;
 pub mod xdp;
 
 pub use state::{
-    BackendSpec, DesiredState, Forwarding, HashFields, NodeSettings, Protocol, VipSpec, VipState,
+    BackendSpec, DesiredState, Forwarding, HashFields, L2NextHop, NodeSettings, Protocol, VipSpec,
+    VipState,
 };

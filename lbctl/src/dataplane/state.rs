@@ -131,6 +131,19 @@ pub struct BackendSpec {
     pub healthy: bool,
     /// MAC of the L2 next hop towards it, once resolved.
     pub mac: Option<[u8; 6]>,
+    /// VLAN ID frames to it are tagged with on the XDP interface's link, or
+    /// [`lb_common::VLAN_UNTAGGED`] (the route to it leaves through that
+    /// interface itself, not a VLAN interface on top of it).
+    pub vlan: u16,
+}
+
+/// Where frames to a backend go on the XDP interface's link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct L2NextHop {
+    /// MAC of the next hop (the backend itself when on-link).
+    pub mac: [u8; 6],
+    /// VLAN ID of the route's VLAN interface, or [`lb_common::VLAN_UNTAGGED`].
+    pub vlan: u16,
 }
 
 impl BackendSpec {
@@ -263,6 +276,7 @@ mod tests {
             weight: 0,
             healthy: true,
             mac: Some([2, 0, 0, 0, 0, 1]),
+            vlan: 0,
         };
         assert!(b.alive());
         assert!(!b.in_ring());

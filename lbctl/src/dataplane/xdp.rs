@@ -116,7 +116,8 @@ pub const MAP_NAMES: [&str; 18] = [
 /// `drop_too_big_no_df` and `drop_too_big_rate_limited`.
 /// 6: `LB_TAILS` and `TAIL_ARG` (the too-big path in its own program).
 /// 7: `LB_TAILS` slot `RARE` (ICMP errors and fragments in their own program).
-pub const MAP_LAYOUT: u32 = 7;
+/// 8: `Backend::vlan` (the VLAN frames to a backend leave on).
+pub const MAP_LAYOUT: u32 = 8;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -155,6 +156,8 @@ pub struct AdoptedBackend {
     pub alive: bool,
     /// Its MAC.
     pub mac: [u8; 6],
+    /// Its VLAN ([`Backend::vlan`]).
+    pub vlan: u16,
 }
 
 /// Errors of the XDP data plane.
@@ -833,6 +836,7 @@ impl XdpDataplane {
                     AdoptedBackend {
                         alive: b.flags & backend_flags::ALIVE != 0,
                         mac: b.mac,
+                        vlan: b.vlan,
                     },
                 );
             }
@@ -1158,7 +1162,7 @@ impl XdpDataplane {
                     _pad: [0; 2],
                     generation: self.generations[id as usize],
                     mac: b.mac.unwrap_or_default(),
-                    _pad2: [0; 2],
+                    vlan: b.vlan,
                 };
                 let current = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
                 if current != entry {

@@ -100,6 +100,7 @@ fn backend(addr: &str, weight: u32) -> BackendSpec {
         weight,
         healthy: true,
         mac: None,
+        vlan: 0,
     }
 }
 

@@ -23,6 +23,19 @@
 //! 50 connections to each VIP all answered, by both servers; the program
 //! counted them as DR and IPIP forwards.
 //!
+//! **trunk**: lbctl natively on a trunk veth carrying VLANs 100 and 200
+//! tagged and an untagged native VLAN, as on a switch port facing an edge
+//! host; clients on VLAN 100, real server `s1` on VLAN 200 and `s2` on the
+//! native VLAN, each reached through the LB node's own VLAN interface (or
+//! the trunk itself) and its route. The program must rewrite the tag of a
+//! frame to `s1` (100 to 200) and remove it from a frame to `s2`, by DR and
+//! by IPIP (`lbctl decap` on the servers). Checks: the status shows each
+//! backend's VLAN, and warns that the trunk has receive VLAN offload on;
+//! 50 connections to each VIP all answered, by both servers; each server's
+//! interface for its VLAN received at least the packets the program sent
+//! it (`s2` has no VLAN interface at all, so a frame still tagged would be
+//! dropped there).
+//!
 //! Refuses to run unless `LBCTL_TRAFFIC_GUEST=1` (it creates namespaces and
 //! runs daemons), which only the guest's `/init` sets.
 
@@ -48,6 +61,21 @@ mod vlan {
     pub const VIP: &str = "10.77.1.100";
     pub const CONFIG: &str = "/tmp/vlan-lb.toml";
     pub const CONNECTIONS: usize = 100;
+}
+
+/// Addresses of the trunk phase: the client's VLAN 100, `s1`'s VLAN 200 and
+/// `s2`'s native (untagged) VLAN, one /24 each, the LB node on all three.
+mod trunk {
+    pub const LB_V100: &str = "10.79.0.1";
+    pub const LB_V200: &str = "10.79.2.1";
+    pub const LB_NATIVE: &str = "10.79.3.1";
+    pub const CLIENT_IP: &str = "10.79.0.10";
+    pub const S1_IP: &str = "10.79.2.11";
+    pub const S2_IP: &str = "10.79.3.12";
+    pub const VIP_DR: &str = "10.79.1.100";
+    pub const VIP_IPIP: &str = "10.79.1.101";
+    pub const CONFIG: &str = "/tmp/trunk-lb.toml";
+    pub const CONNECTIONS: usize = 50;
 }
 
 /// Addresses of the native phase.
@@ -86,7 +114,8 @@ fn run() -> Result<()> {
     }
     std::fs::create_dir_all("/run/netns")?;
     vlan_phase().context("vlan phase")?;
-    native_phase().context("native phase")
+    native_phase().context("native phase")?;
+    trunk_phase().context("trunk phase")
 }
 
 /// A node on VLAN 100: trunk `t0` into the bridge namespace, `v100` on it.
@@ -369,6 +398,63 @@ address = "{}"
     Ok(())
 }
 
+/// `lbctl decap` on `t0` of `ns` (driver mode) for tunnels to `addr`.
+fn spawn_decap(ns: &NetNs, addr: &str) -> Result<ChildGuard> {
+    ns.spawn(&[
+        "/bin/lbctl",
+        "decap",
+        "--iface",
+        "t0",
+        "--addr",
+        addr,
+        "--mode",
+        "driver",
+    ])
+}
+
+/// Writes a config for lbctl natively on `t0`: a DR VIP and an IPIP VIP
+/// (`vips`, port 80) with the same two TCP-checked backends, IPIP outer
+/// source `ipip_src`.
+fn write_two_vip_config(
+    path: &str,
+    state_dir: &str,
+    ipip_src: &str,
+    vips: (&str, &str),
+    backends: [&str; 2],
+) -> Result<()> {
+    let (vip_dr, vip_ipip) = vips;
+    let backends = format!(
+        "[[vip.backend]]\naddress = \"{}\"\n[[vip.backend]]\naddress = \"{}\"\n",
+        backends[0], backends[1]
+    );
+    std::fs::write(
+        path,
+        format!(
+            r#"[node]
+interface = "t0"
+state_dir = "{state_dir}"
+dataplane = "xdp"
+xdp_mode = "driver"
+[ipip]
+source_v4 = "{ipip_src}"
+[[vip]]
+name = "dr"
+address = "{vip_dr}"
+port = 80
+forwarding = "dr"
+health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
+{backends}[[vip]]
+name = "ipip"
+address = "{vip_ipip}"
+port = 80
+forwarding = "ipip"
+health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
+{backends}"#
+        ),
+    )?;
+    Ok(())
+}
+
 fn native_phase() -> Result<()> {
     use native::*;
     let Topology {
@@ -405,50 +491,19 @@ fn native_phase() -> Result<()> {
     }
     let mut decaps = Vec::new();
     for (ns, (_, ip)) in s.iter().zip(SERVERS) {
-        decaps.push(ns.spawn(&[
-            "/bin/lbctl",
-            "decap",
-            "--iface",
-            "t0",
-            "--addr",
-            ip,
-            "--mode",
-            "driver",
-        ])?);
+        decaps.push(spawn_decap(ns, ip)?);
     }
     let stop = Arc::new(AtomicBool::new(false));
     for (ns, (n, _)) in s.iter().zip(SERVERS) {
         responder(ns, n, Arc::clone(&stop))?;
     }
 
-    let backends = format!(
-        "[[vip.backend]]\naddress = \"{}\"\n[[vip.backend]]\naddress = \"{}\"\n",
-        SERVERS[0].1, SERVERS[1].1
-    );
-    std::fs::write(
+    write_two_vip_config(
         CONFIG,
-        format!(
-            r#"[node]
-interface = "t0"
-state_dir = "/tmp/native-st"
-dataplane = "xdp"
-xdp_mode = "driver"
-[ipip]
-source_v4 = "{LB_IP}"
-[[vip]]
-name = "dr"
-address = "{VIP_DR}"
-port = 80
-forwarding = "dr"
-health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
-{backends}[[vip]]
-name = "ipip"
-address = "{VIP_IPIP}"
-port = 80
-forwarding = "ipip"
-health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1, fall = 2 }}
-{backends}"#
-        ),
+        "/tmp/native-st",
+        LB_IP,
+        (VIP_DR, VIP_IPIP),
+        [SERVERS[0].1, SERVERS[1].1],
     )?;
     let daemon = lb.spawn(&["/bin/lbctl", "run", "--config", CONFIG])?;
     let st = wait_in_ring(CONFIG, 2, 2)?;
@@ -484,5 +539,163 @@ health_check = {{ type = "tcp", interval = "200ms", timeout = "100ms", rise = 1,
     }
     stop.store(true, Ordering::Relaxed);
     pass("native stop");
+    Ok(())
+}
+
+/// A trunk port: veth `t0` into the bridge namespace (port `port`), with
+/// `native` (a CIDR) on `t0` itself and a VLAN interface `v<id>` per entry
+/// of `vlans`. The bridge port sends tags in the frame, not beside it
+/// (`txvlan off`): a program attached natively to `t0` sees only what is in
+/// the frame, as on a NIC with receive VLAN offload off.
+fn trunk_node(
+    ns: &NetNs,
+    br: &NetNs,
+    port: &str,
+    native: Option<&str>,
+    vlans: &[(u16, &str)],
+) -> Result<()> {
+    veth_pair(ns, "t0", br, port)?;
+    br.run(&["ethtool", "-K", port, "txvlan", "off"])?;
+    ns.link_up("t0")?;
+    if let Some(cidr) = native {
+        ns.addr_add("t0", cidr)?;
+    }
+    let mut devs = vec!["all".to_owned(), "default".to_owned(), "t0".to_owned()];
+    for (id, cidr) in vlans {
+        let dev = format!("v{id}");
+        ns.run(&[
+            "ip",
+            "link",
+            "add",
+            "link",
+            "t0",
+            "name",
+            &dev,
+            "type",
+            "vlan",
+            "id",
+            &id.to_string(),
+        ])?;
+        ns.addr_add(&dev, cidr)?;
+        ns.link_up(&dev)?;
+        devs.push(dev);
+    }
+    for k in devs {
+        ns.sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0")?;
+    }
+    Ok(())
+}
+
+fn trunk_phase() -> Result<()> {
+    use trunk::*;
+    let br = NetNs::new("kbr")?;
+    let client = NetNs::new("kclient")?;
+    let lb = NetNs::new("klb")?;
+    let s1 = NetNs::new("ks1")?;
+    let s2 = NetNs::new("ks2")?;
+    trunk_node(
+        &client,
+        &br,
+        "pclient",
+        None,
+        &[(100, &format!("{CLIENT_IP}/24"))],
+    )?;
+    trunk_node(
+        &lb,
+        &br,
+        "plb",
+        Some(&format!("{LB_NATIVE}/24")),
+        &[
+            (100, &format!("{LB_V100}/24")),
+            (200, &format!("{LB_V200}/24")),
+        ],
+    )?;
+    trunk_node(&s1, &br, "ps1", None, &[(200, &format!("{S1_IP}/24"))])?;
+    trunk_node(&s2, &br, "ps2", Some(&format!("{S2_IP}/24")), &[])?;
+    bridge(&br, "br0", &["pclient", "plb", "ps1", "ps2"])?;
+    // XDP_TX on a veth needs a program on its peer.
+    let _pass = PassHolder::new(&br, "plb")?;
+    client_via_lb(&client, "10.79.1.0/24", LB_V100, &["t0", "v100"])?;
+    // The servers answer the client directly, routed by the LB node's kernel.
+    lb.sysctl("net.ipv4.ip_forward", "1")?;
+    s1.run(&["ip", "route", "add", "default", "via", LB_V200])?;
+    s2.run(&["ip", "route", "add", "default", "via", LB_NATIVE])?;
+    let servers = [(&s1, "s1", S1_IP, "v200"), (&s2, "s2", S2_IP, "t0")];
+    let mut decaps = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    for (ns, name, ip, _) in servers {
+        hold_vips(ns, &[VIP_DR, VIP_IPIP])?;
+        decaps.push(spawn_decap(ns, ip)?);
+        responder(ns, name, Arc::clone(&stop))?;
+    }
+
+    write_two_vip_config(
+        CONFIG,
+        "/tmp/trunk-st",
+        LB_NATIVE,
+        (VIP_DR, VIP_IPIP),
+        [S1_IP, S2_IP],
+    )?;
+    let daemon = lb.spawn(&["/bin/lbctl", "run", "--config", CONFIG])?;
+    let st = wait_in_ring(CONFIG, 2, 2)?;
+    ensure!(
+        st["xdp_mode"] == "driver",
+        "not attached in driver mode: {st}"
+    );
+    for vip in st["vips"].as_array().into_iter().flatten() {
+        for b in vip["backends"].as_array().into_iter().flatten() {
+            let want = if b["address"] == S1_IP {
+                serde_json::json!(200)
+            } else {
+                serde_json::Value::Null
+            };
+            ensure!(b["vlan"] == want, "backend VLAN: {b}");
+        }
+    }
+    // The trunk carries VLANs and veth starts with receive VLAN offload on
+    // (it keeps tags in the frame all the same): the daemon warns.
+    ensure!(
+        st["dataplane_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("ethtool -K t0 rxvlan off")),
+        "no receive VLAN offload warning: {st}"
+    );
+    pass("trunk backend vlans");
+
+    let rx = |ns: &NetNs, dev: &str| rx_packets(ns, dev);
+    let before = [rx(&s1, "v200")?, rx(&s2, "t0")?];
+    let answers = connect_many(&client, VIP_DR, CONNECTIONS)?;
+    check_spread(&answers, CONNECTIONS, 5)?;
+    pass("trunk dr connections");
+    let answers = connect_many(&client, VIP_IPIP, CONNECTIONS)?;
+    check_spread(&answers, CONNECTIONS, 5)?;
+    pass("trunk ipip connections");
+
+    let stats = lbctl_json("stats", CONFIG)?;
+    let after = [rx(&s1, "v200")?, rx(&s2, "t0")?];
+    for (i, (_, name, ip, dev)) in servers.iter().enumerate() {
+        let sent: u64 = stats["vips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v["backends"].as_array().into_iter().flatten())
+            .filter(|b| b["address"] == *ip)
+            .map(|b| b["packets"].as_u64().unwrap_or(0))
+            .sum();
+        let got = after[i] - before[i];
+        ensure!(
+            sent > 0 && got >= sent,
+            "{name}: the program sent {sent} packets, its {dev} received {got}: {stats}"
+        );
+        println!("TRAFFIC-VM: trunk {name}: sent {sent}, received on {dev}: {got}");
+    }
+    pass("trunk tagged");
+
+    stop_daemon(daemon)?;
+    for d in decaps {
+        stop_daemon(d)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    pass("trunk stop");
     Ok(())
 }

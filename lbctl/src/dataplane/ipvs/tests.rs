@@ -613,6 +613,7 @@ fn backend(addr: &str, weight: u32, healthy: bool) -> BackendSpec {
         weight,
         healthy,
         mac: None,
+        vlan: 0,
     }
 }
 
