@@ -206,9 +206,9 @@ pub fn lb(ctx: XdpContext) -> u32 {
 /// errors about a VIP flow and IP fragments. The same code as `lb`, but
 /// verified apart: in `lb`, their paths through the forwarding code
 /// multiplied the states the verifier must tell apart. Split off, `lb`
-/// verifies in 198k instructions instead of 562k on Debian 12's 6.1 (of
-/// the 1M allowed), and `lb_rare` in 399k; on 6.18, 115k and 187k instead
-/// of 278k. A packet `lb` hands over costs a tail call and a second parse.
+/// verifies in 199k instructions instead of 562k on Debian 12's 6.1 (of
+/// the 1M allowed), and `lb_rare` in 402k; on 6.18, 112k and 182k instead
+/// of 278k (counts with backend VLANs). A packet `lb` hands over costs a tail call and a second parse.
 #[xdp]
 pub fn lb_rare(ctx: XdpContext) -> u32 {
     run::<true>(&ctx)
