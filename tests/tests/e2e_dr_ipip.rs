@@ -323,6 +323,35 @@ fn serve_conn(mut c: TcpStream, name: &str) {
     }
 }
 
+/// Where the daemon serves metrics, inside the LB's namespace.
+const METRICS: &str = "127.0.0.1:9650";
+
+/// `GET path` from the daemon's metrics listener (from inside the LB's
+/// namespace): the status line, the headers (lowercased) and the body.
+fn scrape(t: &Topology, path: &str) -> (String, String, String) {
+    let path = path.to_owned();
+    in_ns(&t.ns("lb"), move || {
+        let mut c =
+            TcpStream::connect_timeout(&METRICS.parse().expect("addr"), Duration::from_secs(3))
+                .expect("connect to the metrics listener");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .expect("send");
+        let mut all = String::new();
+        c.read_to_string(&mut all).expect("read the answer");
+        let (head, body) = all.split_once("\r\n\r\n").expect("a head and a body");
+        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+        (
+            status.to_owned(),
+            headers.to_ascii_lowercase(),
+            body.to_owned(),
+        )
+    })
+}
+
 /// Sends `GET path` on `c`, returns the body (Content-Length framed).
 fn request(c: &mut TcpStream, path: &str) -> std::io::Result<Vec<u8>> {
     c.write_all(format!("GET {path} HTTP/1.1\r\nHost: vip\r\n\r\n").as_bytes())?;
@@ -556,6 +585,7 @@ state_dir = "{dir}/state"
 max_vips = 4
 conn_table_size = 65536
 keep_dataplane_on_exit = {keep}
+metrics_listen = "{METRICS}"
 [ipip]
 source_v4 = "{LB_IP}"
 [[vip]]
@@ -650,6 +680,36 @@ fn scenario(test: &str, forwarding: &str) {
         "fwd_{forwarding} = {fwd}: {:?}",
         stats.reasons
     );
+
+    // The same figures for Prometheus.
+    let (status, headers, body) = scrape(&t, "/metrics");
+    assert!(status.ends_with("200 OK"), "{status}");
+    assert!(
+        headers.contains("content-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    let sample = |line_start: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {line_start}:\n{body}"))
+    };
+    let scraped = sample(&format!(
+        "lbctl_xdp_packets_total{{reason=\"fwd_{forwarding}\"}} "
+    ));
+    assert!(scraped >= fwd, "scraped {scraped}, counted {fwd}");
+    let labels = format!("vip=\"web\",address=\"{VIP}:80/tcp\"");
+    assert_eq!(sample(&format!("lbctl_vip_active{{{labels}}} ")), 1);
+    for ip in SERVER_IPS {
+        let b = format!("{labels},backend=\"{ip}\"");
+        assert_eq!(sample(&format!("lbctl_backend_up{{{b}}} ")), 1, "{ip}");
+        assert!(
+            sample(&format!("lbctl_backend_packets_total{{{b}}} ")) > 0,
+            "{ip}"
+        );
+    }
+    let (status, _, _) = scrape(&t, "/");
+    assert!(status.contains(" 404 "), "{status}");
 
     // Open connections to the survivors.
     let mut open: Vec<(String, TcpStream)> = in_ns(&t.ns("client"), || {

@@ -6,6 +6,8 @@
 //! requests. The server hands requests to the daemon's owner task over a
 //! channel ([`ApiCall`]), which answers on a oneshot channel.
 
+pub mod metrics;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

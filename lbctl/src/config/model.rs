@@ -108,6 +108,9 @@ pub struct Node {
     /// IPVS: what a backend that fails its check becomes, for VIPs without
     /// their own `on_unhealthy`.
     pub on_unhealthy: OnUnhealthy,
+    /// Where `lbctl run` serves Prometheus metrics over HTTP (`GET
+    /// /metrics`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// IPVS: what happens to a real server that fails its health check.

@@ -37,6 +37,7 @@ pub(crate) struct RawNode {
     pub conn_table_size: Option<S<i64>>,
     pub max_vips: Option<S<i64>>,
     pub on_unhealthy: Option<S<RawOnUnhealthy>>,
+    pub metrics_listen: Option<S<String>>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]

@@ -872,3 +872,39 @@ fn ipv6_ipip_needs_an_mtu_that_keeps_1280_inside() {
         .is_ok()
     );
 }
+
+#[test]
+fn metrics_listen_is_an_address_and_a_fixed_port() {
+    let cfg = parse(&format!("{NODE}{VIP}"), "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.node.metrics_listen, None, "off by default");
+    for (text, want) in [
+        ("127.0.0.1:9650", "127.0.0.1:9650"),
+        ("[::1]:9650", "[::1]:9650"),
+    ] {
+        let cfg = parse(
+            &format!("{NODE}metrics_listen = \"{text}\"\n{VIP}"),
+            "lb.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.node.metrics_listen, Some(want.parse().unwrap()));
+    }
+    for (text, says) in [
+        (
+            "localhost:9650",
+            "is not an address and port: expected ADDRESS:PORT",
+        ),
+        ("127.0.0.1", "is not an address and port"),
+        ("127.0.0.1:0", "has port 0: expected a fixed port"),
+    ] {
+        let msg = parse(
+            &format!("{NODE}metrics_listen = \"{text}\"\n{VIP}"),
+            "lb.toml",
+        )
+        .expect_err(text)
+        .to_string();
+        assert!(
+            msg.starts_with("lb.toml:3:18: metrics_listen") && msg.contains(says),
+            "{text}: {msg}"
+        );
+    }
+}

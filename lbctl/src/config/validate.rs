@@ -412,6 +412,33 @@ fn node(cx: &mut Ctx<'_>, raw: &S<RawNode>) -> Option<Node> {
         1..=i64::from(lb_common::MAX_VIPS),
         64u32,
     );
+    let metrics_listen = match &r.metrics_listen {
+        None => Some(None),
+        Some(v) => match v.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 => Some(Some(a)),
+            Ok(_) => {
+                cx.err(
+                    v.span(),
+                    format!(
+                        "metrics_listen \"{}\" has port 0: expected a fixed port to scrape",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+            Err(_) => {
+                cx.err(
+                    v.span(),
+                    format!(
+                        "metrics_listen \"{}\" is not an address and port: expected \
+                         ADDRESS:PORT, like \"127.0.0.1:9650\" or \"[::1]:9650\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
     Some(Node {
         interface: interface?,
         dataplane,
@@ -424,6 +451,7 @@ fn node(cx: &mut Ctx<'_>, raw: &S<RawNode>) -> Option<Node> {
         conn_table_size: conn_table_size?,
         max_vips: max_vips?,
         on_unhealthy: dp.on_unhealthy,
+        metrics_listen: metrics_listen?,
     })
 }
 

@@ -81,6 +81,14 @@ pub enum DaemonError {
     /// Installing signal handlers.
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    /// The metrics listener (`node.metrics_listen`) cannot be bound.
+    #[error("metrics_listen {addr}: {source}")]
+    Metrics {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
     /// A `[[vrrp_instance]]` cannot be started.
     #[error("VRRP: {0}")]
     Vrrp(#[from] vrrp::SpecError),
@@ -293,6 +301,9 @@ pub fn ipvs_reload_blocker(running: &Config, new: &Config) -> Option<String> {
     {
         return Some("node.keep_dataplane_on_exit / node.state_dir changed; restart lbctl".into());
     }
+    if new.node.metrics_listen != running.node.metrics_listen {
+        return Some("node.metrics_listen changed; restart lbctl to serve metrics there".into());
+    }
     None
 }
 
@@ -372,6 +383,20 @@ pub async fn run(
     let socket = api::socket_path(&cfg.node.state_dir);
     let cancel = shutdown.child_token();
     let (api_tx, api_rx) = mpsc::channel(16);
+    if let Some(addr) = cfg.node.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                info!(%addr, "serving Prometheus metrics at /metrics");
+                tokio::spawn(api::metrics::serve(l, api_tx.clone(), cancel.clone()));
+            }
+            Err(source) => {
+                cancel.cancel();
+                let _ = std::fs::remove_file(&socket);
+                dp.abort();
+                return Err(DaemonError::Metrics { addr, source });
+            }
+        }
+    }
     tokio::spawn(api::serve(listener, api_tx, cancel.clone()));
 
     let (targets_tx, targets_rx) = watch::channel(reconcile::neigh_targets(&cfg));
@@ -1352,6 +1377,10 @@ virtual_ipaddress = ["10.0.0.100"]
             (
                 "interface = \"veth0\"\ndataplane = \"ipvs\"",
                 "node.dataplane changed",
+            ),
+            (
+                "interface = \"veth0\"\nmetrics_listen = \"127.0.0.1:9650\"",
+                "node.metrics_listen changed",
             ),
         ] {
             let why = reload_blocker(&running, opts, &with_node(change))
