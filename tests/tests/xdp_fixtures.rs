@@ -2088,9 +2088,23 @@ fn assert_well_formed(out: &[u8], input: &[u8]) {
     }
 }
 
+/// A lab of the fixture state with every backend on `vlan`: the bad-input
+/// corpora run untagged and tagged backends both (tags rewritten, added and
+/// removed on the way out).
+fn lab_on_vlan(vlan: u16) -> Lab {
+    let mut st = state();
+    backends_on_vlan(&mut st, vlan);
+    Lab::new(st)
+}
+
 #[test]
 fn every_truncation_of_every_fixture_is_never_forwarded() {
-    let lab = Lab::new(state());
+    for vlan in [lb_common::VLAN_UNTAGGED, 42] {
+        truncations_are_never_forwarded(&lab_on_vlan(vlan));
+    }
+}
+
+fn truncations_are_never_forwarded(lab: &Lab) {
     let mut runs = 0u64;
     for pkt in fixture_packets() {
         for len in 14..pkt.len() {
@@ -2127,7 +2141,12 @@ impl XorShift {
 
 #[test]
 fn random_and_mutated_packets_never_forward_malformed_frames() {
-    let lab = Lab::new(state());
+    for vlan in [lb_common::VLAN_UNTAGGED, 42] {
+        random_and_mutated_packets(&lab_on_vlan(vlan), vlan);
+    }
+}
+
+fn random_and_mutated_packets(lab: &Lab, backend_vlan: u16) {
     let fixtures = fixture_packets();
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     let mut runs = 0u64;
@@ -2165,6 +2184,17 @@ fn random_and_mutated_packets_never_forward_malformed_frames() {
         if v == verdict::TX {
             forwarded += 1;
             assert_well_formed(&out, &pkt);
+            // A frame to a backend (not a too-big reply to the client) is
+            // on the backend's VLAN.
+            if out[..5] == backend_mac(0)[..5] {
+                let vid = (out[12..14] == [0x81, 0x00])
+                    .then(|| u16::from_be_bytes([out[14], out[15]]) & 0x0fff);
+                assert_eq!(
+                    vid.unwrap_or(lb_common::VLAN_UNTAGGED),
+                    backend_vlan,
+                    "in {pkt:02x?}\nout {out:02x?}"
+                );
+            }
         }
     }
     assert!(
