@@ -169,6 +169,8 @@ pub struct Backend {
 
 /// [`Backend::vlan`] of a backend reached without a VLAN tag.
 pub const VLAN_UNTAGGED: u16 = 0;
+/// The largest VLAN ID (4095 is reserved by IEEE 802.1Q).
+pub const VLAN_ID_MAX: u16 = 4094;
 
 /// Backend flags ([`Backend::flags`]).
 pub mod backend_flags {

@@ -328,20 +328,15 @@ fn forwarded_frames_leave_on_the_backends_vlan() {
         let mut st = state();
         backends_on_vlan(&mut st, out_vlan);
         let lab = Lab::new(st);
-        // Untagged; VLAN 42; VLAN 7 with priority 5 and DEI set.
-        for in_tci in [None, Some(42u16), Some(0xb007)] {
+        // Untagged; VLAN 42; VLAN 7 with priority 5 and DEI set; priority
+        // tagged (VLAN ID 0, priority 5).
+        for in_tci in [None, Some(42u16), Some(0xb007), Some(0xa000)] {
             let out_tci = (out_vlan != lb_common::VLAN_UNTAGGED)
                 .then(|| (in_tci.unwrap_or(0) & 0xf000) | out_vlan);
             for (src, dst, port, proto, be, n, ipip) in paths {
-                let mut pkt = client_packet(
-                    src,
-                    40000,
-                    dst,
-                    port,
-                    proto,
-                    in_tci.map(|t| t & 0xfff),
-                    b"v",
-                );
+                // Built with some VLAN ID (the builder refuses 0), then the TCI.
+                let build_vid = in_tci.map(|t| (t & 0xfff).max(1));
+                let mut pkt = client_packet(src, 40000, dst, port, proto, build_vid, b"v");
                 if let Some(t) = in_tci {
                     pkt[14..16].copy_from_slice(&t.to_be_bytes());
                 }
@@ -360,6 +355,29 @@ fn forwarded_frames_leave_on_the_backends_vlan() {
                 assert_eq!(lab.reasons()[reason], before[reason] + 1, "{what}");
             }
         }
+    }
+}
+
+/// A backend VLAN that is no 802.1Q VLAN ID (4095 is reserved, 4096 does
+/// not fit the 12 bits) is refused before anything is written.
+#[test]
+fn a_backend_vlan_outside_802_1q_is_refused_before_anything_is_written() {
+    let mut lab = Lab::new(state());
+    let pkt = client_packet(CLIENT, 40000, "10.0.0.100", 80, Protocol::Tcp, None, b"v");
+    for vlan in [4095, 4096, u16::MAX] {
+        let mut st = state();
+        // Valid changes before the bad VLAN: none of them may be written.
+        backends_on_vlan(&mut st, 42);
+        st.vips.last_mut().expect("vips").backends[0].vlan = vlan;
+        let e = lab.dp.apply(&st).expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains(&format!("on VLAN {vlan}: expected a VLAN ID 1..=4094")),
+            "{e}"
+        );
+        let (v, out) = lab.run(&pkt);
+        assert_eq!(v, verdict::TX);
+        assert_frame(&out, &dr_expected(&pkt, backend_mac(1)));
     }
 }
 
@@ -2088,9 +2106,23 @@ fn assert_well_formed(out: &[u8], input: &[u8]) {
     }
 }
 
+/// A lab of the fixture state with every backend on `vlan`: the bad-input
+/// corpora run untagged and tagged backends both (tags rewritten, added and
+/// removed on the way out).
+fn lab_on_vlan(vlan: u16) -> Lab {
+    let mut st = state();
+    backends_on_vlan(&mut st, vlan);
+    Lab::new(st)
+}
+
 #[test]
 fn every_truncation_of_every_fixture_is_never_forwarded() {
-    let lab = Lab::new(state());
+    for vlan in [lb_common::VLAN_UNTAGGED, 42] {
+        truncations_are_never_forwarded(&lab_on_vlan(vlan));
+    }
+}
+
+fn truncations_are_never_forwarded(lab: &Lab) {
     let mut runs = 0u64;
     for pkt in fixture_packets() {
         for len in 14..pkt.len() {
@@ -2127,7 +2159,12 @@ impl XorShift {
 
 #[test]
 fn random_and_mutated_packets_never_forward_malformed_frames() {
-    let lab = Lab::new(state());
+    for vlan in [lb_common::VLAN_UNTAGGED, 42] {
+        random_and_mutated_packets(&lab_on_vlan(vlan), vlan);
+    }
+}
+
+fn random_and_mutated_packets(lab: &Lab, backend_vlan: u16) {
     let fixtures = fixture_packets();
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     let mut runs = 0u64;
@@ -2165,6 +2202,17 @@ fn random_and_mutated_packets_never_forward_malformed_frames() {
         if v == verdict::TX {
             forwarded += 1;
             assert_well_formed(&out, &pkt);
+            // A frame to a backend (not a too-big reply to the client) is
+            // on the backend's VLAN.
+            if out[..5] == backend_mac(0)[..5] {
+                let vid = (out[12..14] == [0x81, 0x00])
+                    .then(|| u16::from_be_bytes([out[14], out[15]]) & 0x0fff);
+                assert_eq!(
+                    vid.unwrap_or(lb_common::VLAN_UNTAGGED),
+                    backend_vlan,
+                    "in {pkt:02x?}\nout {out:02x?}"
+                );
+            }
         }
     }
     assert!(

@@ -182,13 +182,24 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
             );
         }
     }
+    // Every packet has one reason; a packet to a VIP also has one
+    // connection-table outcome (`conn_*`): two families, so that a sum over
+    // either label counts each packet once.
     for (reason, n) in &stats.reasons {
-        f.counter(
-            "lbctl_xdp_packets_total",
-            "Packets by what the XDP program did with them (fwd_*, pass_*, drop_*, ...) and connection-table outcomes (conn_*).",
-            &[("reason", reason.as_str())],
-            *n,
-        );
+        match reason.strip_prefix("conn_") {
+            Some(outcome) => f.counter(
+                "lbctl_xdp_conn_lookups_total",
+                "Connection-table outcomes of packets to a VIP (hit, miss, stale, shared; evicted: a flow replaced).",
+                &[("outcome", outcome)],
+                *n,
+            ),
+            None => f.counter(
+                "lbctl_xdp_packets_total",
+                "Packets by what the XDP program did with them (fwd_*, pass_*, drop_*, ...).",
+                &[("reason", reason.as_str())],
+                *n,
+            ),
+        }
     }
     for r in &status.vrrp {
         let il = [("instance", r.name.as_str())];
@@ -237,11 +248,16 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
     f.finish()
 }
 
-/// Asks the owner task and waits (at most [`ANSWER_TIMEOUT`]).
+/// Asks the owner task and waits, for a place in its queue and for the
+/// answer, at most [`ANSWER_TIMEOUT`] in all.
 async fn ask(calls: &mpsc::Sender<ApiCall>, request: Request) -> Option<Response> {
     let (reply, rx) = oneshot::channel();
-    calls.send(ApiCall { request, reply }).await.ok()?;
-    tokio::time::timeout(ANSWER_TIMEOUT, rx).await.ok()?.ok()
+    tokio::time::timeout(ANSWER_TIMEOUT, async {
+        calls.send(ApiCall { request, reply }).await.ok()?;
+        rx.await.ok()
+    })
+    .await
+    .ok()?
 }
 
 /// The answer to one HTTP request.
@@ -366,7 +382,12 @@ mod tests {
             ..Default::default()
         };
         let stats = StatsReport {
-            reasons: [("fwd_dr".to_owned(), 10), ("pass_not_vip".to_owned(), 4)].into(),
+            reasons: [
+                ("fwd_dr".to_owned(), 10),
+                ("pass_not_vip".to_owned(), 4),
+                ("conn_hit".to_owned(), 9),
+            ]
+            .into(),
             ..Default::default()
         };
         (status, stats)
@@ -420,6 +441,7 @@ mod tests {
             r#"lbctl_backend_packets_total{vip="web \"eu\"",address="10.0.0.100:80/tcp",backend="10.0.1.1"} 7"#,
             r#"lbctl_backend_check_failures_total{vip="web \"eu\"",address="10.0.0.100:80/tcp",backend="10.0.1.1"} 1"#,
             r#"lbctl_xdp_packets_total{reason="fwd_dr"} 10"#,
+            r#"lbctl_xdp_conn_lookups_total{outcome="hit"} 9"#,
             r#"lbctl_vrrp_state{instance="VI_1",state="MASTER"} 1"#,
             r#"lbctl_vrrp_state{instance="VI_1",state="BACKUP"} 0"#,
             r#"lbctl_vrrp_priority{instance="VI_1"} 150"#,

@@ -364,7 +364,8 @@ pub async fn run(
         };
         let iface = &cfg.node.interface;
         let rx_vlan = offload::rx_vlan_offload(iface);
-        if let Some(note) = offload::vlan_offload_note(iface, has_vlans, &rx_vlan) {
+        let generic = dp.mode() == "skb";
+        if let Some(note) = offload::vlan_offload_note(iface, has_vlans, generic, &rx_vlan) {
             warn!(interface = %iface, "{note}");
             dataplane_note = Some(match dataplane_note {
                 Some(n) => format!("{n}; {note}"),

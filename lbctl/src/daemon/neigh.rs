@@ -446,9 +446,10 @@ pub async fn run(
         }
     };
     let mut last_probe: HashMap<IpAddr, Instant> = HashMap::new();
+    let mut vlans = BTreeMap::new();
     loop {
         let wanted = targets.borrow_and_update().clone();
-        let result = pass(&resolver, ifindex, &wanted, &mut last_probe).await;
+        let result = pass(&resolver, ifindex, &wanted, &mut vlans, &mut last_probe).await;
         let pending = result
             .values()
             .any(|r| !matches!(r, Resolution::Resolved { .. }));
@@ -497,10 +498,14 @@ pub async fn run(
     }
 }
 
+/// One resolution pass over `targets`. `vlans` is the last list of VLAN
+/// interfaces read, kept when reading it again fails (a transient netlink
+/// error must not take the backends behind them out of the table).
 async fn pass(
     resolver: &Resolver,
     ifindex: u32,
     targets: &BTreeSet<NeighTarget>,
+    vlans: &mut BTreeMap<u32, u16>,
     last_probe: &mut HashMap<IpAddr, Instant>,
 ) -> BTreeMap<IpAddr, Resolution> {
     let table = match resolver.neighbours().await {
@@ -510,13 +515,10 @@ async fn pass(
             HashMap::new()
         }
     };
-    let vlans = match resolver.vlans(ifindex).await {
-        Ok(v) => v,
-        Err(e) => {
-            warn!(error = %e, "listing the VLAN interfaces failed");
-            BTreeMap::new()
-        }
-    };
+    match resolver.vlans(ifindex).await {
+        Ok(v) => *vlans = v,
+        Err(e) => warn!(error = %e, "listing the VLAN interfaces failed; using the last list"),
+    }
     let mut out = BTreeMap::new();
     for t in targets {
         let route = match resolver.route(t.addr).await {
@@ -535,7 +537,7 @@ async fn pass(
             let next_hop = r.gateway.unwrap_or(t.addr);
             table.get(&(r.oif?, next_hop)).copied()
         });
-        let res = select(*t, route, ifindex, &vlans, entry);
+        let res = select(*t, route, ifindex, vlans, entry);
         match &res {
             Resolution::Pending { next_hop } => {
                 trigger(*next_hop);

@@ -1,9 +1,12 @@
 //! Receive VLAN offload of the XDP interface: a driver that has it on may
 //! take the 802.1Q tag out of a frame before the XDP program runs, which
-//! then cannot tell which VLAN the frame came on. Forwarded frames still
-//! leave on their backend's VLAN (the tag comes from the backend), but the
-//! priority bits are lost and too-big replies leave untagged instead of on
-//! the client's VLAN. The daemon says so when the interface carries VLANs.
+//! then cannot tell which VLAN the frame came on. In native (driver) mode
+//! forwarded frames still leave on their backend's VLAN (the tag comes from
+//! the backend), but the priority bits are lost and too-big replies leave
+//! untagged instead of on the client's VLAN. In generic (skb) mode it is
+//! worse: the removed tag stays with the packet and the kernel puts it back
+//! on transmit, so a forwarded frame leaves on the client's VLAN, or with
+//! two tags. The daemon says so when the interface carries VLANs.
 //!
 //! [`rx_vlan_offload`] asks the kernel (the `SIOCETHTOOL` ioctl);
 //! [`vlan_offload_note`] is the pure decision.
@@ -69,12 +72,14 @@ pub fn rx_vlan_offload(name: &str) -> io::Result<bool> {
 }
 
 /// What to tell the operator about `iface`'s receive VLAN offload
-/// (`rx_vlan`) when it carries 802.1Q VLANs (`has_vlans`): nothing without
-/// VLANs or with the offload off; otherwise the risk and the fix, or why it
-/// could not be checked.
+/// (`rx_vlan`) when it carries 802.1Q VLANs (`has_vlans`), the program
+/// attached in generic (skb) mode or not (`generic`): nothing without VLANs
+/// or with the offload off; otherwise the risk and the fix, or why it could
+/// not be checked.
 pub fn vlan_offload_note(
     iface: &str,
     has_vlans: bool,
+    generic: bool,
     rx_vlan: &io::Result<bool>,
 ) -> Option<String> {
     if !has_vlans {
@@ -82,6 +87,12 @@ pub fn vlan_offload_note(
     }
     match rx_vlan {
         Ok(false) => None,
+        Ok(true) if generic => Some(format!(
+            "{iface} carries VLANs and has receive VLAN offload on, with XDP in generic mode: \
+             a tag the driver removes is put back on transmit, so frames to backends leave \
+             on the client's VLAN or with two tags; turn it off with \
+             `ethtool -K {iface} rxvlan off`"
+        )),
         Ok(true) => Some(format!(
             "{iface} carries VLANs and has receive VLAN offload on: its driver may remove \
              tags before XDP runs (priority bits lost, too-big replies sent untagged); \
@@ -100,17 +111,21 @@ mod tests {
 
     #[test]
     fn a_note_only_for_vlans_with_the_offload_on_or_unknown() {
-        assert_eq!(vlan_offload_note("eth0", false, &Ok(true)), None);
-        assert_eq!(vlan_offload_note("eth0", true, &Ok(false)), None);
-        let on = vlan_offload_note("eth0", true, &Ok(true)).expect("note");
-        assert!(on.contains("ethtool -K eth0 rxvlan off"), "{on}");
-        let unknown = vlan_offload_note(
-            "eth0",
-            true,
-            &Err(io::Error::from_raw_os_error(libc::EPERM)),
-        )
-        .expect("note");
-        assert!(unknown.contains("could not be read"), "{unknown}");
+        for generic in [false, true] {
+            assert_eq!(vlan_offload_note("eth0", false, generic, &Ok(true)), None);
+            assert_eq!(vlan_offload_note("eth0", true, generic, &Ok(false)), None);
+            let on = vlan_offload_note("eth0", true, generic, &Ok(true)).expect("note");
+            assert!(on.contains("ethtool -K eth0 rxvlan off"), "{on}");
+            assert_eq!(on.contains("two tags"), generic, "{on}");
+            let unknown = vlan_offload_note(
+                "eth0",
+                true,
+                generic,
+                &Err(io::Error::from_raw_os_error(libc::EPERM)),
+            )
+            .expect("note");
+            assert!(unknown.contains("could not be read"), "{unknown}");
+        }
     }
 
     #[test]

@@ -187,6 +187,10 @@ pub enum XdpError {
     /// More VIPs or backends than the maps hold, or a table larger than the stride.
     #[error("capacity exceeded: {0}")]
     Capacity(String),
+    /// The desired state holds a value the data plane cannot carry out
+    /// (nothing of it was written).
+    #[error("invalid desired state: {0}")]
+    Invalid(String),
     /// Building a Maglev table failed.
     #[error("Maglev table for {vip}: {source}")]
     Maglev {
@@ -1057,9 +1061,22 @@ impl XdpDataplane {
     /// Makes the maps equal to `desired`, writing only what changed.
     ///
     /// # Errors
-    /// Capacity, Maglev or map errors; the maps then hold a consistent mix:
-    /// every VIP entry points at a complete table.
+    /// [`XdpError::Invalid`] (a backend VLAN outside 802.1Q's IDs) before
+    /// anything is written; capacity, Maglev or map errors, after which the
+    /// maps hold a consistent mix: every VIP entry points at a complete table.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, XdpError> {
+        for v in &desired.vips {
+            if let Some(b) = v.backends.iter().find(|b| b.vlan > lb_common::VLAN_ID_MAX) {
+                return Err(XdpError::Invalid(format!(
+                    "{}: backend {} on VLAN {}: expected a VLAN ID 1..={} or {} (untagged)",
+                    v.spec,
+                    b.addr,
+                    b.vlan,
+                    lb_common::VLAN_ID_MAX,
+                    lb_common::VLAN_UNTAGGED
+                )));
+            }
+        }
         let applied = self.apply_vips(desired);
         // Also after a failure: the VIPs published before it forward, and
         // their fragments must be told from traffic for no VIP.

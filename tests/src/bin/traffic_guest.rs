@@ -31,10 +31,12 @@
 //! frame to `s1` (100 to 200) and remove it from a frame to `s2`, by DR and
 //! by IPIP (`lbctl decap` on the servers). Checks: the status shows each
 //! backend's VLAN, and warns that the trunk has receive VLAN offload on;
-//! 50 connections to each VIP all answered, by both servers; each server's
-//! interface for its VLAN received at least the packets the program sent
-//! it (`s2` has no VLAN interface at all, so a frame still tagged would be
-//! dropped there).
+//! 50 connections to each VIP all answered, by both servers, which accept
+//! only frames on their own VLAN (`s1` filters by reverse path, so a frame
+//! from the client arriving untagged instead of on `v200` is dropped; `s2`
+//! has no VLAN interface, so a frame still tagged is dropped); and each
+//! server's interface for its VLAN received at least the packets the
+//! program sent it.
 //!
 //! Refuses to run unless `LBCTL_TRAFFIC_GUEST=1` (it creates namespaces and
 //! runs daemons), which only the guest's `/init` sets.
@@ -620,6 +622,12 @@ fn trunk_phase() -> Result<()> {
     lb.sysctl("net.ipv4.ip_forward", "1")?;
     s1.run(&["ip", "route", "add", "default", "via", LB_V200])?;
     s2.run(&["ip", "route", "add", "default", "via", LB_NATIVE])?;
+    // s1 drops what arrives elsewhere than its route back to the sender
+    // (strict reverse-path filter): a frame from the client that reached it
+    // untagged on the trunk instead of on v200 is dropped, so every answered
+    // connection to s1 came tagged with VLAN 200. (s2 has no VLAN interface:
+    // a frame still tagged is dropped there anyway.)
+    s1.sysctl("net.ipv4.conf.all.rp_filter", "1")?;
     let servers = [(&s1, "s1", S1_IP, "v200"), (&s2, "s2", S2_IP, "t0")];
     let mut decaps = Vec::new();
     let stop = Arc::new(AtomicBool::new(false));
