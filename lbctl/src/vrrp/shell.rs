@@ -9,14 +9,14 @@
 //! (interface link state over rtnetlink, `vrrp_script` runners, backend
 //! health from the daemon) and cancellation.
 //!
-//! On a transition **to Master** the shell, in this order: publishes the
-//! new state (the [`StateHook`], waiting for its [`HookAck`] when it hands
-//! one back, and the watch channel: the daemon switches the data plane's
-//! active flag in this step), adds the VIPs (rtnetlink; IPv6 with `nodad`),
+//! On a transition **to Master** the shell, in this order: calls the
+//! [`StateHook`], waiting for its [`HookAck`] when it hands one back (the
+//! daemon switches the data plane's active flag in this step), publishes
+//! the new state on the watch channel, adds the VIPs (rtnetlink; IPv6 with `nodad`),
 //! starts the gratuitous ARP / unsolicited NA schedule, and runs the notify
 //! script. When the acknowledgement reports that the data plane could not
-//! take over (the daemon's apply failed), none of that happens: the
-//! instance goes to FAULT at once (priority 0 sent, so a peer takes over
+//! take over (the daemon's apply failed), none of that happens (MASTER is
+//! not even published): the instance goes to FAULT at once (priority 0 sent, so a peer takes over
 //! without waiting for Master_Down), keeps the error as
 //! [`InstanceHandle::last_error`], counts it, and lifts the fault after
 //! [`retry_delay`] of the consecutive failures to try again. A Master that answers a lower-priority advertisement
@@ -1238,6 +1238,24 @@ impl Shell {
     /// The hook's acknowledgement says the data plane could not apply the
     /// change (the state is published all the same).
     async fn publish(&self, to: State) -> Result<(), String> {
+        let applied = self.ask_hook(to).await;
+        self.publish_state(to);
+        applied
+    }
+
+    /// Publishes the state on the watch channel (`lbctl status`).
+    fn publish_state(&self, to: State) {
+        self.state_tx.send_replace(StateInfo {
+            state: to,
+            priority: self.machine.priority(),
+        });
+    }
+
+    /// Calls the hook and waits for its acknowledgement.
+    ///
+    /// # Errors
+    /// The acknowledgement says the data plane could not apply the change.
+    async fn ask_hook(&self, to: State) -> Result<(), String> {
         let mut applied = Ok(());
         if let Some(ack) = self.hook.as_ref().and_then(|h| h(&self.name, to)) {
             let started = Instant::now();
@@ -1256,10 +1274,6 @@ impl Shell {
                 }
             }
         }
-        self.state_tx.send_replace(StateInfo {
-            state: to,
-            priority: self.machine.priority(),
-        });
         applied
     }
 
@@ -1286,12 +1300,15 @@ impl Shell {
     async fn transition(&mut self, from: State, to: State) {
         tracing::info!(instance = %self.name, ?from, ?to, priority = self.machine.priority(), "VRRP transition");
         if to == State::Master {
-            if let Err(why) = self.publish(to).await {
+            // Published only once the data plane took over: `lbctl status`
+            // never shows, even for a moment, a MASTER that does not forward.
+            if let Err(why) = self.ask_hook(to).await {
                 // No VIPs, no announcements, no MASTER notify: the
-                // instance leaves Master at once.
+                // instance leaves Master at once (to FAULT, published).
                 self.activation_failed(&why);
                 return;
             }
+            self.publish_state(to);
             if self.dataplane_failures > 0 {
                 tracing::info!(instance = %self.name, failures = self.dataplane_failures, "the data plane took over the VIPs again");
                 self.dataplane_failures = 0;
