@@ -457,7 +457,9 @@ impl Daemon {
             socket: t.dir.join("state").join(api::SOCKET_NAME),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !d.socket.exists() {
+        // Until the socket takes connections: its file appears at bind(),
+        // a moment before listen().
+        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
             assert!(Instant::now() < deadline, "daemon did not start");
             if d.thread.as_ref().is_some_and(JoinHandle::is_finished) {
                 let mut d = d;

@@ -374,6 +374,21 @@ pub async fn run(
         }
     }
 
+    // The metrics listener first: a start that fails on it leaves no
+    // control socket behind, not even for a moment.
+    let metrics_listener = match cfg.node.metrics_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                info!(%addr, "serving Prometheus metrics at /metrics");
+                Some(l)
+            }
+            Err(source) => {
+                dp.abort();
+                return Err(DaemonError::Metrics { addr, source });
+            }
+        },
+    };
     let listener = match api::bind(&api::socket_path(&cfg.node.state_dir)).await {
         Ok(l) => l,
         Err(e) => {
@@ -384,19 +399,8 @@ pub async fn run(
     let socket = api::socket_path(&cfg.node.state_dir);
     let cancel = shutdown.child_token();
     let (api_tx, api_rx) = mpsc::channel(16);
-    if let Some(addr) = cfg.node.metrics_listen {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => {
-                info!(%addr, "serving Prometheus metrics at /metrics");
-                tokio::spawn(api::metrics::serve(l, api_tx.clone(), cancel.clone()));
-            }
-            Err(source) => {
-                cancel.cancel();
-                let _ = std::fs::remove_file(&socket);
-                dp.abort();
-                return Err(DaemonError::Metrics { addr, source });
-            }
-        }
+    if let Some(l) = metrics_listener {
+        tokio::spawn(api::metrics::serve(l, api_tx.clone(), cancel.clone()));
     }
     tokio::spawn(api::serve(listener, api_tx, cancel.clone()));
 
