@@ -208,7 +208,8 @@ pub fn lb(ctx: XdpContext) -> u32 {
 /// multiplied the states the verifier must tell apart. Split off, `lb`
 /// verifies in 199k instructions instead of 562k on Debian 12's 6.1 (of
 /// the 1M allowed), and `lb_rare` in 402k; on 6.18, 112k and 182k instead
-/// of 278k (counts with backend VLANs). A packet `lb` hands over costs a tail call and a second parse.
+/// of 278k (counts with backend VLANs). A packet `lb` hands over costs a
+/// tail call and a second parse.
 #[xdp]
 pub fn lb_rare(ctx: XdpContext) -> u32 {
     run::<true>(&ctx)

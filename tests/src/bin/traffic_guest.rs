@@ -311,6 +311,16 @@ fn wait_in_ring(config: &str, vips: usize, backends: usize) -> Result<serde_json
     Ok(last)
 }
 
+/// Stops the daemon, then the decapsulators, then the responders.
+fn stop_all(daemon: ChildGuard, decaps: Vec<ChildGuard>, responders: &AtomicBool) -> Result<()> {
+    stop_daemon(daemon)?;
+    for d in decaps {
+        stop_daemon(d)?;
+    }
+    responders.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Stops the daemon with SIGTERM and waits (at most 30 s) for it to exit.
 fn stop_daemon(mut daemon: ChildGuard) -> Result<()> {
     daemon.signal(nix::sys::signal::Signal::SIGTERM)?;
@@ -394,8 +404,7 @@ address = "{}"
     println!("TRAFFIC-VM: forwarded {fwd}, received on VLAN 100: {rx}");
     pass("vlan tagged");
 
-    stop_daemon(daemon)?;
-    stop.store(true, Ordering::Relaxed);
+    stop_all(daemon, Vec::new(), &stop)?;
     pass("vlan stop");
     Ok(())
 }
@@ -535,11 +544,7 @@ fn native_phase() -> Result<()> {
     println!("TRAFFIC-VM: native forwarded dr {dr}, ipip {ipip}");
     pass("native counted");
 
-    stop_daemon(daemon)?;
-    for d in decaps {
-        stop_daemon(d)?;
-    }
-    stop.store(true, Ordering::Relaxed);
+    stop_all(daemon, decaps, &stop)?;
     pass("native stop");
     Ok(())
 }
@@ -699,11 +704,7 @@ fn trunk_phase() -> Result<()> {
     }
     pass("trunk tagged");
 
-    stop_daemon(daemon)?;
-    for d in decaps {
-        stop_daemon(d)?;
-    }
-    stop.store(true, Ordering::Relaxed);
+    stop_all(daemon, decaps, &stop)?;
     pass("trunk stop");
     Ok(())
 }
