@@ -128,7 +128,12 @@ fn import_keepalived(
     }
     let out_name = output.map_or_else(|| "<output>".to_owned(), |p| p.display().to_string());
     if let Err(e) = config::parse(&conv.toml, &out_name) {
-        eprintln!("{e}");
+        for d in e.diagnostics() {
+            match keepalived::source_of(&conv.toml, d.position.line) {
+                Some(src) => eprintln!("{d} (converted from {src})"),
+                None => eprintln!("{d}"),
+            }
+        }
         eprintln!("lbctl: the converted config does not validate (above); nothing was written");
         return Ok(ExitCode::FAILURE);
     }

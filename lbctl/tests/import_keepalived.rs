@@ -110,7 +110,7 @@ fn includes_are_followed_relative_to_the_including_file() {
     let d = Dir::new("include");
     let main = d.write(
         "etc/keepalived.conf",
-        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 7\n  virtual_ipaddress {\n    10.0.0.100\n    10.0.0.101\n  }\n}\ninclude conf.d/*.conf\n",
+        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 7\n  virtual_ipaddress {\n    10.0.0.100\n    10.0.0.101\n  }\n}\ninclude conf.d/{a,b*}.conf\n",
     );
     d.write(
         "etc/conf.d/a.conf",
@@ -173,6 +173,25 @@ fn untranslatable_input_writes_nothing() {
         "{err}"
     );
     assert!(err.contains("nothing was written"), "{err}");
+    assert!(!out.exists());
+
+    // Values keepalived would refuse too: the converted config does not
+    // validate, and the error points into the keepalived file.
+    let vrid = d.write(
+        "vrid.conf",
+        "vrrp_instance V {\n  interface eth0\n  virtual_router_id 300\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    );
+    let r = lbctl(&[
+        "import-keepalived",
+        vrid.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    let err = text(&r.stderr);
+    assert!(err.contains("virtual_router_id"), "{err}");
+    assert!(err.contains("(converted from "), "{err}");
+    assert!(err.contains("vrid.conf:1:1)"), "{err}");
     assert!(!out.exists());
 
     // Syntax errors too.

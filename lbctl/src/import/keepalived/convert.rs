@@ -37,7 +37,8 @@ pub fn convert(
     let input = read(&stmts, &mut cx);
     let toml = write(&input, opts, &mut cx, &files);
     let mut notes = cx.notes;
-    notes.sort_by_key(|n| (std::cmp::Reverse(n.severity), n.loc));
+    // Errors first; otherwise in the order found (stable).
+    notes.sort_by_key(|n| std::cmp::Reverse(n.severity));
     if notes.iter().any(|n| n.severity == Severity::Error) {
         return Err(ImportError::Untranslatable(notes, files));
     }
@@ -66,9 +67,25 @@ pub fn convert(
 #[derive(Default)]
 pub(super) struct Cx {
     notes: Vec<Note>,
+    /// What [`Cx::warn_once`] has said, and about what.
+    said: std::collections::HashSet<(&'static str, Loc)>,
 }
 
 impl Cx {
+    /// A warning `topic` about the statement at `about` (a virtual server,
+    /// say) given once, at `loc`, however many times it applies.
+    pub(super) fn warn_once(
+        &mut self,
+        topic: &'static str,
+        about: Loc,
+        loc: Loc,
+        message: impl Into<String>,
+    ) {
+        if self.said.insert((topic, about)) {
+            self.warn(loc, message);
+        }
+    }
+
     pub(super) fn warn(&mut self, loc: Loc, message: impl Into<String>) {
         self.notes.push(Note {
             severity: Severity::Warning,
@@ -115,6 +132,25 @@ impl Cx {
     pub(super) fn one_int(&mut self, s: &Stmt) -> Option<i64> {
         let w = self.one(s)?;
         self.int(w, s.keyword())
+    }
+
+    /// `timeout` if it is shorter than `interval`, as lbctl requires; else
+    /// 9/10 of the interval, with a warning at `loc`.
+    pub(super) fn fit_timeout(&mut self, loc: Loc, what: &str, timeout: u64, interval: u64) -> u64 {
+        if timeout > 0 && timeout < interval {
+            return timeout;
+        }
+        let fitted = (interval * 9 / 10).max(1);
+        self.warn(
+            loc,
+            format!(
+                "{what}: timeout {} is not shorter than the interval {}, as lbctl requires: using {}",
+                fmt_ms(timeout),
+                fmt_ms(interval),
+                fmt_ms(fitted)
+            ),
+        );
+        fitted
     }
 
     /// keepalived seconds (`1`, `0.5`) in milliseconds.

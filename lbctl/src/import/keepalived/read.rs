@@ -69,16 +69,57 @@ pub(super) struct RealServer {
     pub(super) addr: IpAddr,
     pub(super) port: u16,
     pub(super) weight: i64,
+    /// `inhibit_on_failure`: weight 0 instead of removal when it fails.
+    pub(super) inhibit: bool,
     pub(super) check: Vec<(&'static str, Val)>,
 }
 
 /// What a virtual server gives its real servers' checks.
 #[derive(Clone)]
 pub(super) struct CheckDefaults {
+    /// The virtual server's `virtual_server` statement.
+    pub(super) vs_loc: Loc,
     pub(super) delay_loop_ms: u64,
     pub(super) connect_timeout_ms: Option<u64>,
     pub(super) retry: Option<i64>,
+    pub(super) delay_before_retry_ms: Option<u64>,
     pub(super) virtualhost: Option<String>,
+}
+
+impl CheckDefaults {
+    /// The timers a virtual server, a real server or a checker may set.
+    const KEYS: [&'static str; 5] = [
+        "delay_loop",
+        "connect_timeout",
+        "retry",
+        "nb_get_retry",
+        "delay_before_retry",
+    ];
+
+    fn knows(k: &str) -> bool {
+        Self::KEYS.contains(&k) || k == "warmup" || k == "alpha"
+    }
+
+    /// Takes `c` if it is one of the timers (or a setting lbctl has no
+    /// use for at this level, which is reported); whether it was.
+    fn read(&mut self, c: &Stmt, k: &str, cx: &mut Cx) -> bool {
+        match k {
+            "delay_loop" => {
+                if let Some(ms) = cx.one_secs(c) {
+                    self.delay_loop_ms = ms;
+                }
+            }
+            "connect_timeout" => self.connect_timeout_ms = cx.one_secs(c),
+            "retry" | "nb_get_retry" => self.retry = cx.one_int(c),
+            "delay_before_retry" => self.delay_before_retry_ms = cx.one_secs(c),
+            "warmup" | "alpha" => cx.unsupported(
+                c,
+                "lbctl starts every check at once, and a new backend down until it passes",
+            ),
+            _ => return false,
+        }
+        true
+    }
 }
 
 pub(super) fn read(stmts: &[Stmt], cx: &mut Cx) -> Input {
@@ -105,10 +146,21 @@ pub(super) fn read(stmts: &[Stmt], cx: &mut Cx) -> Input {
                 s.loc(),
                 "virtual_server_group cannot be translated: lbctl has one [[vip]] per address, port and protocol",
             ),
-            "vrrp_sync_group" => cx.warn(
+            "vrrp_sync_group" => cx.error(
                 s.loc(),
-                "vrrp_sync_group not translated: lbctl runs each vrrp_instance on its own, \
-                 so its instances no longer change state together",
+                "vrrp_sync_group cannot be translated: lbctl runs each vrrp_instance on its \
+                 own, and instances that must fail over together (a NAT pair's outside VIP \
+                 and inside gateway) would not; put their addresses in one vrrp_instance",
+            ),
+            // Addresses, routes and rules keepalived installs on the node:
+            // without them, the node does not carry the traffic it did.
+            "static_ipaddress" | "static_routes" | "static_rules" => cx.error(
+                s.loc(),
+                format!(
+                    "{} cannot be translated: lbctl does not install node addresses, routes \
+                     or rules; configure them in the system's network configuration",
+                    s.keyword()
+                ),
             ),
             _ => cx.unsupported(s, "lbctl has no equivalent"),
         }
@@ -135,6 +187,7 @@ fn read_globals(s: &Stmt, input: &mut Input, cx: &mut Cx) {
 
 fn read_script(s: &Stmt, cx: &mut Cx) -> Option<Script> {
     let name = cx.one(s)?.text.clone();
+    let (mut interval, mut timeout) = (None, None);
     let mut command = None;
     let mut keys = Vec::new();
     for c in s.children() {
@@ -143,27 +196,24 @@ fn read_script(s: &Stmt, cx: &mut Cx) -> Option<Script> {
                 let w = cx.one(c)?;
                 command = cx.argv(w, "script");
             }
-            "interval" | "timeout" => {
-                let key = if c.keyword() == "interval" {
-                    "interval"
-                } else {
-                    "timeout"
-                };
-                if let Some(ms) = cx.one_secs(c) {
-                    keys.push((key, Val::Str(fmt_ms(ms))));
+            "interval" => interval = cx.one_secs(c),
+            "timeout" => timeout = cx.one_secs(c),
+            "weight" => match c.args() {
+                [w] => {
+                    if let Some(n) = cx.int(w, "weight") {
+                        keys.push(("weight", Val::Int(n)));
+                    }
                 }
-            }
-            "weight" => {
-                if let Some(n) = c.args().first().and_then(|w| cx.int(w, "weight")) {
-                    keys.push(("weight", Val::Int(n)));
-                }
-                if c.args().len() > 1 {
-                    cx.warn(
-                        c.args()[1].loc,
-                        "weight's \"reverse\" not translated: the weight applies as written",
-                    );
-                }
-            }
+                [_, r, ..] => cx.error(
+                    r.loc,
+                    format!(
+                        "weight option \"{}\" cannot be translated: lbctl applies a script's \
+                         weight as written (\"reverse\" would invert it)",
+                        r.text
+                    ),
+                ),
+                [] => cx.error(c.loc(), "weight takes one value"),
+            },
             "rise" | "fall" => {
                 let key = if c.keyword() == "rise" {
                     "rise"
@@ -182,6 +232,18 @@ fn read_script(s: &Stmt, cx: &mut Cx) -> Option<Script> {
         cx.error(s.loc(), format!("vrrp_script {name} has no script"));
         return None;
     };
+    // keepalived's defaults where lbctl's differ: every second, and rise
+    // and fall 1 (also lbctl's). A timeout must be shorter than the interval
+    // in lbctl; keepalived lets a script run longer.
+    let interval = interval.unwrap_or(1_000).max(1);
+    let timeout = cx.fit_timeout(
+        s.loc(),
+        "vrrp_script",
+        timeout.unwrap_or(interval),
+        interval,
+    );
+    keys.push(("interval", Val::Str(fmt_ms(interval))));
+    keys.push(("timeout", Val::Str(fmt_ms(timeout))));
     Some(Script {
         loc: s.loc(),
         name,
@@ -196,6 +258,7 @@ fn read_instance(s: &Stmt, cx: &mut Cx) -> Option<Instance> {
         name: cx.one(s)?.text.clone(),
         ..Instance::default()
     };
+    let (mut preempt_loc, mut preempt_delay_loc) = (None, None);
     for c in s.children() {
         let k = c.keyword();
         match k {
@@ -212,9 +275,15 @@ fn read_instance(s: &Stmt, cx: &mut Cx) -> Option<Instance> {
             "priority" => i.priority = cx.one_int(c),
             "advert_int" => i.advert_int = cx.one_secs(c).map(fmt_ms),
             "version" => i.version = cx.one_int(c),
-            "nopreempt" => i.preempt = Some(false),
+            "nopreempt" => {
+                i.preempt = Some(false);
+                preempt_loc = Some(c.loc());
+            }
             "preempt" => i.preempt = Some(true),
-            "preempt_delay" => i.preempt_delay = cx.one_secs(c).map(fmt_ms),
+            "preempt_delay" => {
+                i.preempt_delay = cx.one_secs(c).map(fmt_ms);
+                preempt_delay_loc = Some(c.loc());
+            }
             "authentication" => read_auth(c, &mut i, cx),
             "unicast_src_ip" => i.unicast_src_ip = cx.one(c).map(|w| w.text.clone()),
             "unicast_peer" => {
@@ -284,18 +353,46 @@ fn read_instance(s: &Stmt, cx: &mut Cx) -> Option<Instance> {
             }
             // lbctl takes the family from the addresses.
             "native_ipv6" => {}
+            // They change which node is master, or where routed traffic goes.
+            "track_file" | "track_process" | "track_bfd" | "virtual_routes" | "virtual_rules"
+            | "track_src_ip" => cx.error(
+                c.loc(),
+                format!(
+                    "{k} cannot be translated: lbctl's vrrp_instance has no equivalent, and \
+                     without it this node would take or keep the master role (or route) \
+                     differently"
+                ),
+            ),
             _ => cx.unsupported(c, "lbctl's vrrp_instance has no such setting"),
+        }
+    }
+    // keepalived clears both for an instance that starts as MASTER.
+    if i.state.as_deref() == Some("MASTER") {
+        if let (Some(false), Some(loc)) = (i.preempt, preempt_loc) {
+            cx.warn(
+                loc,
+                "nopreempt with state MASTER: keepalived ignores it (and preempts), so lbctl preempts too",
+            );
+            i.preempt = None;
+        }
+        if let (Some(_), Some(loc)) = (&i.preempt_delay, preempt_delay_loc) {
+            cx.warn(
+                loc,
+                "preempt_delay with state MASTER: keepalived ignores it, so lbctl has none",
+            );
+            i.preempt_delay = None;
         }
     }
     Some(i)
 }
 
 fn read_auth(s: &Stmt, i: &mut Instance, cx: &mut Cx) {
-    let mut pass = None;
+    let mut pass: Option<&Word> = None;
+    let mut is_pass = false;
     for c in s.children() {
         match c.keyword() {
             "auth_type" => match cx.one(c).map(|w| w.text.as_str()) {
-                Some("PASS") => {}
+                Some("PASS") => is_pass = true,
                 Some(other) => cx.error(
                     c.loc(),
                     format!(
@@ -305,11 +402,36 @@ fn read_auth(s: &Stmt, i: &mut Instance, cx: &mut Cx) {
                 ),
                 None => {}
             },
-            "auth_pass" => pass = cx.one(c).map(|w| w.text.clone()),
+            "auth_pass" => pass = cx.one(c),
             _ => cx.unsupported(c, "not an authentication setting"),
         }
     }
-    i.auth_pass = pass;
+    match (is_pass, pass) {
+        (true, Some(w)) => {
+            // keepalived sends at most 8 characters (RFC 3768 5.3.6.1).
+            let mut p = w.text.clone();
+            if p.len() > 8 {
+                let mut cut = 8;
+                while !p.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                p.truncate(cut);
+                cx.warn(
+                    w.loc,
+                    format!(
+                        "auth_pass: keepalived uses its first 8 bytes, \"{p}\", and so does lbctl"
+                    ),
+                );
+            }
+            i.auth_pass = Some(p);
+        }
+        (true, None) => cx.error(s.loc(), "auth_type PASS without auth_pass"),
+        (false, Some(w)) => cx.warn(
+            w.loc,
+            "auth_pass without auth_type PASS: keepalived sends no authentication, nor does lbctl",
+        ),
+        (false, None) => {}
+    }
 }
 
 /// One `virtual_ipaddress` line: `ADDR[/LEN] [dev IF] [other options]`.
@@ -329,22 +451,31 @@ fn read_vip(a: &Stmt, cx: &mut Cx) -> Option<(IpAddr, String)> {
     let mut out = text.to_owned();
     let mut args = a.args().iter();
     while let Some(w) = args.next() {
-        if w.text == "dev" {
-            if let Some(dev) = args.next() {
-                out.push_str(" dev ");
-                out.push_str(&dev.text);
+        match w.text.as_str() {
+            "dev" => match args.next() {
+                Some(dev) => {
+                    out.push_str(" dev ");
+                    out.push_str(&dev.text);
+                }
+                None => cx.error(w.loc, "dev without an interface name"),
+            },
+            // Options with a value: the value is skipped with them.
+            opt @ ("brd" | "broadcast" | "scope" | "label" | "metric" | "table") => {
+                args.next();
+                cx.warn(
+                    w.loc,
+                    format!("virtual_ipaddress option \"{opt}\" not translated: lbctl adds ADDRESS[/PREFIX] [dev IF]"),
+                );
             }
-        } else {
-            // brd, scope, label, no_track, preferred...: each takes a value
-            // except the flags; name the first and stop.
-            cx.warn(
+            // A peer address changes what the address is.
+            "peer" => cx.error(
                 w.loc,
-                format!(
-                    "virtual_ipaddress option \"{}\" not translated: lbctl adds ADDRESS[/PREFIX] [dev IF] only",
-                    w.text
-                ),
-            );
-            break;
+                "virtual_ipaddress with peer cannot be translated: lbctl adds ADDRESS[/PREFIX] [dev IF]",
+            ),
+            flag => cx.warn(
+                w.loc,
+                format!("virtual_ipaddress option \"{flag}\" not translated: lbctl adds ADDRESS[/PREFIX] [dev IF]"),
+            ),
         }
     }
     Some((addr, out))
@@ -355,14 +486,28 @@ fn track(t: &Stmt, cx: &mut Cx) -> Val {
     let mut kv = vec![("name", Val::Str(t.keyword().to_owned()))];
     match t.args() {
         [] => {}
-        [k, w] if k.text == "weight" => {
+        [k, w, rest @ ..] if k.text == "weight" => {
             if let Some(n) = cx.int(w, "weight") {
                 kv.push(("weight", Val::Int(n)));
             }
+            if let Some(r) = rest.first() {
+                cx.error(
+                    r.loc,
+                    format!(
+                        "weight option \"{}\" cannot be translated: lbctl applies the weight \
+                         as written (\"reverse\" would invert it)",
+                        r.text
+                    ),
+                );
+            }
         }
-        [first, ..] => cx.warn(
+        [first, ..] => cx.error(
             first.loc,
-            format!("track option \"{}\" not translated", first.text),
+            format!(
+                "track option \"{}\" cannot be translated: lbctl takes NAME [weight N], \
+                 and another weight changes which node is master",
+                first.text
+            ),
         ),
     }
     Val::Table(kv)
@@ -410,9 +555,11 @@ fn read_virtual_server(s: &Stmt, cx: &mut Cx) -> Option<VirtualServer> {
     };
     let mut kind_seen = false;
     let mut defaults = CheckDefaults {
+        vs_loc: s.loc(),
         delay_loop_ms: 60_000,
         connect_timeout_ms: None,
         retry: None,
+        delay_before_retry_ms: None,
         virtualhost: None,
     };
     // Settings first: keepalived allows them after the real servers too.
@@ -420,13 +567,7 @@ fn read_virtual_server(s: &Stmt, cx: &mut Cx) -> Option<VirtualServer> {
         let k = c.keyword();
         match k {
             "real_server" => {}
-            "delay_loop" => {
-                if let Some(ms) = cx.one_secs(c) {
-                    defaults.delay_loop_ms = ms;
-                }
-            }
-            "connect_timeout" => defaults.connect_timeout_ms = cx.one_secs(c),
-            "retry" | "nb_get_retry" => defaults.retry = cx.one_int(c),
+            k if defaults.read(c, k, cx) => {}
             "virtualhost" => defaults.virtualhost = cx.one(c).map(|w| w.text.clone()),
             "lb_algo" | "lvs_sched" => vs.lb_algo = cx.one(c).cloned(),
             "lb_kind" | "lvs_method" => {
@@ -487,7 +628,7 @@ fn read_virtual_server(s: &Stmt, cx: &mut Cx) -> Option<VirtualServer> {
 fn read_real_server(
     s: &Stmt,
     vs: &VirtualServer,
-    defaults: &CheckDefaults,
+    vs_defaults: &CheckDefaults,
     cx: &mut Cx,
 ) -> Option<RealServer> {
     let [a, p] = s.args() else {
@@ -516,27 +657,48 @@ fn read_real_server(
             );
         }
     }
+    // Timers set on the real server apply to its checkers.
+    let mut defaults = vs_defaults.clone();
     let mut weight = 1;
-    let mut checks: Vec<(Loc, Vec<(&'static str, Val)>)> = Vec::new();
+    let mut inhibit = false;
     for c in s.children() {
         match c.keyword() {
             "weight" => weight = cx.one_int(c).unwrap_or(1),
+            "inhibit_on_failure" => inhibit = true,
+            k if defaults.read(c, k, cx) => {}
+            _ => {}
+        }
+    }
+    let mut checks: Vec<(Loc, Vec<(&'static str, Val)>)> = Vec::new();
+    let mut unsupported = Vec::new();
+    for c in s.children() {
+        match c.keyword() {
+            "weight" | "inhibit_on_failure" => {}
             "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => {
-                if let Some(hc) = read_check(c, port, defaults, cx) {
+                if let Some(hc) = read_check(c, port, &defaults, cx) {
                     checks.push((c.loc(), hc));
                 }
             }
             "UDP_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "BFD_CHECK" | "FILE_CHECK"
-            | "PING_CHECK" => cx.unsupported(
-                c,
-                "lbctl checks by TCP connect, HTTP, UDP request/answer or a script; \
-                 write the check as a MISC_CHECK-style script (type = \"script\")",
-            ),
-            "inhibit_on_failure" => cx.unsupported(
-                c,
-                "a failed real server leaves lbctl's table (node.on_unhealthy sets drain for IPVS)",
-            ),
+            | "PING_CHECK" => unsupported.push(c),
+            k if CheckDefaults::knows(k) => {}
             _ => cx.unsupported(c, "lbctl's backends have no such setting"),
+        }
+    }
+    for c in &unsupported {
+        let why = "lbctl checks by TCP connect, HTTP, or a program (MISC_CHECK): \
+                   write this check as a MISC_CHECK script";
+        if checks.is_empty() {
+            // Without any check the server would never leave the table.
+            cx.error(
+                c.loc(),
+                format!("{} cannot be translated: {why}", c.keyword()),
+            );
+        } else {
+            cx.warn(
+                c.loc(),
+                format!("{} not translated (a weaker check): {why}", c.keyword()),
+            );
         }
     }
     let check = match checks.len() {
@@ -545,7 +707,8 @@ fn read_real_server(
             for (loc, _) in &checks[1..] {
                 cx.warn(
                     *loc,
-                    "a second checker not translated: lbctl runs one check per backend (the first)",
+                    "a second checker not translated (a weaker check): lbctl runs one check \
+                     per backend, the first; keepalived needs every checker to pass",
                 );
             }
             checks.swap_remove(0).1
@@ -556,11 +719,13 @@ fn read_real_server(
         addr,
         port,
         weight,
+        inhibit,
         check,
     })
 }
 
-/// One checker block as an lbctl `health_check` table.
+/// One checker block as an lbctl `health_check` table; `None` with a note
+/// when it cannot be one.
 fn read_check(
     s: &Stmt,
     rs_port: u16,
@@ -569,23 +734,16 @@ fn read_check(
 ) -> Option<Vec<(&'static str, Val)>> {
     let kind = s.keyword();
     let mut port = rs_port;
-    let mut interval = defaults.delay_loop_ms;
-    let mut timeout = defaults.connect_timeout_ms;
-    let mut retry = defaults.retry;
+    let mut d = defaults.clone();
     let mut host = defaults.virtualhost.clone();
     let mut paths: Vec<(Loc, String, Vec<Val>)> = Vec::new();
     let mut command = None;
+    let mut misc_timeout = None;
     for c in s.children() {
         match (kind, c.keyword()) {
             (_, "connect_port") => {
                 let w = cx.one(c)?;
                 port = cx.port(w, "connect_port")?;
-            }
-            (_, "connect_timeout") | ("MISC_CHECK", "misc_timeout") => timeout = cx.one_secs(c),
-            (_, "delay_loop") => interval = cx.one_secs(c)?,
-            (_, "retry" | "nb_get_retry") => retry = cx.one_int(c),
-            (_, "delay_before_retry") => {
-                cx.unsupported(c, "lbctl retries at the check's interval (delay_loop)")
             }
             ("HTTP_GET" | "SSL_GET", "virtualhost") => host = cx.one(c).map(|w| w.text.clone()),
             ("HTTP_GET" | "SSL_GET", "url") => {
@@ -597,43 +755,65 @@ fn read_check(
                 let w = cx.one(c)?;
                 command = cx.argv(w, "misc_path");
             }
+            ("MISC_CHECK", "misc_timeout") => misc_timeout = cx.one_secs(c),
             ("MISC_CHECK", "misc_dynamic") => cx.unsupported(
                 c,
                 "the script's exit code does not set the weight in lbctl (0 is up, other is down)",
             ),
+            (_, k) if d.read(c, k, cx) => {}
             _ => cx.unsupported(c, "lbctl's health checks have no such setting"),
         }
     }
+    let interval = d.delay_loop_ms;
+    if interval == 0 {
+        cx.error(
+            s.loc(),
+            format!("{kind}: a delay_loop of 0 checks without pause"),
+        );
+        return None;
+    }
     let mut hc: Vec<(&'static str, Val)> = Vec::new();
-    let default_retry = if kind == "MISC_CHECK" { 0 } else { 1 };
+    // keepalived's connect_timeout defaults to 5 s; misc_timeout to the delay_loop.
+    let timeout = match kind {
+        "MISC_CHECK" => misc_timeout.unwrap_or(interval),
+        _ => d.connect_timeout_ms.unwrap_or(5_000),
+    };
+    let retry = d
+        .retry
+        .unwrap_or(if kind == "MISC_CHECK" { 0 } else { 1 })
+        .max(0);
     match kind {
-        "TCP_CHECK" => {
-            hc.push(("type", "tcp".into()));
-            hc.push(("port", Val::Int(port.into())));
-        }
-        "SSL_GET" => {
-            cx.warn(
-                s.loc(),
-                format!(
-                    "SSL_GET becomes a TCP connect check on port {port}: lbctl has no TLS check"
-                ),
-            );
+        "TCP_CHECK" | "SSL_GET" => {
+            if kind == "SSL_GET" {
+                cx.warn(
+                    s.loc(),
+                    format!(
+                        "SSL_GET becomes a TCP connect check on port {port} (a weaker check): \
+                         lbctl has no TLS check"
+                    ),
+                );
+            }
             hc.push(("type", "tcp".into()));
             hc.push(("port", Val::Int(port.into())));
         }
         "HTTP_GET" => {
-            hc.push(("type", "http".into()));
-            hc.push(("port", Val::Int(port.into())));
-            let (path, status) = match paths.first() {
-                Some((_, p, st)) => (p.clone(), st.clone()),
-                None => ("/".to_owned(), Vec::new()),
+            let Some((_, path, status)) = paths.first().cloned() else {
+                // keepalived drops such a checker: the server is always up.
+                cx.warn(
+                    s.loc(),
+                    "HTTP_GET without a url: keepalived ignores such a checker, so the backend has none",
+                );
+                return None;
             };
             for (loc, _, _) in paths.iter().skip(1) {
                 cx.warn(
                     *loc,
-                    "a second url not translated: lbctl's HTTP check asks for one path",
+                    "a second url not translated (a weaker check): lbctl's HTTP check asks \
+                     for one path; keepalived needs every url to pass",
                 );
             }
+            hc.push(("type", "http".into()));
+            hc.push(("port", Val::Int(port.into())));
             hc.push(("path", Val::Str(path)));
             if let Some(h) = host {
                 hc.push(("host", Val::Str(h)));
@@ -656,8 +836,6 @@ fn read_check(
                 "command",
                 Val::List(command.into_iter().map(Val::Str).collect()),
             ));
-            // keepalived's misc_timeout defaults to the delay_loop.
-            timeout = timeout.or(Some(interval));
         }
     }
     if port == 0 && kind != "MISC_CHECK" {
@@ -667,34 +845,29 @@ fn read_check(
         );
         return None;
     }
-    if interval == 0 {
-        cx.error(
-            s.loc(),
-            format!("{kind}: a delay_loop of 0 checks without pause"),
-        );
-        return None;
-    }
-    // keepalived's connect_timeout defaults to 5 s.
-    let mut timeout = timeout.unwrap_or(5_000);
-    if timeout == 0 || timeout >= interval {
-        // lbctl wants an answer before the next check is due.
-        let fitted = (interval * 9 / 10).max(1);
-        cx.warn(
+    if retry > 0 {
+        let between = d.delay_before_retry_ms.unwrap_or(1_000);
+        cx.warn_once(
+            "retry",
+            d.vs_loc,
             s.loc(),
             format!(
-                "{kind}: timeout {} is not shorter than the interval {} (delay_loop), as lbctl \
-                 requires: using {}",
-                fmt_ms(timeout),
+                "{kind}: retry {retry}: lbctl tries again at the next check, {} later (fall \
+                 {}), where keepalived waits delay_before_retry ({}): a dead server leaves \
+                 after about {} instead of {} (said once per virtual server)",
                 fmt_ms(interval),
-                fmt_ms(fitted)
+                retry + 1,
+                fmt_ms(between),
+                fmt_ms(interval * (retry as u64 + 1)),
+                fmt_ms(interval + between * retry as u64)
             ),
         );
-        timeout = fitted;
     }
+    let timeout = cx.fit_timeout(s.loc(), kind, timeout, interval);
     hc.push(("interval", Val::Str(fmt_ms(interval))));
     hc.push(("timeout", Val::Str(fmt_ms(timeout))));
     hc.push(("rise", Val::Int(1)));
-    hc.push(("fall", Val::Int(retry.unwrap_or(default_retry).max(0) + 1)));
+    hc.push(("fall", Val::Int(retry + 1)));
     Some(hc)
 }
 

@@ -1,6 +1,9 @@
 //! keepalived.conf syntax: whitespace-separated words, `"quoted strings"`,
-//! `{ }` blocks, comments from an unquoted `#` or `!` to the end of the line,
-//! and `include PATTERN` (resolved by the caller's [`Includes`]).
+//! `{ }` blocks, comments from an unquoted `#` or `!` to the end of the line
+//! (`\#` and `\!` are the characters themselves), and `include PATTERN`
+//! (the rest of the line, braces and all; resolved by the caller's
+//! [`Includes`]). keepalived's per-node `@ID` lines, `$VARIABLES` and
+//! `~SEQ` lines are refused: what they expand to depends on the node.
 //!
 //! A statement is the words of one line; a `{` opens a block that belongs to
 //! the statement before it (on the same line, or the previous one), and the
@@ -49,7 +52,8 @@ impl Stmt {
 }
 
 /// A syntax error, with where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct SyntaxError {
     /// Where.
     pub loc: Loc,
@@ -67,7 +71,7 @@ pub trait Includes {
     fn resolve(&self, pattern: &str, from: &str) -> Result<Vec<(String, String)>, String>;
 }
 
-/// How deep `include` may nest (keepalived's own limit is similar).
+/// How deep `include` may nest (a guard against an include loop).
 const MAX_INCLUDE_DEPTH: usize = 8;
 
 #[derive(Debug)]
@@ -78,7 +82,7 @@ enum Token {
     LineEnd,
 }
 
-/// Splits `text` (file `file` of `files`) into tokens.
+/// Splits `text` (file `file`) into tokens.
 fn lex(text: &str, file: usize) -> Result<Vec<Token>, SyntaxError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -88,6 +92,45 @@ fn lex(text: &str, file: usize) -> Result<Vec<Token>, SyntaxError> {
             line: line_no,
             column: u32::try_from(line[..byte].chars().count() + 1).unwrap_or(u32::MAX),
         };
+        let err = |byte: usize, message: &str| SyntaxError {
+            loc: loc_at(byte),
+            message: message.to_owned(),
+        };
+        let first = line.len() - line.trim_start().len();
+        let rest = &line[first..];
+        if rest.starts_with('@') {
+            return Err(err(
+                first,
+                "keepalived's per-node @ID lines are not supported: convert each node's \
+                 config from a copy without them (keep that node's lines, drop the @ID)",
+            ));
+        }
+        if rest.starts_with("~SEQ") {
+            return Err(err(
+                first,
+                "keepalived's ~SEQ lines are not supported: write the lines out",
+            ));
+        }
+        // `include` takes the rest of the line: a glob may hold braces.
+        if let Some(pattern) = rest.strip_prefix("include")
+            && pattern.starts_with(char::is_whitespace)
+        {
+            let body = comment_free(pattern).trim();
+            let at = first + "include".len() + (pattern.len() - pattern.trim_start().len());
+            out.push(Token::Word(Word {
+                text: "include".into(),
+                loc: loc_at(first),
+            }));
+            if !body.is_empty() {
+                out.push(Token::Word(Word {
+                    text: body.to_owned(),
+                    loc: loc_at(at),
+                }));
+            }
+            out.push(Token::LineEnd);
+            continue;
+        }
+        let line_start = out.len();
         let mut chars = line.char_indices().peekable();
         while let Some(&(i, c)) = chars.peek() {
             match c {
@@ -115,12 +158,10 @@ fn lex(text: &str, file: usize) -> Result<Vec<Token>, SyntaxError> {
                         text.push(c);
                     }
                     if !closed {
-                        return Err(SyntaxError {
-                            loc: loc_at(i),
-                            message:
-                                "unterminated quoted string: expected a closing \" on the same line"
-                                    .into(),
-                        });
+                        return Err(err(
+                            i,
+                            "unterminated quoted string: expected a closing \" on the same line",
+                        ));
                     }
                     out.push(Token::Word(Word {
                         text,
@@ -133,8 +174,15 @@ fn lex(text: &str, file: usize) -> Result<Vec<Token>, SyntaxError> {
                         if c.is_whitespace() || matches!(c, '{' | '}' | '#' | '!' | '"') {
                             break;
                         }
-                        text.push(c);
                         chars.next();
+                        if c == '\\'
+                            && let Some(&(_, e @ ('#' | '!'))) = chars.peek()
+                        {
+                            text.push(e);
+                            chars.next();
+                            continue;
+                        }
+                        text.push(c);
                     }
                     out.push(Token::Word(Word {
                         text,
@@ -143,9 +191,30 @@ fn lex(text: &str, file: usize) -> Result<Vec<Token>, SyntaxError> {
                 }
             }
         }
+        if let Some(w) = out[line_start..].iter().find_map(|t| match t {
+            Token::Word(w) if w.text.contains('$') => Some(w),
+            _ => None,
+        }) {
+            return Err(SyntaxError {
+                loc: w.loc,
+                message: "keepalived's $VARIABLES are not supported: expand them first".into(),
+            });
+        }
         out.push(Token::LineEnd);
     }
     Ok(out)
+}
+
+/// `text` up to its first unescaped `#` or `!`.
+fn comment_free(text: &str) -> &str {
+    let mut prev = ' ';
+    for (i, c) in text.char_indices() {
+        if matches!(c, '#' | '!') && prev != '\\' {
+            return &text[..i];
+        }
+        prev = c;
+    }
+    text
 }
 
 /// Parses file `name` with `text` into statements, reading what it includes
@@ -351,6 +420,41 @@ mod tests {
         let e = parse_str("include /etc/x/*.conf\n").unwrap_err();
         assert_eq!((e.loc.line, e.loc.column), (1, 9));
         assert!(e.message.contains("no file matches"), "{e:?}");
+    }
+
+    #[test]
+    fn node_dependent_lines_are_refused_and_escapes_kept() {
+        let e = parse_str("global_defs {\n}\n@lb1 priority 150\n").unwrap_err();
+        assert_eq!((e.loc.line, e.loc.column), (3, 1));
+        assert!(e.message.contains("@ID"), "{e:?}");
+        let e = parse_str("$IF=eth0\n").unwrap_err();
+        assert!(e.message.contains("$VARIABLES"), "{e:?}");
+        let e = parse_str("a {\n interface $IF\n}\n").unwrap_err();
+        assert_eq!((e.loc.line, e.loc.column), (2, 12));
+        let e = parse_str("  ~SEQ(i,1,3) x\n").unwrap_err();
+        assert_eq!((e.loc.line, e.loc.column), (1, 3));
+        // `\#` and `\!` are characters; `#` in quotes too; CRLF lines.
+        let t = parse_str("auth_pass a\\#b\\!c # comment\r\nscript \"/x #1\"\r\n").unwrap();
+        assert_eq!(words(&t[0]), ["auth_pass", "a#b!c"]);
+        assert_eq!(words(&t[1]), ["script", "/x #1"]);
+    }
+
+    #[test]
+    fn include_takes_the_rest_of_the_line() {
+        struct Echo;
+        impl Includes for Echo {
+            fn resolve(&self, pattern: &str, _: &str) -> Result<Vec<(String, String)>, String> {
+                Ok(vec![("x.conf".into(), format!("seen \"{pattern}\"\n"))])
+            }
+        }
+        let t = parse(
+            "k.conf",
+            "include conf.d/{a,b}.conf # both\n",
+            &mut SourceFiles::default(),
+            &Echo,
+        )
+        .unwrap();
+        assert_eq!(words(&t[0]), ["seen", "conf.d/{a,b}.conf"]);
     }
 
     struct Nested;

@@ -20,6 +20,12 @@ fn vip_name(vs: &VirtualServer) -> String {
     name
 }
 
+/// The vrrp_instance that carries an address, and the interface it is on.
+struct Owner<'a> {
+    instance: &'a str,
+    iface: Option<&'a str>,
+}
+
 pub(super) fn write(input: &Input, opts: &Options, cx: &mut Cx, files: &SourceFiles) -> String {
     let mut out = TomlOut::default();
 
@@ -29,8 +35,8 @@ pub(super) fn write(input: &Input, opts: &Options, cx: &mut Cx, files: &SourceFi
         .clone()
         .or_else(|| input.instances.iter().find_map(|i| i.interface.clone()));
     out.table("node");
-    match interface {
-        Some(i) => out.kv("interface", i),
+    match &interface {
+        Some(i) => out.kv("interface", i.as_str()),
         None => {
             let loc = input.servers.first().map_or(
                 Loc {
@@ -52,6 +58,8 @@ pub(super) fn write(input: &Input, opts: &Options, cx: &mut Cx, files: &SourceFi
             files.at(vs.kind_loc)
         ));
         out.kv("dataplane", "ipvs");
+        // keepalived removes a failed real server (unless inhibit_on_failure).
+        out.kv("on_unhealthy", "remove");
     } else {
         out.kv("dataplane", "xdp");
     }
@@ -59,14 +67,39 @@ pub(super) fn write(input: &Input, opts: &Options, cx: &mut Cx, files: &SourceFi
 
     write_ipip(input, opts, cx, &mut out);
 
-    // Which instance carries each address.
-    let mut owner: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    // Which instance carries each address, and on which interface.
+    let mut owner: BTreeMap<IpAddr, Owner<'_>> = BTreeMap::new();
     for i in &input.instances {
-        for (a, _) in &i.vips {
-            owner.entry(*a).or_insert(&i.name);
+        for (a, text) in &i.vips {
+            let dev = text.split_once(" dev ").map(|(_, d)| d);
+            owner.entry(*a).or_insert(Owner {
+                instance: &i.name,
+                iface: dev.or(i.interface.as_deref()),
+            });
         }
     }
     for vs in &input.servers {
+        // XDP sees the packets of one interface only.
+        if let (
+            false,
+            Some(node_if),
+            Some(Owner {
+                iface: Some(vip_if),
+                instance,
+            }),
+        ) = (ipvs, &interface, owner.get(&vs.addr))
+            && vip_if != node_if
+        {
+            cx.error(
+                vs.loc,
+                format!(
+                    "{} is on {vip_if} (vrrp_instance {instance}) but the XDP data plane runs \
+                     on {node_if}: lbctl balances the VIPs of one interface; convert the \
+                     virtual servers of {vip_if} into another lb.toml (--interface {vip_if})",
+                    vs.addr
+                ),
+            );
+        }
         write_vip(vs, ipvs, &owner, cx, files, &mut out);
     }
 
@@ -129,7 +162,7 @@ fn write_ipip(input: &Input, opts: &Options, cx: &mut Cx, out: &mut TomlOut) {
 fn write_vip(
     vs: &VirtualServer,
     ipvs: bool,
-    owner: &BTreeMap<IpAddr, &str>,
+    owner: &BTreeMap<IpAddr, Owner<'_>>,
     cx: &mut Cx,
     files: &SourceFiles,
     out: &mut TomlOut,
@@ -155,45 +188,43 @@ fn write_vip(
             Kind::Nat => "nat",
         },
     );
-    if let Some(algo) = &vs.lb_algo {
-        if ipvs {
-            let (sched, note) = match algo.text.as_str() {
-                "rr" => ("rr", None),
-                "wrr" => ("wrr", None),
-                "sh" => ("sh", None),
-                "mh" => ("mh", None),
-                "wlc" | "lblc" | "lblcr" | "sed" | "nq" | "fo" | "ovf" | "dh" | "twos" => {
-                    ("wrr", Some("wrr"))
-                }
-                "lc" => ("rr", Some("rr")),
-                _ => ("wrr", Some("wrr")),
-            };
-            if let Some(n) = note {
-                cx.warn(
-                    algo.loc,
-                    format!(
-                        "lb_algo {}: lbctl's IPVS schedulers are rr, wrr, sh and mh; using {n}",
-                        algo.text
-                    ),
-                );
-            }
-            out.kv("scheduler", sched);
-        } else if algo.text == "sh" {
+    // keepalived (LVS) schedules by wlc when no lb_algo is given.
+    let (algo, algo_loc) = match &vs.lb_algo {
+        Some(w) => (w.text.as_str(), w.loc),
+        None => ("wlc", vs.loc),
+    };
+    let given = if vs.lb_algo.is_some() {
+        format!("lb_algo {algo}")
+    } else {
+        "no lb_algo (LVS's default, wlc)".to_owned()
+    };
+    if ipvs {
+        let sched = match algo {
+            "rr" | "wrr" | "sh" | "mh" => algo,
+            "lc" => "rr",
+            _ => "wrr",
+        };
+        if sched != algo {
             cx.warn(
-                algo.loc,
-                "lb_algo sh: lbctl's XDP data plane keeps a client on one backend by hashing \
-                 its address (hash without src_port), with weighted Maglev hashing",
-            );
-        } else if algo.text != "mh" {
-            cx.warn(
-                algo.loc,
-                format!(
-                    "lb_algo {}: lbctl's XDP data plane spreads flows by weighted Maglev \
-                     hashing, and a connection table keeps each flow on its backend",
-                    algo.text
-                ),
+                algo_loc,
+                format!("{given}: lbctl's IPVS schedulers are rr, wrr, sh and mh; using {sched}"),
             );
         }
+        out.kv("scheduler", sched);
+    } else if algo == "sh" {
+        cx.warn(
+            algo_loc,
+            "lb_algo sh: lbctl's XDP data plane keeps a client on one backend by hashing \
+             its address (hash without src_port), with weighted Maglev hashing",
+        );
+    } else if algo != "mh" {
+        cx.warn(
+            algo_loc,
+            format!(
+                "{given}: lbctl's XDP data plane spreads flows by weighted Maglev hashing, \
+                 and a connection table keeps each flow on its backend"
+            ),
+        );
     }
     let source_hash = vs.lb_algo.as_ref().is_some_and(|a| a.text == "sh");
     match vs.persistence {
@@ -227,7 +258,7 @@ fn write_vip(
         out.kv("sorry_server", addr.to_string());
     }
     match owner.get(&vs.addr) {
-        Some(name) => out.kv("vrrp_instance", *name),
+        Some(o) => out.kv("vrrp_instance", o.instance),
         None => cx.warn(
             vs.loc,
             format!(
@@ -238,6 +269,26 @@ fn write_vip(
     }
     if vs.real.is_empty() {
         cx.warn(vs.loc, "virtual_server without real servers");
+    }
+    // inhibit_on_failure: weight 0 (drain) instead of removal. lbctl sets
+    // it per VIP, so the real servers of one virtual server must agree.
+    let inhibited: Vec<_> = vs.real.iter().filter(|r| r.inhibit).collect();
+    if !inhibited.is_empty() {
+        if inhibited.len() != vs.real.len() {
+            cx.error(
+                inhibited[0].loc,
+                "inhibit_on_failure on some real servers of this virtual server only: lbctl \
+                 drains or removes the failed backends of a VIP alike",
+            );
+        } else if ipvs {
+            out.kv("on_unhealthy", "drain");
+        } else {
+            cx.warn(
+                inhibited[0].loc,
+                "inhibit_on_failure: lbctl's XDP data plane takes a failed backend out of its \
+                 table; its connection table keeps established flows on it",
+            );
+        }
     }
     for rs in &vs.real {
         out.array_table("vip.backend");
@@ -287,12 +338,19 @@ fn write_instance(
     if let Some(p) = i.priority {
         out.kv("priority", p);
     }
-    // keepalived speaks version 2 unless told otherwise; IPv6 needs 3.
+    // keepalived speaks version 2 unless told otherwise; IPv6 is always 3
+    // (keepalived ignores a version 2 for it).
     let v6 = i.vips.iter().any(|(a, _)| a.is_ipv6());
-    let version = i
-        .version
-        .or(default_version)
-        .unwrap_or(if v6 { 3 } else { 2 });
+    let mut version = i.version.or(default_version).unwrap_or(2);
+    if v6 && version == 2 {
+        if i.version.is_some() || default_version.is_some() {
+            cx.warn(
+                loc,
+                "VRRP version 2 for IPv6 addresses: keepalived speaks version 3 for them, and so does lbctl",
+            );
+        }
+        version = 3;
+    }
     out.kv("version", version);
     out.kv(
         "advert_int",

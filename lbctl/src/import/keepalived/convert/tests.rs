@@ -163,7 +163,13 @@ fn example_converts_to_a_valid_equivalent_config() {
     assert!(has(&n, "49:4", "notify_master not translated"), "{n:#?}");
     assert!(has(&n, "48:4", "INSTANCE"), "{n:#?}");
     assert!(has(&n, "56:12", "lb_algo wlc"), "{n:#?}");
-    assert!(has(&n, "69:10", "delay_before_retry"), "{n:#?}");
+    assert!(has(&n, "62:7", "HTTP_GET: retry 2"), "{n:#?}");
+    // Once per virtual server, though its TCP_CHECK retries too (retry 1).
+    assert_eq!(
+        n.iter().filter(|x| x.contains(": retry ")).count(),
+        1,
+        "{n:#?}"
+    );
     assert!(has(&n, "89:4", "persistence_timeout"), "{n:#?}");
     assert!(has(&n, "86:12", "lb_algo sh"), "{n:#?}");
     assert!(has(&n, "100:7", "timeout 5s is not shorter"), "{n:#?}");
@@ -300,16 +306,228 @@ fn syntax_errors_name_the_place() {
 #[test]
 fn unknown_statements_are_reported() {
     let c = conv(
-        "static_ipaddress {\n 1.2.3.4\n}\nglobal_defs {\n lvs_timeouts tcp 10\n}\n\
+        "garp_group {\n garp_interval 0.001\n}\nglobal_defs {\n lvs_timeouts tcp 10\n}\n\
          vrrp_instance V {\n interface eth0\n virtual_router_id 1\n use_vmac\n\
          virtual_ipaddress {\n 10.0.0.1 label eth0:1\n }\n}\n",
         &Options::default(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let n = notes(&c.notes);
-    assert!(has(&n, "1:1", "static_ipaddress not translated"), "{n:#?}");
+    assert!(has(&n, "1:1", "garp_group not translated"), "{n:#?}");
     assert!(has(&n, "5:2", "lvs_timeouts not translated"), "{n:#?}");
     assert!(has(&n, "10:2", "use_vmac not translated"), "{n:#?}");
     assert!(has(&n, "12:11", "option \"label\""), "{n:#?}");
     config::parse(&c.toml, "out.toml").unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+}
+
+fn eth0() -> Options {
+    Options {
+        interface: Some("eth0".into()),
+        ..Options::default()
+    }
+}
+
+/// A vrrp_instance on eth0 holding 10.0.0.1, then `rest`.
+fn with_instance(rest: &str) -> String {
+    format!(
+        "vrrp_instance V {{\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {{\n 10.0.0.1\n }}\n}}\n{rest}"
+    )
+}
+
+fn ok(text: &str, opts: &Options) -> (config::Config, Vec<String>, String) {
+    let c = conv(text, opts).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config::parse(&c.toml, "out.toml").unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+    (cfg, notes(&c.notes), c.toml)
+}
+
+#[test]
+fn virtual_ipaddress_keeps_its_dev_after_other_options() {
+    let (cfg, n, _) = ok(
+        "vrrp_instance V {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {\n \
+         10.0.0.1/24 brd 10.0.0.255 dev eth1 label eth1:vip\n }\n}\n",
+        &Options::default(),
+    );
+    let vi = cfg.vrrp_instance("V").unwrap();
+    assert_eq!(vi.virtual_ipaddress[0].dev.as_deref(), Some("eth1"));
+    assert!(has(&n, "5:14", "option \"brd\""), "{n:#?}");
+    assert!(has(&n, "5:38", "option \"label\""), "{n:#?}");
+}
+
+#[test]
+fn master_state_clears_nopreempt_as_keepalived_does() {
+    let (cfg, n, _) = ok(
+        "vrrp_instance V {\n state MASTER\n nopreempt\n preempt_delay 5\n interface eth0\n \
+         virtual_router_id 1\n virtual_ipaddress {\n 10.0.0.1\n }\n}\n",
+        &Options::default(),
+    );
+    let vi = cfg.vrrp_instance("V").unwrap();
+    assert!(vi.preempt);
+    assert_eq!(vi.preempt_delay, Duration::ZERO);
+    assert!(has(&n, "3:2", "nopreempt with state MASTER"), "{n:#?}");
+    assert!(has(&n, "4:2", "preempt_delay with state MASTER"), "{n:#?}");
+}
+
+#[test]
+fn authentication_is_what_keepalived_sends() {
+    // PASS: at most 8 characters; `\#` is a literal #.
+    let (cfg, n, _) = ok(
+        "vrrp_instance V {\n interface eth0\n virtual_router_id 1\n authentication {\n  \
+         auth_type PASS\n  auth_pass ab\\#cdefghij\n }\n virtual_ipaddress {\n 10.0.0.1\n }\n}\n",
+        &Options::default(),
+    );
+    assert_eq!(
+        cfg.vrrp_instance("V").unwrap().auth_pass.as_deref(),
+        Some("ab#cdefg")
+    );
+    assert!(has(&n, "6:13", "first 8 bytes"), "{n:#?}");
+    // A password without auth_type PASS is not sent.
+    let (cfg, n, _) = ok(
+        "vrrp_instance V {\n interface eth0\n virtual_router_id 1\n authentication {\n  \
+         auth_pass secret\n }\n virtual_ipaddress {\n 10.0.0.1\n }\n}\n",
+        &Options::default(),
+    );
+    assert_eq!(cfg.vrrp_instance("V").unwrap().auth_pass, None);
+    assert!(has(&n, "5:13", "without auth_type PASS"), "{n:#?}");
+}
+
+#[test]
+fn scripts_keep_keepalived_timing() {
+    // keepalived's default interval (1 s) and a timeout lbctl accepts.
+    let (cfg, n, _) = ok(
+        &with_instance(
+            "vrrp_script chk {\n script \"/bin/true\"\n}\nvrrp_script slow {\n \
+             script \"/bin/true\"\n interval 2\n timeout 5\n}\n",
+        ),
+        &Options::default(),
+    );
+    let s = cfg.vrrp_script("chk").unwrap();
+    assert_eq!(s.interval, Duration::from_secs(1));
+    assert_eq!(s.timeout, Duration::from_millis(900));
+    let s = cfg.vrrp_script("slow").unwrap();
+    assert_eq!(s.timeout, Duration::from_millis(1800));
+    assert!(has(&n, "8:1", "timeout 1s is not shorter"), "{n:#?}");
+    assert!(has(&n, "11:1", "timeout 5s is not shorter"), "{n:#?}");
+}
+
+#[test]
+fn checks_inherit_real_server_timers_and_name_weaker_ones() {
+    let (cfg, n, _) = ok(
+        &with_instance(
+            "virtual_server 10.0.0.1 80 {\n lb_kind DR\n delay_loop 10\n connect_timeout 2\n\
+             real_server 10.0.1.1 80 {\n  delay_loop 3\n  retry 0\n  HTTP_GET {\n   \
+             url {\n    path /a\n   }\n   url {\n    path /b\n   }\n  }\n  TCP_CHECK {\n  }\n }\n\
+             real_server 10.0.1.2 80 {\n  HTTP_GET {\n  }\n }\n\
+             real_server 10.0.1.3 80 {\n  MISC_CHECK {\n   misc_path /bin/true\n  }\n }\n}\n",
+        ),
+        &eth0(),
+    );
+    let v = cfg.vip("vs-10.0.0.1-80").unwrap();
+    let hc = &v.backends[0].health_check;
+    assert!(
+        matches!(&hc.probe, Probe::Http(h) if h.path == "/a"),
+        "{hc:?}"
+    );
+    // Real-server delay_loop and retry, virtual-server connect_timeout.
+    assert_eq!(
+        (hc.interval, hc.timeout, hc.fall),
+        (Duration::from_secs(3), Duration::from_secs(2), 1)
+    );
+    assert!(has(&n, "19:4", "a second url"), "{n:#?}");
+    assert!(has(&n, "23:3", "a second checker"), "{n:#?}");
+    // HTTP_GET without url: keepalived drops the checker.
+    assert_eq!(v.backends[1].health_check.probe, Probe::None);
+    assert!(has(&n, "27:3", "HTTP_GET without a url"), "{n:#?}");
+    // MISC_CHECK's timeout is the delay_loop (not connect_timeout), fitted.
+    let hc = &v.backends[2].health_check;
+    assert_eq!(hc.timeout, Duration::from_secs(9));
+    // retry 0 on the first server, none on the others: no retry note.
+    assert_eq!(
+        n.iter().filter(|x| x.contains("retry")).count(),
+        0,
+        "{n:#?}"
+    );
+}
+
+#[test]
+fn a_server_whose_only_check_lbctl_lacks_is_refused() {
+    let e = errors(conv(
+        &with_instance(
+            "virtual_server 10.0.0.1 53 {\n lb_kind DR\n protocol UDP\n\
+             real_server 10.0.1.1 53 {\n  DNS_CHECK {\n  }\n }\n}\n",
+        ),
+        &eth0(),
+    ));
+    assert!(has(&e, "12:3", "DNS_CHECK cannot be translated"), "{e:#?}");
+}
+
+#[test]
+fn nat_removes_failed_servers_unless_inhibited() {
+    let vs = |inhibit_a: &str, inhibit_b: &str| {
+        with_instance(&format!(
+            "virtual_server 10.0.0.1 80 {{\n lb_kind NAT\n lb_algo wrr\n\
+             real_server 10.0.1.1 80 {{\n{inhibit_a} }}\n real_server 10.0.1.2 80 {{\n{inhibit_b} }}\n}}\n"
+        ))
+    };
+    let (cfg, _, _) = ok(&vs("", ""), &eth0());
+    assert_eq!(cfg.node.on_unhealthy, config::OnUnhealthy::Remove);
+    assert_eq!(
+        cfg.vip("vs-10.0.0.1-80").unwrap().on_unhealthy,
+        config::OnUnhealthy::Remove
+    );
+    let inh = "  inhibit_on_failure\n";
+    let (cfg, _, _) = ok(&vs(inh, inh), &eth0());
+    assert_eq!(
+        cfg.vip("vs-10.0.0.1-80").unwrap().on_unhealthy,
+        config::OnUnhealthy::Drain
+    );
+    let e = errors(conv(&vs(inh, ""), &eth0()));
+    assert!(has(&e, "11:1", "inhibit_on_failure on some"), "{e:#?}");
+}
+
+#[test]
+fn what_changes_mastership_or_routes_is_refused() {
+    let e = errors(conv(
+        &with_instance(
+            "vrrp_sync_group G {\n group {\n  V\n }\n}\nstatic_routes {\n 10.9.0.0/16 via 10.0.0.254\n}\n\
+             vrrp_instance W {\n interface eth0\n virtual_router_id 2\n track_file {\n  f\n }\n\
+             track_script {\n  chk weight -20 reverse\n }\n virtual_ipaddress {\n 10.0.0.2\n }\n}\n\
+             vrrp_script chk {\n script /bin/true\n weight 10 reverse\n}\n",
+        ),
+        &eth0(),
+    ));
+    assert!(
+        has(&e, "8:1", "vrrp_sync_group cannot be translated"),
+        "{e:#?}"
+    );
+    assert!(
+        has(&e, "13:1", "static_routes cannot be translated"),
+        "{e:#?}"
+    );
+    assert!(has(&e, "19:2", "track_file cannot be translated"), "{e:#?}");
+    assert!(has(&e, "23:18", "weight option \"reverse\""), "{e:#?}");
+    assert!(has(&e, "31:12", "weight option \"reverse\""), "{e:#?}");
+}
+
+#[test]
+fn xdp_balances_the_vips_of_its_own_interface_only() {
+    let e = errors(conv(
+        "vrrp_instance A {\n interface eth0\n virtual_router_id 1\n virtual_ipaddress {\n 10.0.0.1\n }\n}\n\
+         vrrp_instance B {\n interface eth0\n virtual_router_id 2\n virtual_ipaddress {\n 10.1.0.1 dev eth1\n }\n}\n\
+         virtual_server 10.0.0.1 80 {\n lb_kind DR\n real_server 10.0.1.1 80 {\n }\n}\n\
+         virtual_server 10.1.0.1 80 {\n lb_kind DR\n real_server 10.1.1.1 80 {\n }\n}\n",
+        &Options::default(),
+    ));
+    assert!(has(&e, "20:1", "10.1.0.1 is on eth1"), "{e:#?}");
+    assert_eq!(e.len(), 1, "{e:#?}");
+}
+
+#[test]
+fn ipv6_instances_are_version_3_even_when_told_2() {
+    let (cfg, n, _) = ok(
+        "global_defs {\n vrrp_version 2\n}\nvrrp_instance V6 {\n interface eth0\n \
+         virtual_router_id 9\n virtual_ipaddress {\n 2001:db8::100/64\n }\n}\n",
+        &Options::default(),
+    );
+    assert_eq!(cfg.vrrp_instance("V6").unwrap().version, VrrpVersion::V3);
+    assert!(has(&n, "4:1", "VRRP version 2 for IPv6"), "{n:#?}");
 }
