@@ -75,12 +75,18 @@ fn keepalived_accepts_the_example_it_is_converted_from() -> Result<()> {
     Ok(())
 }
 
-/// Both halves of a keepalived pair; `prio` and `state` differ.
-fn pair_conf(state: &str, prio: u8, me: &str, peer: &str) -> String {
+/// Both halves of a keepalived pair; `prio` and `state` differ. Version 2
+/// with PASS authentication, or version 3 (which has none).
+fn pair_conf(version: u8, state: &str, prio: u8, me: &str, peer: &str) -> String {
+    let auth = if version == 2 {
+        "  authentication {\n    auth_type PASS\n    auth_pass m1grate\n  }\n"
+    } else {
+        ""
+    };
     format!(
-        "global_defs {{\n  router_id {state}\n  script_user root\n  enable_script_security\n}}\n\
+        "global_defs {{\n  router_id {state}\n  script_user root\n  enable_script_security\n  vrrp_version {version}\n}}\n\
          vrrp_instance VI_7 {{\n  state {state}\n  interface eth0\n  virtual_router_id 77\n\
-         \x20 priority {prio}\n  advert_int 1\n  authentication {{\n    auth_type PASS\n    auth_pass m1grate\n  }}\n\
+         \x20 priority {prio}\n  advert_int 1\n{auth}\
          \x20 unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n\
          \x20 virtual_ipaddress {{\n    10.78.0.100/32 dev eth0\n  }}\n  garp_master_delay 1\n}}\n\
          virtual_server 10.78.0.100 80 {{\n  delay_loop 1\n  lb_kind DR\n  protocol TCP\n\
@@ -119,20 +125,31 @@ fn field(stats: &str, name: &str) -> Option<u64> {
 
 #[test]
 fn converted_node_pairs_with_the_keepalived_node_it_replaces() -> Result<()> {
+    for version in [2, 3] {
+        pair(version).with_context(|| format!("VRRP version {version}"))?;
+    }
+    Ok(())
+}
+
+fn pair(version: u8) -> Result<()> {
     let (addr_a, addr_b, vip) = ("10.78.0.1", "10.78.0.2", "10.78.0.100");
-    let a = NetNs::new(&unique_name("imp-pair", "a"))?;
-    let b = NetNs::new(&unique_name("imp-pair", "b"))?;
+    let a = NetNs::new(&unique_name(&format!("imp-pair{version}"), "a"))?;
+    let b = NetNs::new(&unique_name(&format!("imp-pair{version}"), "b"))?;
     veth_pair(&a, "eth0", &b, "eth0")?;
     for (ns, addr) in [(&a, addr_a), (&b, addr_b)] {
         ns.no_dad("eth0")?;
         ns.addr_add("eth0", &format!("{addr}/24"))?;
         ns.link_up("eth0")?;
     }
-    let dir_a = Dir::new("imp-pair-a")?;
-    let dir_b = Dir::new("imp-pair-b")?;
+    let dir_a = Dir::new(&format!("imp-pair{version}-a"))?;
+    let dir_b = Dir::new(&format!("imp-pair{version}-b"))?;
 
     // Node A stays on keepalived, as master.
-    let mut ka = start_keepalived(&a, &dir_a.0, &pair_conf("MASTER", 150, addr_a, addr_b))?;
+    let mut ka = start_keepalived(
+        &a,
+        &dir_a.0,
+        &pair_conf(version, "MASTER", 150, addr_a, addr_b),
+    )?;
     ensure!(
         wait_until(Duration::from_secs(10), POLL, || a.has_addr(vip)).is_some(),
         "keepalived never took the VIP"
@@ -140,7 +157,7 @@ fn converted_node_pairs_with_the_keepalived_node_it_replaces() -> Result<()> {
 
     // Node B's keepalived.conf, converted, runs lbctl's VRRP.
     let kconf = dir_b.0.join("keepalived.conf");
-    std::fs::write(&kconf, pair_conf("BACKUP", 100, addr_b, addr_a))?;
+    std::fs::write(&kconf, pair_conf(version, "BACKUP", 100, addr_b, addr_a))?;
     let conv = keepalived::convert(
         kconf.to_str().context("path")?,
         &std::fs::read_to_string(&kconf)?,
@@ -150,7 +167,6 @@ fn converted_node_pairs_with_the_keepalived_node_it_replaces() -> Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let toml = dir_b.0.join("lb.toml");
     std::fs::write(&toml, &conv.toml)?;
-    lbctl::config::load(&toml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let stats = dir_b.0.join("node.stats");
     let log = std::fs::File::create(dir_b.0.join("lbctl.log"))?;
     let node = b
@@ -171,6 +187,13 @@ fn converted_node_pairs_with_the_keepalived_node_it_replaces() -> Result<()> {
     ensure!(s.starts_with("VI_7 Backup "), "not backup: {s}");
     ensure!(a.has_addr(vip) && !b.has_addr(vip), "the VIP moved");
     ensure!(field(&s, "adverts_received").unwrap_or(0) >= 3, "{s}");
+    let converted = lbctl::config::load(&toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let inst = converted.vrrp_instance("VI_7").context("VI_7")?;
+    ensure!(
+        u8::from(inst.version == lbctl::config::VrrpVersion::V3) + 2 == version,
+        "converted to the wrong version: {:?}",
+        inst.version
+    );
     for bad in [
         "rx_auth_mismatch",
         "rx_version_mismatch",
@@ -196,7 +219,11 @@ fn converted_node_pairs_with_the_keepalived_node_it_replaces() -> Result<()> {
     );
 
     // keepalived returns with the higher priority and preempts: B gives it back.
-    let _ka = start_keepalived(&a, &dir_a.0, &pair_conf("MASTER", 150, addr_a, addr_b))?;
+    let _ka = start_keepalived(
+        &a,
+        &dir_a.0,
+        &pair_conf(version, "MASTER", 150, addr_a, addr_b),
+    )?;
     ensure!(
         wait_until(Duration::from_secs(10), POLL, || a.has_addr(vip)
             && !b.has_addr(vip))
