@@ -79,6 +79,24 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
         mode: ModeArg,
     },
+    /// Convert a keepalived.conf (VRRP instances and scripts, LVS virtual
+    /// servers and their checkers) to an lb.toml, and validate it. What has no
+    /// lbctl equivalent is named with its file:line:column; what would change
+    /// where traffic goes is an error, and nothing is written.
+    ImportKeepalived {
+        /// The keepalived.conf to read (its `include`s are followed).
+        file: PathBuf,
+        /// node.interface (default: the first vrrp_instance's interface).
+        #[arg(long)]
+        interface: Option<String>,
+        /// Outer source address for IPIP (`lb_kind TUN`), one per family (repeatable).
+        #[arg(long = "ipip-source")]
+        ipip_source: Vec<IpAddr>,
+        /// Write the lb.toml to this new file (an existing one is left alone)
+        /// instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// How to reach the daemon's control socket.

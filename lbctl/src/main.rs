@@ -11,6 +11,7 @@ use lbctl::cli::{Cli, Command, LogFormat, ModeArg, Target};
 use lbctl::config;
 use lbctl::daemon;
 use lbctl::dataplane::xdp::AttachMode;
+use lbctl::import::keepalived;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -89,7 +90,77 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             daemon::run_decap(&iface, &addrs, mode, CancellationToken::new()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::ImportKeepalived {
+            file,
+            interface,
+            ipip_source,
+            output,
+        } => import_keepalived(
+            &file,
+            &keepalived::Options {
+                interface,
+                ipip_source,
+            },
+            output.as_deref(),
+        ),
     }
+}
+
+/// `lbctl import-keepalived`: convert, print the notes, validate, write.
+fn import_keepalived(
+    file: &std::path::Path,
+    opts: &keepalived::Options,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.display().to_string();
+    let conv = match keepalived::convert(&name, &text, &keepalived::FileIncludes, opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("lbctl: {name} cannot be converted; nothing was written");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for n in &conv.notes {
+        eprintln!("{}", keepalived::NoteLine(n, &conv.files));
+    }
+    let out_name = output.map_or_else(|| "<output>".to_owned(), |p| p.display().to_string());
+    if let Err(e) = config::parse(&conv.toml, &out_name) {
+        for d in e.diagnostics() {
+            match keepalived::source_of(&conv.toml, d.position.line) {
+                Some(src) => eprintln!("{d} (converted from {src})"),
+                None => eprintln!("{d}"),
+            }
+        }
+        eprintln!("lbctl: the converted config does not validate (above); nothing was written");
+        return Ok(ExitCode::FAILURE);
+    }
+    match output {
+        None => print!("{}", conv.toml),
+        Some(path) => {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| {
+                    format!(
+                        "creating {} (an existing file is left alone)",
+                        path.display()
+                    )
+                })?;
+            f.write_all(conv.toml.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "lbctl: wrote {} ({} warnings)",
+                path.display(),
+                conv.notes.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -1,0 +1,3 @@
+//! Configurations of other tools turned into lb.toml.
+
+pub mod keepalived;
