@@ -29,6 +29,7 @@ pub mod offload;
 pub mod pin;
 pub mod plane;
 pub mod reconcile;
+pub mod systemd;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -326,6 +327,7 @@ pub async fn run(
     // the process (their default action, without any cleanup); one that
     // arrives during start-up is handled when the event loop starts.
     let signals = Signals::install()?;
+    let systemd = systemd::Systemd::from_env();
     let cfg = config::load(&config_path)?;
     // One daemon per state directory, checked before anything touches the
     // data plane: a second daemon would adopt and re-pin the running one's
@@ -477,6 +479,7 @@ pub async fn run(
         cancel: cancel.clone(),
         vrrp_backends,
         vrrp: builtin,
+        systemd,
     };
     owner.seed(&adopted);
     let kernel_health = owner.dp.kernel_health(&owner.cfg);
@@ -491,9 +494,11 @@ pub async fn run(
         vips = owner.cfg.vips.len(),
         "lbctl running"
     );
+    owner.systemd.ready(&owner.summary());
     let result = owner
         .event_loop(signals, shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
         .await;
+    owner.systemd.stopping();
     // VRRP first: priority 0 from masters and the VIPs removed while the
     // data plane still forwards (the owner loop is gone, so the shell's
     // acknowledgements resolve at once).
@@ -574,6 +579,8 @@ struct Owner {
     vrrp_backends: Option<watch::Sender<BTreeMap<String, bool>>>,
     /// The daemon's own VRRP instances.
     vrrp: Option<BuiltinVrrp>,
+    /// The service manager, told about readiness, reloads and liveness.
+    systemd: systemd::Systemd,
 }
 
 /// First delay before a failed apply is retried.
@@ -637,10 +644,19 @@ impl Owner {
             mut sigterm,
             mut sighup,
         } = signals;
+        // Pings from this loop: a loop that hangs stops them, and systemd
+        // restarts the daemon.
+        let mut watchdog = self.systemd.watchdog_every().map(tokio::time::interval);
         loop {
             let retry_at = self.apply.at;
             tokio::select! {
                 () = shutdown.cancelled() => { info!("shutting down"); return Ok(()) }
+                _ = async {
+                    match watchdog.as_mut() {
+                        Some(w) => w.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.systemd.watchdog(),
                 () = async {
                     match retry_at {
                         Some(t) => tokio::time::sleep_until(t).await,
@@ -858,6 +874,25 @@ impl Owner {
     /// Re-reads the config. A bad or unappliable config is refused and the
     /// running one stays.
     fn reload(&mut self) -> Result<api::ReloadReport, String> {
+        self.systemd.reloading();
+        let result = self.reload_config();
+        // Refused or not, the daemon serves again (the old config if refused).
+        self.systemd.ready(&self.summary());
+        result
+    }
+
+    /// What the daemon serves, in a line (systemd's STATUS).
+    fn summary(&self) -> String {
+        format!(
+            "generation {}: {} VIPs on {} ({} data plane)",
+            self.generation,
+            self.cfg.vips.len(),
+            self.cfg.node.interface,
+            self.dp.kind()
+        )
+    }
+
+    fn reload_config(&mut self) -> Result<api::ReloadReport, String> {
         let new = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
