@@ -5,7 +5,7 @@
 //! it runs, RELOADING then READY around a reload (a refused one too), and
 //! STOPPING at SIGTERM.
 
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +56,10 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.path("lbctl.log")).unwrap_or_default();
+            eprintln!("==== lbctl.log ====\n{log}");
+        }
         if let Some(mut c) = self.daemon.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -67,6 +71,7 @@ impl Drop for World {
 
 /// The messages the daemon sends, each a set of `KEY=VALUE` lines.
 fn next(sock: &UnixDatagram, within: Duration) -> Option<String> {
+    let within = within.max(Duration::from_millis(1));
     sock.set_read_timeout(Some(within)).expect("timeout");
     let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf).ok()?;
@@ -135,33 +140,50 @@ fn run_speaks_systemds_notify_protocol() {
         ready.contains("STATUS=generation 1: 1 VIPs on veth0"),
         "{ready}"
     );
+    let st = Command::new(LBCTL)
+        .args(["status", "--json", "--socket"])
+        .arg(&control)
+        .output()
+        .expect("lbctl status");
     assert!(
-        UnixStream::connect(&control).is_ok(),
-        "READY before the control socket listens"
+        st.status.success(),
+        "READY before the daemon answers: {}",
+        String::from_utf8_lossy(&st.stderr)
     );
     assert!(
         before.iter().all(|m| !m.contains("WATCHDOG=1")),
         "watchdog pings before READY: {before:?}"
     );
 
-    // Watchdog pings every half WATCHDOG_USEC (150 ms): several in a second.
+    // Watchdog pings every half WATCHDOG_USEC (150 ms), not every 300.
+    let mut at = Vec::new();
     let start = Instant::now();
-    let mut pings = 0;
-    while start.elapsed() < Duration::from_secs(1) {
+    while at.len() < 8 && start.elapsed() < Duration::from_secs(5) {
         if next(&sock, Duration::from_millis(500)).is_some_and(|m| m.contains("WATCHDOG=1")) {
-            pings += 1;
+            at.push(Instant::now());
         }
     }
-    assert!((4..=10).contains(&pings), "{pings} watchdog pings in 1 s");
+    assert_eq!(at.len(), 8, "watchdog pings stopped");
+    let mut gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        median >= Duration::from_millis(100) && median <= Duration::from_millis(225),
+        "ping gaps {gaps:?}"
+    );
 
     // The programs lbctl runs do not get systemd's variables.
-    let env = w.path("check.env");
+    let path = w.path("check.env");
     let end = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&env).is_ok_and(|e| e.contains("PATH=")) {
+    let env = loop {
+        // One read: a check run may be rewriting the file.
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains("PATH=") {
+            break text;
+        }
         assert!(Instant::now() < end, "the health check never ran");
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let env = std::fs::read_to_string(&env).expect("check.env");
+    };
     for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
         assert!(!env.contains(var), "{var} reached the check: {env}");
     }
@@ -186,15 +208,18 @@ fn run_speaks_systemds_notify_protocol() {
         .expect("lbctl reload");
     assert!(!r.status.success());
     until(&sock, "RELOADING=1", Duration::from_secs(5));
-    until(&sock, "READY=1", Duration::from_secs(5));
+    let (_, ready) = until(&sock, "READY=1", Duration::from_secs(5));
+    assert!(ready.contains("STATUS=generation 2:"), "{ready}");
 
     // SIGTERM: STOPPING, and the daemon exits cleanly.
     signal(pid, Signal::SIGTERM);
     until(&sock, "STOPPING=1", Duration::from_secs(5));
-    let mut child = w.daemon.take().expect("daemon");
     let end = Instant::now() + Duration::from_secs(10);
     let status = loop {
+        // Left in `w` until it exits: killed by the drop if it never does.
+        let child = w.daemon.as_mut().expect("daemon");
         if let Some(st) = child.try_wait().expect("wait") {
+            w.daemon = None;
             break st;
         }
         assert!(Instant::now() < end, "lbctl did not exit after SIGTERM");
@@ -243,6 +268,7 @@ fn the_shipped_unit_verifies() {
         &ours.replace("Type=notify", "Typ=notify"),
     );
     let _ = std::fs::remove_dir_all(&w);
-    assert!(ok && said.trim().is_empty(), "{said}");
+    // Complaints about other units of the host are not this test's.
+    assert!(ok && !said.contains("lbctl.service"), "{said}");
     assert!(bad.contains("Unknown key"), "{bad}");
 }

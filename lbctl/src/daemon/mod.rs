@@ -323,11 +323,24 @@ pub async fn run(
     shutdown: CancellationToken,
     vrrp: Option<VrrpHook>,
 ) -> Result<(), DaemonError> {
+    run_with(config_path, shutdown, vrrp, systemd::Systemd::default()).await
+}
+
+/// [`run`], telling `systemd` about readiness, reloads and liveness (what
+/// `lbctl run` does; see [`systemd`]).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    config_path: PathBuf,
+    shutdown: CancellationToken,
+    vrrp: Option<VrrpHook>,
+    systemd: systemd::Systemd,
+) -> Result<(), DaemonError> {
     // First of all: from here on SIGHUP, SIGTERM and SIGINT no longer kill
     // the process (their default action, without any cleanup); one that
     // arrives during start-up is handled when the event loop starts.
     let signals = Signals::install()?;
-    let systemd = systemd::Systemd::from_env();
     let cfg = config::load(&config_path)?;
     // One daemon per state directory, checked before anything touches the
     // data plane: a second daemon would adopt and re-pin the running one's
@@ -881,15 +894,22 @@ impl Owner {
         result
     }
 
-    /// What the daemon serves, in a line (systemd's STATUS).
+    /// What the daemon serves, in a line (systemd's STATUS), with the
+    /// failing apply (retried) when there is one.
     fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "generation {}: {} VIPs on {} ({} data plane)",
             self.generation,
             self.cfg.vips.len(),
             self.cfg.node.interface,
             self.dp.kind()
-        )
+        );
+        if let Some(e) = &self.apply.error {
+            s.push_str(&format!(
+                "; the data plane holds part of it, the apply is retried: {e}"
+            ));
+        }
+        s
     }
 
     fn reload_config(&mut self) -> Result<api::ReloadReport, String> {
