@@ -59,7 +59,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Check { config } => Ok(check(&config)),
         Command::Run { config } => {
-            match daemon::run(config, CancellationToken::new(), None).await {
+            let systemd = daemon::systemd::Systemd::from_env();
+            match daemon::run_with(config, CancellationToken::new(), None, systemd).await {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(daemon::DaemonError::Config(e)) => {
                     eprintln!("{e}");

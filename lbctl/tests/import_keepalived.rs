@@ -49,6 +49,19 @@ fn lbctl(args: &[&str]) -> Output {
         .expect("running lbctl")
 }
 
+/// `lbctl import-keepalived SRC [-o OUT] [EXTRA...]`.
+fn import(src: &Path, out: Option<&Path>, extra: &[&str]) -> Output {
+    let mut args = vec!["import-keepalived", src.to_str().expect("path")];
+    if let Some(o) = out {
+        args.extend(["-o", o.to_str().expect("path")]);
+    }
+    args.extend(extra);
+    lbctl(&args)
+}
+
+/// The example, with the outer source its TUN virtual server needs.
+const TUN_SOURCE: [&str; 2] = ["--ipip-source", "192.168.1.10"];
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -58,14 +71,7 @@ fn example_converts_to_a_config_that_checks() {
     let d = Dir::new("example");
     let out = d.path("lb.toml");
     let ex = example();
-    let r = lbctl(&[
-        "import-keepalived",
-        ex.to_str().unwrap(),
-        "--ipip-source",
-        "192.168.1.10",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = import(&ex, Some(&out), &TUN_SOURCE);
     let err = text(&r.stderr);
     assert!(r.status.success(), "{err}");
     // Warnings name the keepalived file's line and column.
@@ -82,24 +88,12 @@ fn example_converts_to_a_config_that_checks() {
         text(&r.stdout)
     );
     // The same text on standard output without -o.
-    let r = lbctl(&[
-        "import-keepalived",
-        ex.to_str().unwrap(),
-        "--ipip-source",
-        "192.168.1.10",
-    ]);
+    let r = import(&ex, None, &TUN_SOURCE);
     assert!(r.status.success());
     assert_eq!(text(&r.stdout), std::fs::read_to_string(&out).unwrap());
     // An existing file is left alone.
     std::fs::write(&out, "mine").unwrap();
-    let r = lbctl(&[
-        "import-keepalived",
-        ex.to_str().unwrap(),
-        "--ipip-source",
-        "192.168.1.10",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = import(&ex, Some(&out), &TUN_SOURCE);
     assert!(!r.status.success());
     assert!(text(&r.stderr).contains("existing file is left alone"));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
@@ -121,12 +115,7 @@ fn includes_are_followed_relative_to_the_including_file() {
         "virtual_server 10.0.0.101 443 {\n  lb_kind DR\n  real_server 10.0.1.2 443 {\n    weight 3\n    bogus_option 1\n  }\n}\n",
     );
     let out = d.path("lb.toml");
-    let r = lbctl(&[
-        "import-keepalived",
-        main.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = import(&main, Some(&out), &[]);
     let err = text(&r.stderr);
     assert!(r.status.success(), "{err}");
     // A warning in an included file names that file.
@@ -142,7 +131,7 @@ fn includes_are_followed_relative_to_the_including_file() {
 
     // An include that matches nothing is an error, not a silent gap.
     let lone = d.write("lone.conf", "include nothing/*.conf\n");
-    let r = lbctl(&["import-keepalived", lone.to_str().unwrap()]);
+    let r = import(&lone, None, &[]);
     assert!(!r.status.success());
     assert!(
         text(&r.stderr).contains("lone.conf:1:9: include \"nothing/*.conf\""),
@@ -160,12 +149,7 @@ fn untranslatable_input_writes_nothing() {
          virtual_server 10.0.0.1 80 {\n  lb_kind NAT\n  real_server 10.0.1.1 8080 {\n  }\n}\n",
     );
     let out = d.path("lb.toml");
-    let r = lbctl(&[
-        "import-keepalived",
-        src.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = import(&src, Some(&out), &[]);
     assert!(!r.status.success());
     let err = text(&r.stderr);
     assert!(
@@ -181,12 +165,7 @@ fn untranslatable_input_writes_nothing() {
         "vrid.conf",
         "vrrp_instance V {\n  interface eth0\n  virtual_router_id 300\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
     );
-    let r = lbctl(&[
-        "import-keepalived",
-        vrid.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = import(&vrid, Some(&out), &[]);
     assert!(!r.status.success());
     let err = text(&r.stderr);
     assert!(err.contains("virtual_router_id"), "{err}");
@@ -196,7 +175,7 @@ fn untranslatable_input_writes_nothing() {
 
     // Syntax errors too.
     let bad = d.write("bad.conf", "vrrp_instance V {\n");
-    let r = lbctl(&["import-keepalived", bad.to_str().unwrap()]);
+    let r = import(&bad, None, &[]);
     assert!(!r.status.success());
     assert!(
         text(&r.stderr).contains("bad.conf:1:17: this { is never closed"),

@@ -5,8 +5,10 @@
 //! - [`kernel_vm`]: booting Debian's kernel under qemu with static guest
 //!   binaries (the IPVS and old-verifier tests);
 //! - [`netns`]: network namespaces, veth pairs, bridges, running commands
-//!   and in-process code inside a namespace, bounded waits.
+//!   and in-process code inside a namespace, bounded waits;
+//! - [`vrrp_node`]: reading the stats of the `vrrp-node` test binary.
 
 pub mod fixtures;
 pub mod kernel_vm;
 pub mod netns;
+pub mod vrrp_node;

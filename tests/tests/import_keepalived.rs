@@ -12,6 +12,7 @@ use anyhow::{Context, Result, ensure};
 use lbctl::import::keepalived::{self, FileIncludes, Options};
 use nix::sys::signal::Signal;
 use tests::netns::{ChildGuard, NetNs, unique_name, veth_pair, wait_until};
+use tests::vrrp_node::field;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -112,15 +113,6 @@ fn start_keepalived(ns: &NetNs, dir: &Path, conf: &str) -> Result<ChildGuard> {
         .spawn()
         .context("start keepalived")?;
     Ok(ChildGuard::new(child))
-}
-
-fn field(stats: &str, name: &str) -> Option<u64> {
-    let at = stats.find(&format!("{name}: "))? + name.len() + 2;
-    stats[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
 
 #[test]

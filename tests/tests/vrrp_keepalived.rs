@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use nix::sys::signal::Signal;
 use tests::netns::{ChildGuard, NetNs, bridge, unique_name, veth_pair, wait_until};
+use tests::vrrp_node::field;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -801,16 +802,6 @@ fn v2_password() -> Result<()> {
         keepalived.stop()?;
         Ok(())
     })
-}
-
-/// `NAME: N` inside the stats line.
-fn field(stats: &str, name: &str) -> Option<u64> {
-    let at = stats.find(&format!("{name}: "))? + name.len() + 2;
-    stats[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Wait until `holder` has `vip` and `other` does not; the time it took.

@@ -39,6 +39,8 @@ const TOOL_PACKAGES: &[&str] = &[
     "ipvsadm",
     "curl",
     "python3",
+    // systemd-analyze: the shipped unit file is verified
+    "systemd",
     // kernel VM harness (the IPVS, old-kernel XDP and traffic tests under qemu)
     "busybox-static",
     "cpio",

@@ -29,6 +29,7 @@ pub mod offload;
 pub mod pin;
 pub mod plane;
 pub mod reconcile;
+pub mod systemd;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -322,6 +323,20 @@ pub async fn run(
     shutdown: CancellationToken,
     vrrp: Option<VrrpHook>,
 ) -> Result<(), DaemonError> {
+    run_with(config_path, shutdown, vrrp, systemd::Systemd::default()).await
+}
+
+/// [`run`], telling `systemd` about readiness, reloads and liveness (what
+/// `lbctl run` does; see [`systemd`]).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    config_path: PathBuf,
+    shutdown: CancellationToken,
+    vrrp: Option<VrrpHook>,
+    systemd: systemd::Systemd,
+) -> Result<(), DaemonError> {
     // First of all: from here on SIGHUP, SIGTERM and SIGINT no longer kill
     // the process (their default action, without any cleanup); one that
     // arrives during start-up is handled when the event loop starts.
@@ -477,6 +492,7 @@ pub async fn run(
         cancel: cancel.clone(),
         vrrp_backends,
         vrrp: builtin,
+        systemd,
     };
     owner.seed(&adopted);
     let kernel_health = owner.dp.kernel_health(&owner.cfg);
@@ -491,9 +507,11 @@ pub async fn run(
         vips = owner.cfg.vips.len(),
         "lbctl running"
     );
+    owner.systemd.ready(&owner.summary());
     let result = owner
         .event_loop(signals, shutdown, health_rx, neigh_rx, vrrp_rx, api_rx)
         .await;
+    owner.systemd.stopping();
     // VRRP first: priority 0 from masters and the VIPs removed while the
     // data plane still forwards (the owner loop is gone, so the shell's
     // acknowledgements resolve at once).
@@ -574,6 +592,8 @@ struct Owner {
     vrrp_backends: Option<watch::Sender<BTreeMap<String, bool>>>,
     /// The daemon's own VRRP instances.
     vrrp: Option<BuiltinVrrp>,
+    /// The service manager, told about readiness, reloads and liveness.
+    systemd: systemd::Systemd,
 }
 
 /// First delay before a failed apply is retried.
@@ -637,10 +657,19 @@ impl Owner {
             mut sigterm,
             mut sighup,
         } = signals;
+        // Pings from this loop: a loop that hangs stops them, and systemd
+        // restarts the daemon.
+        let mut watchdog = self.systemd.watchdog_every().map(tokio::time::interval);
         loop {
             let retry_at = self.apply.at;
             tokio::select! {
                 () = shutdown.cancelled() => { info!("shutting down"); return Ok(()) }
+                _ = async {
+                    match watchdog.as_mut() {
+                        Some(w) => w.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.systemd.watchdog(),
                 () = async {
                     match retry_at {
                         Some(t) => tokio::time::sleep_until(t).await,
@@ -858,6 +887,32 @@ impl Owner {
     /// Re-reads the config. A bad or unappliable config is refused and the
     /// running one stays.
     fn reload(&mut self) -> Result<api::ReloadReport, String> {
+        self.systemd.reloading();
+        let result = self.reload_config();
+        // Refused or not, the daemon serves again (the old config if refused).
+        self.systemd.ready(&self.summary());
+        result
+    }
+
+    /// What the daemon serves, in a line (systemd's STATUS), with the
+    /// failing apply (retried) when there is one.
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "generation {}: {} VIPs on {} ({} data plane)",
+            self.generation,
+            self.cfg.vips.len(),
+            self.cfg.node.interface,
+            self.dp.kind()
+        );
+        if let Some(e) = &self.apply.error {
+            s.push_str(&format!(
+                "; the data plane holds part of it, the apply is retried: {e}"
+            ));
+        }
+        s
+    }
+
+    fn reload_config(&mut self) -> Result<api::ReloadReport, String> {
         let new = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {

@@ -56,6 +56,10 @@ impl Notifier {
             .args(args)
             .arg(&self.instance)
             .arg(state)
+            // It is not the daemon: no talking to systemd as if it were.
+            .env_remove(crate::daemon::systemd::SYSTEMD_ENV[0])
+            .env_remove(crate::daemon::systemd::SYSTEMD_ENV[1])
+            .env_remove(crate::daemon::systemd::SYSTEMD_ENV[2])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
