@@ -14,7 +14,12 @@
 //! Last, `dataplane = "auto"` falls back to IPVS (this lbctl is built
 //! without its eBPF object, so the XDP program cannot load).
 
-use std::{collections::BTreeSet, net::IpAddr, process::Command};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use lbctl::dataplane::{
     BackendSpec, DesiredState, Forwarding, HashFields, NodeSettings, Protocol, VipSpec, VipState,
@@ -67,9 +72,9 @@ fn table() -> BTreeSet<Line> {
     out
 }
 
-fn expect(step: &str, want: &[&str]) {
-    let want: BTreeSet<Line> = want
-        .iter()
+/// The table lines `want` names (a line with ` -> ` is a real server).
+fn lines(want: &[&str]) -> BTreeSet<Line> {
+    want.iter()
         .map(|s| {
             if s.contains(" -> ") {
                 Line::Dest((*s).to_owned())
@@ -77,21 +82,52 @@ fn expect(step: &str, want: &[&str]) {
                 Line::Service((*s).to_owned())
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Prints the FAIL marker of `step` and how `got` differs from `want`.
+fn report_diff(step: &str, want: &BTreeSet<Line>, got: &BTreeSet<Line>) {
+    println!("IPVS-VM: FAIL {step}");
+    println!(
+        "  missing:    {:?}",
+        want.difference(got).collect::<Vec<_>>()
+    );
+    println!(
+        "  unexpected: {:?}",
+        got.difference(want).collect::<Vec<_>>()
+    );
+}
+
+fn expect(step: &str, want: &[&str]) {
+    let want = lines(want);
     let got = table();
     if got != want {
-        println!("IPVS-VM: FAIL {step}");
-        println!(
-            "  missing:    {:?}",
-            want.difference(&got).collect::<Vec<_>>()
-        );
-        println!(
-            "  unexpected: {:?}",
-            got.difference(&want).collect::<Vec<_>>()
-        );
+        report_diff(step, &want, &got);
         panic!("{step}: ipvsadm -Ln differs");
     }
     println!("IPVS-VM: PASS {step}");
+}
+
+/// Waits up to `limit` until `ipvsadm -Ln` is exactly `want`; on a
+/// timeout reports the difference, calls `on_fail` (to show a log) and
+/// panics.
+fn settle_within(step: &str, want: &[&str], limit: Duration, on_fail: impl Fn()) {
+    let want = lines(want);
+    let start = Instant::now();
+    loop {
+        let got = table();
+        if got == want {
+            println!("{step} settled after {:?}", start.elapsed());
+            println!("IPVS-VM: PASS {step}");
+            return;
+        }
+        if start.elapsed() > limit {
+            report_diff(step, &want, &got);
+            on_fail();
+            panic!("{step}: ipvsadm -Ln differs");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn backend(addr: &str, weight: u32) -> BackendSpec {
@@ -453,7 +489,7 @@ mod daemon {
 
     use nix::{sys::signal, unistd::Pid};
 
-    use super::{FOREIGN, FOREIGN_DEST, Line, table};
+    use super::{FOREIGN, FOREIGN_DEST, lines, report_diff, settle_within, table};
 
     const LBCTL: &str = "/bin/lbctl";
     const DIR: &str = "/tmp/lbd";
@@ -645,62 +681,19 @@ health_check = { type = "none" }
         }
     }
 
-    fn want(lines: &[&str]) -> std::collections::BTreeSet<Line> {
-        lines
-            .iter()
-            .map(|s| {
-                if s.contains(" -> ") {
-                    Line::Dest((*s).to_owned())
-                } else {
-                    Line::Service((*s).to_owned())
-                }
-            })
-            .collect()
-    }
-
-    /// Waits until `ipvsadm -Ln` is exactly `lines`.
-    fn settle(step: &str, lines: &[&str]) {
-        let want = want(lines);
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let got = table();
-            if got == want {
-                println!("IPVS-VM: PASS {step}");
-                return;
-            }
-            if Instant::now() > deadline {
-                println!("IPVS-VM: FAIL {step}");
-                println!(
-                    "  missing:    {:?}",
-                    want.difference(&got).collect::<Vec<_>>()
-                );
-                println!(
-                    "  unexpected: {:?}",
-                    got.difference(&want).collect::<Vec<_>>()
-                );
-                show_log();
-                panic!("{step}: ipvsadm -Ln differs");
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    /// Waits until `ipvsadm -Ln` is exactly `want`.
+    fn settle(step: &str, want: &[&str]) {
+        settle_within(step, want, SETTLE, show_log);
     }
 
     /// `ipvsadm -Ln` stays exactly `lines` for `d` (nothing rewrote it).
-    fn stays(step: &str, lines: &[&str], d: Duration) {
-        let want = want(lines);
+    fn stays(step: &str, want: &[&str], d: Duration) {
+        let want = lines(want);
         let end = Instant::now() + d;
         while Instant::now() < end {
             let got = table();
             if got != want {
-                println!("IPVS-VM: FAIL {step}");
-                println!(
-                    "  missing:    {:?}",
-                    want.difference(&got).collect::<Vec<_>>()
-                );
-                println!(
-                    "  unexpected: {:?}",
-                    got.difference(&want).collect::<Vec<_>>()
-                );
+                report_diff(step, &want, &got);
                 show_log();
                 panic!("{step}: ipvsadm -Ln changed");
             }
@@ -900,19 +893,22 @@ health_check = { type = "none" }
 /// `lbctl run`: once each has settled, `ipvsadm -Ln` is the same table.
 mod keepalived_import {
     use std::{
-        collections::BTreeSet,
         process::{Child, Command, Stdio},
         time::{Duration, Instant},
     };
 
     use nix::{sys::signal, unistd::Pid};
 
-    use super::{FOREIGN, FOREIGN_DEST, Line, table};
+    use super::{FOREIGN, FOREIGN_DEST, settle_within};
 
     const LBCTL: &str = "/bin/lbctl";
     const DIR: &str = "/tmp/kimp";
     /// keepalived and lbctl check every second; TCG is slow.
     const SETTLE: Duration = Duration::from_secs(30);
+
+    fn settle(step: &str, want: &[&str]) {
+        settle_within(step, want, SETTLE, || {});
+    }
 
     const CONF: &str = r#"global_defs {
   router_id vm
@@ -1012,37 +1008,6 @@ virtual_server 10.0.9.5 81 {
         "TCP 10.0.9.5:81 rr -> 10.0.9.52:81 Masq 1",
     ];
 
-    fn want() -> BTreeSet<Line> {
-        WANT.iter()
-            .map(|s| {
-                if s.contains(" -> ") {
-                    Line::Dest((*s).to_owned())
-                } else {
-                    Line::Service((*s).to_owned())
-                }
-            })
-            .collect()
-    }
-
-    /// Waits until `ipvsadm -Ln` shows `want` (printing the last table and
-    /// failing `step` otherwise).
-    fn settle(step: &str, want: &BTreeSet<Line>) {
-        let start = Instant::now();
-        loop {
-            let t = table();
-            if &t == want {
-                println!("{step} settled after {:?}", start.elapsed());
-                println!("IPVS-VM: PASS {step}");
-                return;
-            }
-            if start.elapsed() > SETTLE {
-                println!("IPVS-VM: FAIL {step}");
-                panic!("{step}: {t:#?}\nwant {want:#?}");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
     fn terminate(mut child: Child, what: &str) {
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
         signal::kill(pid, signal::Signal::SIGTERM).expect("SIGTERM");
@@ -1058,8 +1023,6 @@ virtual_server 10.0.9.5 81 {
         std::fs::create_dir_all(DIR).expect("dir");
         let conf = format!("{DIR}/keepalived.conf");
         std::fs::write(&conf, CONF).expect("keepalived.conf");
-        let want = want();
-
         // keepalived's checker process alone (-C): it programs IPVS.
         let ka = Command::new("keepalived")
             .args(["-n", "-l", "-D", "-C", "-f", &conf])
@@ -1068,22 +1031,10 @@ virtual_server 10.0.9.5 81 {
             .stdin(Stdio::null())
             .spawn()
             .expect("keepalived");
-        settle("keepalived-ipvs", &want);
+        settle("keepalived-ipvs", &WANT);
         terminate(ka, "keepalived");
         // keepalived takes its services with it.
-        settle(
-            "keepalived-stop",
-            &[FOREIGN, FOREIGN_DEST]
-                .iter()
-                .map(|s| {
-                    if s.contains(" -> ") {
-                        Line::Dest((*s).to_owned())
-                    } else {
-                        Line::Service((*s).to_owned())
-                    }
-                })
-                .collect(),
-        );
+        settle("keepalived-stop", &[FOREIGN, FOREIGN_DEST]);
 
         let toml = format!("{DIR}/lb.toml");
         let out = Command::new(LBCTL)
@@ -1107,7 +1058,7 @@ virtual_server 10.0.9.5 81 {
             .stdin(Stdio::null())
             .spawn()
             .expect("lbctl run");
-        settle("lbctl-imported-ipvs", &want);
+        settle("lbctl-imported-ipvs", &WANT);
         terminate(lb, "lbctl");
         println!("IPVS-VM: PASS keepalived-import");
     }
