@@ -1,6 +1,6 @@
 #!/bin/sh
-# Build a tiny initramfs: busybox-static, ipvsadm, iproute2's ip and ethtool
-# (+ their libraries), the IPVS, scheduler, conntrack, virtio, veth, 8021q
+# Build a tiny initramfs: busybox-static, ipvsadm, iproute2's ip, ethtool
+# and keepalived (+ their libraries), the IPVS, scheduler, conntrack, virtio, veth, 8021q
 # and bridge modules, /init from this folder, and
 # the given static test binaries (copied to /bin).
 # Usage: build-initramfs.sh KERNEL_EXTRACT_DIR KVER OUT.cpio.gz [static binary...]
@@ -21,7 +21,12 @@ ln -s ../bin/busybox "$R"/sbin/modprobe
 # dynamic loader).
 cp /usr/sbin/ipvsadm /usr/sbin/ethtool "$R"/sbin/
 rm -f "$R"/bin/ip; cp -L /usr/sbin/ip "$R"/bin/ip
-for exe in /usr/sbin/ipvsadm /usr/sbin/ip /usr/sbin/ethtool; do
+# keepalived, which the IPVS test runs against lbctl import-keepalived, and
+# the passwd entry its script_user needs.
+cp /usr/sbin/keepalived "$R"/sbin/
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$R"/etc/passwd
+printf 'root:x:0:\n' > "$R"/etc/group
+for exe in /usr/sbin/ipvsadm /usr/sbin/ip /usr/sbin/ethtool /usr/sbin/keepalived; do
   for lib in $(ldd "$exe" | grep -o '/[^ ]*'); do
     mkdir -p "$R$(dirname "$lib")"; cp -L "$lib" "$R$lib"
   done

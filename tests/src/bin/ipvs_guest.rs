@@ -14,7 +14,12 @@
 //! Last, `dataplane = "auto"` falls back to IPVS (this lbctl is built
 //! without its eBPF object, so the XDP program cannot load).
 
-use std::{collections::BTreeSet, net::IpAddr, process::Command};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use lbctl::dataplane::{
     BackendSpec, DesiredState, Forwarding, HashFields, NodeSettings, Protocol, VipSpec, VipState,
@@ -67,9 +72,9 @@ fn table() -> BTreeSet<Line> {
     out
 }
 
-fn expect(step: &str, want: &[&str]) {
-    let want: BTreeSet<Line> = want
-        .iter()
+/// The table lines `want` names (a line with ` -> ` is a real server).
+fn lines(want: &[&str]) -> BTreeSet<Line> {
+    want.iter()
         .map(|s| {
             if s.contains(" -> ") {
                 Line::Dest((*s).to_owned())
@@ -77,21 +82,52 @@ fn expect(step: &str, want: &[&str]) {
                 Line::Service((*s).to_owned())
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Prints the FAIL marker of `step` and how `got` differs from `want`.
+fn report_diff(step: &str, want: &BTreeSet<Line>, got: &BTreeSet<Line>) {
+    println!("IPVS-VM: FAIL {step}");
+    println!(
+        "  missing:    {:?}",
+        want.difference(got).collect::<Vec<_>>()
+    );
+    println!(
+        "  unexpected: {:?}",
+        got.difference(want).collect::<Vec<_>>()
+    );
+}
+
+fn expect(step: &str, want: &[&str]) {
+    let want = lines(want);
     let got = table();
     if got != want {
-        println!("IPVS-VM: FAIL {step}");
-        println!(
-            "  missing:    {:?}",
-            want.difference(&got).collect::<Vec<_>>()
-        );
-        println!(
-            "  unexpected: {:?}",
-            got.difference(&want).collect::<Vec<_>>()
-        );
+        report_diff(step, &want, &got);
         panic!("{step}: ipvsadm -Ln differs");
     }
     println!("IPVS-VM: PASS {step}");
+}
+
+/// Waits up to `limit` until `ipvsadm -Ln` is exactly `want`; on a
+/// timeout reports the difference, calls `on_fail` (to show a log) and
+/// panics.
+fn settle_within(step: &str, want: &[&str], limit: Duration, on_fail: impl Fn()) {
+    let want = lines(want);
+    let start = Instant::now();
+    loop {
+        let got = table();
+        if got == want {
+            println!("{step} settled after {:?}", start.elapsed());
+            println!("IPVS-VM: PASS {step}");
+            return;
+        }
+        if start.elapsed() > limit {
+            report_diff(step, &want, &got);
+            on_fail();
+            panic!("{step}: ipvsadm -Ln differs");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn backend(addr: &str, weight: u32) -> BackendSpec {
@@ -274,6 +310,7 @@ fn main() {
     tcp_through_the_vip(&dir);
     drained_server_with_mh(&dir);
     daemon::run();
+    keepalived_import::run();
     println!("IPVS-VM: ALL PASS");
 }
 
@@ -452,7 +489,7 @@ mod daemon {
 
     use nix::{sys::signal, unistd::Pid};
 
-    use super::{FOREIGN, FOREIGN_DEST, Line, table};
+    use super::{FOREIGN, FOREIGN_DEST, lines, report_diff, settle_within, table};
 
     const LBCTL: &str = "/bin/lbctl";
     const DIR: &str = "/tmp/lbd";
@@ -644,62 +681,19 @@ health_check = { type = "none" }
         }
     }
 
-    fn want(lines: &[&str]) -> std::collections::BTreeSet<Line> {
-        lines
-            .iter()
-            .map(|s| {
-                if s.contains(" -> ") {
-                    Line::Dest((*s).to_owned())
-                } else {
-                    Line::Service((*s).to_owned())
-                }
-            })
-            .collect()
-    }
-
-    /// Waits until `ipvsadm -Ln` is exactly `lines`.
-    fn settle(step: &str, lines: &[&str]) {
-        let want = want(lines);
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let got = table();
-            if got == want {
-                println!("IPVS-VM: PASS {step}");
-                return;
-            }
-            if Instant::now() > deadline {
-                println!("IPVS-VM: FAIL {step}");
-                println!(
-                    "  missing:    {:?}",
-                    want.difference(&got).collect::<Vec<_>>()
-                );
-                println!(
-                    "  unexpected: {:?}",
-                    got.difference(&want).collect::<Vec<_>>()
-                );
-                show_log();
-                panic!("{step}: ipvsadm -Ln differs");
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    /// Waits until `ipvsadm -Ln` is exactly `want`.
+    fn settle(step: &str, want: &[&str]) {
+        settle_within(step, want, SETTLE, show_log);
     }
 
     /// `ipvsadm -Ln` stays exactly `lines` for `d` (nothing rewrote it).
-    fn stays(step: &str, lines: &[&str], d: Duration) {
-        let want = want(lines);
+    fn stays(step: &str, want: &[&str], d: Duration) {
+        let want = lines(want);
         let end = Instant::now() + d;
         while Instant::now() < end {
             let got = table();
             if got != want {
-                println!("IPVS-VM: FAIL {step}");
-                println!(
-                    "  missing:    {:?}",
-                    want.difference(&got).collect::<Vec<_>>()
-                );
-                println!(
-                    "  unexpected: {:?}",
-                    got.difference(&want).collect::<Vec<_>>()
-                );
+                report_diff(step, &want, &got);
                 show_log();
                 panic!("{step}: ipvsadm -Ln changed");
             }
@@ -889,5 +883,183 @@ health_check = { type = "none" }
         settle("daemon-auto-stop", &[FOREIGN, FOREIGN_DEST]);
         show_log();
         println!("IPVS-VM: PASS daemon");
+    }
+}
+
+/// keepalived against `lbctl import-keepalived`: one keepalived.conf
+/// (NAT, DR and TUN services; wrr, sh, rr; persistence; weights, weight 0;
+/// passing and failing MISC_CHECKs, with and without inhibit_on_failure)
+/// run by keepalived's checker process, then converted and run by
+/// `lbctl run`: once each has settled, `ipvsadm -Ln` is the same table.
+mod keepalived_import {
+    use std::{
+        process::{Child, Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use nix::{sys::signal, unistd::Pid};
+
+    use super::{FOREIGN, FOREIGN_DEST, settle_within};
+
+    const LBCTL: &str = "/bin/lbctl";
+    const DIR: &str = "/tmp/kimp";
+    /// keepalived and lbctl check every second; TCG is slow.
+    const SETTLE: Duration = Duration::from_secs(30);
+
+    fn settle(step: &str, want: &[&str]) {
+        settle_within(step, want, SETTLE, || {});
+    }
+
+    const CONF: &str = r#"global_defs {
+  router_id vm
+  script_user root
+  enable_script_security
+}
+
+virtual_server 10.0.9.1 80 {
+  delay_loop 1
+  lb_algo wrr
+  lb_kind NAT
+  protocol TCP
+  persistence_timeout 300
+  real_server 10.0.9.11 80 {
+    weight 3
+    MISC_CHECK {
+      misc_path /bin/true
+    }
+  }
+  real_server 10.0.9.12 80 {
+    weight 1
+    MISC_CHECK {
+      misc_path /bin/false
+    }
+  }
+}
+
+virtual_server 10.0.9.2 53 {
+  lb_algo sh
+  sh-fallback
+  lb_kind NAT
+  protocol UDP
+  real_server 10.0.9.21 53 {
+    weight 2
+  }
+  real_server 10.0.9.22 53 {
+    weight 0
+  }
+}
+
+virtual_server 10.0.9.3 443 {
+  lb_algo rr
+  lb_kind DR
+  protocol TCP
+  real_server 10.0.9.31 443 {
+    weight 1
+  }
+}
+
+virtual_server 10.0.9.4 8080 {
+  lb_algo wrr
+  lb_kind TUN
+  protocol TCP
+  real_server 10.0.9.41 8080 {
+    weight 2
+  }
+}
+
+virtual_server 10.0.9.5 81 {
+  delay_loop 1
+  lb_algo rr
+  lb_kind NAT
+  protocol TCP
+  real_server 10.0.9.51 81 {
+    weight 5
+    inhibit_on_failure
+    MISC_CHECK {
+      misc_path /bin/false
+    }
+  }
+  real_server 10.0.9.52 81 {
+    weight 1
+    inhibit_on_failure
+    MISC_CHECK {
+      misc_path /bin/true
+    }
+  }
+}
+"#;
+
+    /// What keepalived makes of it (and so must lbctl): the failing server
+    /// of the first service removed, the inhibited one at weight 0.
+    const WANT: [&str; 14] = [
+        FOREIGN,
+        FOREIGN_DEST,
+        "TCP 10.0.9.1:80 wrr persistent 300",
+        "TCP 10.0.9.1:80 wrr persistent 300 -> 10.0.9.11:80 Masq 3",
+        "UDP 10.0.9.2:53 sh (sh-fallback)",
+        "UDP 10.0.9.2:53 sh (sh-fallback) -> 10.0.9.21:53 Masq 2",
+        "UDP 10.0.9.2:53 sh (sh-fallback) -> 10.0.9.22:53 Masq 0",
+        "TCP 10.0.9.3:443 rr",
+        "TCP 10.0.9.3:443 rr -> 10.0.9.31:443 Route 1",
+        "TCP 10.0.9.4:8080 wrr",
+        "TCP 10.0.9.4:8080 wrr -> 10.0.9.41:8080 Tunnel 2",
+        "TCP 10.0.9.5:81 rr",
+        "TCP 10.0.9.5:81 rr -> 10.0.9.51:81 Masq 0",
+        "TCP 10.0.9.5:81 rr -> 10.0.9.52:81 Masq 1",
+    ];
+
+    fn terminate(mut child: Child, what: &str) {
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        signal::kill(pid, signal::Signal::SIGTERM).expect("SIGTERM");
+        let start = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            assert!(start.elapsed() < SETTLE, "{what} did not exit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn run() {
+        let _ = std::fs::remove_dir_all(DIR);
+        std::fs::create_dir_all(DIR).expect("dir");
+        let conf = format!("{DIR}/keepalived.conf");
+        std::fs::write(&conf, CONF).expect("keepalived.conf");
+        // keepalived's checker process alone (-C): it programs IPVS.
+        let ka = Command::new("keepalived")
+            .args(["-n", "-l", "-D", "-C", "-f", &conf])
+            .args(["-p", &format!("{DIR}/k.pid")])
+            .args(["-c", &format!("{DIR}/kc.pid")])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("keepalived");
+        settle("keepalived-ipvs", &WANT);
+        terminate(ka, "keepalived");
+        // keepalived takes its services with it.
+        settle("keepalived-stop", &[FOREIGN, FOREIGN_DEST]);
+
+        let toml = format!("{DIR}/lb.toml");
+        let out = Command::new(LBCTL)
+            .args(["import-keepalived", &conf, "--interface", "lo"])
+            .args(["--ipip-source", "10.0.9.254", "-o", &toml])
+            .output()
+            .expect("lbctl import-keepalived");
+        println!("{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "import-keepalived failed");
+        let mut text = std::fs::read_to_string(&toml).expect("lb.toml");
+        // The converted node's state where the guest can write.
+        text = text.replace(
+            "[node]\n",
+            &format!("[node]\nstate_dir = \"{DIR}/state\"\n"),
+        );
+        std::fs::write(&toml, &text).expect("lb.toml");
+        println!("--- converted lb.toml\n{text}---");
+
+        let lb = Command::new(LBCTL)
+            .args(["run", "--config", &toml])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("lbctl run");
+        settle("lbctl-imported-ipvs", &WANT);
+        terminate(lb, "lbctl");
+        println!("IPVS-VM: PASS keepalived-import");
     }
 }

@@ -60,6 +60,11 @@ pub(super) struct VirtualServer {
     pub(super) kind_loc: Loc,
     pub(super) lb_algo: Option<Word>,
     pub(super) persistence: Option<(i64, Loc)>,
+    /// `sh-port` / `mh-port`: the IPVS hash scheduler hashes the client's
+    /// port too.
+    pub(super) sched_port: bool,
+    /// `sh-fallback` / `mh-fallback`.
+    pub(super) sched_fallback: bool,
     pub(super) sorry: Option<(IpAddr, u16, Loc)>,
     pub(super) real: Vec<RealServer>,
 }
@@ -550,6 +555,8 @@ fn read_virtual_server(s: &Stmt, cx: &mut Cx) -> Option<VirtualServer> {
         kind_loc: s.loc(),
         lb_algo: None,
         persistence: None,
+        sched_port: false,
+        sched_fallback: false,
         sorry: None,
         real: Vec::new(),
     };
@@ -597,6 +604,8 @@ fn read_virtual_server(s: &Stmt, cx: &mut Cx) -> Option<VirtualServer> {
                     vs.persistence = Some((n, c.loc()));
                 }
             }
+            "sh-port" | "mh-port" => vs.sched_port = true,
+            "sh-fallback" | "mh-fallback" => vs.sched_fallback = true,
             "sorry_server" => match c.args() {
                 [a, p] => {
                     if let (Some(a), Some(p)) =

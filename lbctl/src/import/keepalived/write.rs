@@ -236,7 +236,20 @@ fn write_vip(
         ),
         None => {}
     }
-    if !ipvs && (source_hash || vs.persistence.is_some()) {
+    // IPVS's sh and mh hash the client's address only, unless keepalived
+    // sets their port flag; lbctl sets it from `src_port` in the hash.
+    let ipvs_hash = ipvs && matches!(algo, "sh" | "mh");
+    if ipvs_hash && !vs.sched_fallback {
+        cx.warn(
+            algo_loc,
+            format!(
+                "lb_algo {algo} without {algo}-fallback: lbctl always sets the fallback flag, so a \
+                 connection that hashes to a real server of weight 0 goes to another one \
+                 instead of being refused"
+            ),
+        );
+    }
+    if (ipvs_hash && !vs.sched_port) || (!ipvs && (source_hash || vs.persistence.is_some())) {
         // Client affinity: the flow hash leaves the client's port out.
         let mut fields = vec![Val::from("src_addr"), Val::from("dst_addr")];
         if vs.port != 0 {

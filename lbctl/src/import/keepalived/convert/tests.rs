@@ -531,3 +531,22 @@ fn ipv6_instances_are_version_3_even_when_told_2() {
     assert_eq!(cfg.vrrp_instance("V6").unwrap().version, VrrpVersion::V3);
     assert!(has(&n, "4:1", "VRRP version 2 for IPv6"), "{n:#?}");
 }
+
+/// IPVS's sh hashes the client address only (unless `sh-port`): lbctl
+/// sets the port flag from `src_port` in the hash, so the hash leaves it out.
+#[test]
+fn ipvs_source_hashing_keeps_its_port_flag_off() {
+    let vs = |flags: &str| {
+        with_instance(&format!(
+            "virtual_server 10.0.0.1 80 {{\n lb_algo sh\n{flags} lb_kind NAT\n real_server 10.0.1.1 80 {{\n }}\n}}\n"
+        ))
+    };
+    let (cfg, n, _) = ok(&vs(""), &eth0());
+    let v = cfg.vip("vs-10.0.0.1-80").unwrap();
+    assert_eq!(v.scheduler, Scheduler::Sh);
+    assert!(v.hash.src_addr && !v.hash.src_port, "{:?}", v.hash);
+    assert!(has(&n, "9:10", "without sh-fallback"), "{n:#?}");
+    let (cfg, n, _) = ok(&vs(" sh-port\n sh-fallback\n"), &eth0());
+    assert!(cfg.vip("vs-10.0.0.1-80").unwrap().hash.src_port);
+    assert!(!n.iter().any(|x| x.contains("fallback")), "{n:#?}");
+}
