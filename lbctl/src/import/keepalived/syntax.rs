@@ -241,9 +241,7 @@ fn parse_file(
 ) -> Result<Vec<Stmt>, SyntaxError> {
     let file = files.add(name);
     let tokens = lex(text, file)?;
-    // Open blocks: the statements gathered so far at each level, and the
-    // `{` that opened it.
-    let mut levels: Vec<(Vec<Stmt>, Option<Loc>)> = vec![(Vec::new(), None)];
+    let mut levels = Levels::default();
     let mut cur: Vec<Word> = Vec::new();
     for tok in tokens {
         match tok {
@@ -254,8 +252,7 @@ fn parse_file(
             Token::Open(loc) => {
                 if cur.is_empty() {
                     // `{` on a line of its own opens the previous statement's block.
-                    let (list, _) = levels.last_mut().expect("at least the top level");
-                    match list.pop() {
+                    match levels.current().pop() {
                         Some(prev) if prev.block.is_none() => cur = prev.words,
                         _ => {
                             return Err(SyntaxError {
@@ -265,53 +262,75 @@ fn parse_file(
                         }
                     }
                 }
-                let words = std::mem::take(&mut cur);
-                levels
-                    .last_mut()
-                    .expect("at least the top level")
-                    .0
-                    .push(Stmt { words, block: None });
-                levels.push((Vec::new(), Some(loc)));
+                levels.open(std::mem::take(&mut cur), loc);
             }
             Token::Close(loc) => {
                 flush(&mut cur, &mut levels, files, includes, depth)?;
-                if levels.len() == 1 {
+                if !levels.close() {
                     return Err(SyntaxError {
                         loc,
                         message: "a } that closes no block".into(),
                     });
                 }
-                let (children, _) = levels.pop().expect("checked above");
-                let parent = levels
-                    .last_mut()
-                    .expect("checked above")
-                    .0
-                    .last_mut()
-                    .expect("the statement that opened the block");
-                parent.block = Some(children);
             }
         }
     }
     flush(&mut cur, &mut levels, files, includes, depth)?;
-    if levels.len() > 1 {
-        let open = levels.last().and_then(|l| l.1).unwrap_or(Loc {
-            file,
-            line: 1,
-            column: 1,
-        });
-        return Err(SyntaxError {
-            loc: open,
-            message: "this { is never closed: expected a matching }".into(),
-        });
+    levels.finish().map_err(|loc| SyntaxError {
+        loc,
+        message: "this { is never closed: expected a matching }".into(),
+    })
+}
+
+/// The statements read so far: the file's own, and, for each block still
+/// open, the statement that opened it (its block filling) and where.
+#[derive(Default)]
+struct Levels {
+    top: Vec<Stmt>,
+    open: Vec<(Stmt, Loc)>,
+}
+
+impl Levels {
+    /// The list new statements go to: the innermost open block's.
+    fn current(&mut self) -> &mut Vec<Stmt> {
+        match self.open.last_mut() {
+            Some((s, _)) => s.block.get_or_insert_with(Vec::new),
+            None => &mut self.top,
+        }
     }
-    Ok(levels.pop().map(|l| l.0).unwrap_or_default())
+
+    /// A statement of `words` whose block starts at `loc`.
+    fn open(&mut self, words: Vec<Word>, loc: Loc) {
+        let stmt = Stmt {
+            words,
+            block: Some(Vec::new()),
+        };
+        self.open.push((stmt, loc));
+    }
+
+    /// Closes the innermost block; false when none is open.
+    fn close(&mut self) -> bool {
+        let Some((stmt, _)) = self.open.pop() else {
+            return false;
+        };
+        self.current().push(stmt);
+        true
+    }
+
+    /// The file's statements, or where the innermost unclosed `{` is.
+    fn finish(self) -> Result<Vec<Stmt>, Loc> {
+        match self.open.last() {
+            Some((_, loc)) => Err(*loc),
+            None => Ok(self.top),
+        }
+    }
 }
 
 /// Ends the statement in `cur` (if any) at the current level; an `include`
 /// is replaced by the statements of the files it names.
 fn flush(
     cur: &mut Vec<Word>,
-    levels: &mut [(Vec<Stmt>, Option<Loc>)],
+    levels: &mut Levels,
     files: &mut SourceFiles,
     includes: &dyn Includes,
     depth: usize,
@@ -320,9 +339,8 @@ fn flush(
         return Ok(());
     }
     let words = std::mem::take(cur);
-    let level = &mut levels.last_mut().expect("at least the top level").0;
     if words[0].text != "include" {
-        level.push(Stmt { words, block: None });
+        levels.current().push(Stmt { words, block: None });
         return Ok(());
     }
     let loc = words[0].loc;
@@ -347,7 +365,7 @@ fn flush(
         })?;
     for (name, text) in found {
         let stmts = parse_file(&name, &text, files, includes, depth + 1)?;
-        level.extend(stmts);
+        levels.current().extend(stmts);
     }
     Ok(())
 }
