@@ -887,8 +887,9 @@ health_check = { type = "none" }
 }
 
 /// keepalived against `lbctl import-keepalived`: one keepalived.conf
-/// (NAT, DR and TUN services; wrr, sh, rr; persistence; weights, weight 0;
-/// passing and failing MISC_CHECKs, with and without inhibit_on_failure)
+/// (NAT, DR and TUN services, IPv4 and IPv6; wrr, sh, rr, mh; persistence;
+/// weights, weight 0; passing and failing MISC_CHECKs, with and without
+/// inhibit_on_failure; a sorry server standing in for a failed service)
 /// run by keepalived's checker process, then converted and run by
 /// `lbctl run`: once each has settled, `ipvsadm -Ln` is the same table.
 mod keepalived_import {
@@ -987,11 +988,45 @@ virtual_server 10.0.9.5 81 {
     }
   }
 }
+
+virtual_server 10.0.9.6 82 {
+  delay_loop 1
+  lb_algo rr
+  lb_kind NAT
+  protocol TCP
+  sorry_server 10.0.9.69 82
+  real_server 10.0.9.61 82 {
+    weight 4
+    MISC_CHECK {
+      misc_path /bin/false
+    }
+  }
+}
+
+virtual_server 10.0.9.7 83 {
+  lb_algo mh
+  mh-fallback
+  lb_kind DR
+  protocol TCP
+  real_server 10.0.9.71 83 {
+    weight 3
+  }
+}
+
+virtual_server 2001:db8:9::1 80 {
+  lb_algo wrr
+  lb_kind NAT
+  protocol TCP
+  real_server 2001:db8:9::11 80 {
+    weight 2
+  }
+}
 "#;
 
     /// What keepalived makes of it (and so must lbctl): the failing server
-    /// of the first service removed, the inhibited one at weight 0.
-    const WANT: [&str; 14] = [
+    /// of the first service removed, the inhibited one at weight 0, the
+    /// sorry server in the place of the failed one.
+    const WANT: [&str; 20] = [
         FOREIGN,
         FOREIGN_DEST,
         "TCP 10.0.9.1:80 wrr persistent 300",
@@ -1006,6 +1041,12 @@ virtual_server 10.0.9.5 81 {
         "TCP 10.0.9.5:81 rr",
         "TCP 10.0.9.5:81 rr -> 10.0.9.51:81 Masq 0",
         "TCP 10.0.9.5:81 rr -> 10.0.9.52:81 Masq 1",
+        "TCP 10.0.9.6:82 rr",
+        "TCP 10.0.9.6:82 rr -> 10.0.9.69:82 Masq 1",
+        "TCP 10.0.9.7:83 mh (mh-fallback)",
+        "TCP 10.0.9.7:83 mh (mh-fallback) -> 10.0.9.71:83 Route 3",
+        "TCP [2001:db8:9::1]:80 wrr",
+        "TCP [2001:db8:9::1]:80 wrr -> [2001:db8:9::11]:80 Masq 2",
     ];
 
     fn terminate(mut child: Child, what: &str) {
