@@ -99,23 +99,11 @@ pub(super) struct CheckDefaults {
 }
 
 impl CheckDefaults {
-    /// The timers a virtual server, a real server or a checker may set.
-    const KEYS: [&'static str; 5] = [
-        "delay_loop",
-        "connect_timeout",
-        "retry",
-        "nb_get_retry",
-        "delay_before_retry",
-    ];
-
-    fn knows(k: &str) -> bool {
-        Self::KEYS.contains(&k) || k == "warmup" || k == "alpha"
-    }
-
-    /// Takes `c` if it is one of the timers (or a setting lbctl has no
-    /// use for at this level, which is reported); whether it was.
-    fn read(&mut self, c: &Stmt, k: &str, cx: &mut Cx) -> bool {
-        match k {
+    /// Takes `c` if it is one of the timers a virtual server, a real server
+    /// or a checker may set (or `warmup`/`alpha`, which lbctl has no use
+    /// for, reported); whether it was.
+    fn read(&mut self, c: &Stmt, cx: &mut Cx) -> bool {
+        match c.keyword() {
             "delay_loop" => {
                 if let Some(ms) = cx.one_secs(c) {
                     self.delay_loop_ms = ms;
@@ -597,7 +585,7 @@ fn read_virtual_server(s: &Stmt, cx: &mut Cx) -> Option<VirtualServer> {
         let k = c.keyword();
         match k {
             "real_server" => {}
-            k if defaults.read(c, k, cx) => {}
+            _ if defaults.read(c, cx) => {}
             "virtualhost" => defaults.virtualhost = cx.one(c).map(|w| w.text.clone()),
             "lb_algo" | "lvs_sched" => vs.lb_algo = cx.one(c).cloned(),
             "lb_kind" | "lvs_method" => {
@@ -689,32 +677,28 @@ fn read_real_server(
             );
         }
     }
-    // Timers set on the real server apply to its checkers.
+    // Timers set on the real server apply to its checkers, wherever they
+    // stand in the block: the checkers are read once all are known.
     let mut defaults = vs_defaults.clone();
     let mut weight = 1;
     let mut inhibit = false;
+    let mut checkers = Vec::new();
+    let mut unsupported = Vec::new();
     for c in s.children() {
         match c.keyword() {
             "weight" => weight = cx.one_int(c).unwrap_or(1),
             "inhibit_on_failure" => inhibit = true,
-            k if defaults.read(c, k, cx) => {}
-            _ => {}
+            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => checkers.push(c),
+            "UDP_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "BFD_CHECK" | "FILE_CHECK"
+            | "PING_CHECK" => unsupported.push(c),
+            _ if defaults.read(c, cx) => {}
+            _ => cx.unsupported(c, "lbctl's backends have no such setting"),
         }
     }
     let mut checks: Vec<(Loc, Vec<(&'static str, Val)>)> = Vec::new();
-    let mut unsupported = Vec::new();
-    for c in s.children() {
-        match c.keyword() {
-            "weight" | "inhibit_on_failure" => {}
-            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => {
-                if let Some(hc) = read_check(c, port, &defaults, cx) {
-                    checks.push((c.loc(), hc));
-                }
-            }
-            "UDP_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "BFD_CHECK" | "FILE_CHECK"
-            | "PING_CHECK" => unsupported.push(c),
-            k if CheckDefaults::knows(k) => {}
-            _ => cx.unsupported(c, "lbctl's backends have no such setting"),
+    for c in checkers {
+        if let Some(hc) = read_check(c, port, &defaults, cx) {
+            checks.push((c.loc(), hc));
         }
     }
     for c in &unsupported {
@@ -793,7 +777,7 @@ fn read_check(
                 c,
                 "the script's exit code does not set the weight in lbctl (0 is up, other is down)",
             ),
-            (_, k) if d.read(c, k, cx) => {}
+            _ if d.read(c, cx) => {}
             _ => cx.unsupported(c, "lbctl's health checks have no such setting"),
         }
     }
