@@ -22,6 +22,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, Position};
 pub use model::*;
+/// How lb.toml writes a duration (`"2s"`, `"250ms"`).
+pub(crate) use values::fmt_duration;
 
 /// Reads and validates the configuration file at `path`. Diagnostics name
 /// the file as `path` was given.

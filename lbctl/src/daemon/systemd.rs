@@ -11,7 +11,7 @@
 //!
 //! The environment is left as it is (changing it with threads running is
 //! unsound); the programs lbctl runs get it without these variables (see
-//! [`SYSTEMD_ENV`]).
+//! [`program`]).
 
 use std::time::Duration;
 
@@ -22,6 +22,16 @@ use tracing::{debug, warn};
 /// (checks, notify scripts): they would otherwise talk to systemd as if
 /// they were the daemon.
 pub const SYSTEMD_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// A command for a program lbctl runs (a check, a notify script), with the
+/// daemon's environment less [`SYSTEMD_ENV`].
+pub fn program(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    for var in SYSTEMD_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
 /// This daemon's link to its service manager.
 #[derive(Debug, Default)]

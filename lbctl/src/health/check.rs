@@ -527,12 +527,8 @@ impl Drop for GroupGuard {
 /// its own are not tracked.
 pub async fn check_script(check: &ScriptCheck, timeout: Duration) -> Result<(), CheckError> {
     let program = check.program.display().to_string();
-    let mut child = tokio::process::Command::new(&check.program)
+    let mut child = crate::daemon::systemd::program(&check.program)
         .args(&check.args)
-        // It is not the daemon: no talking to systemd as if it were.
-        .env_remove(crate::daemon::systemd::SYSTEMD_ENV[0])
-        .env_remove(crate::daemon::systemd::SYSTEMD_ENV[1])
-        .env_remove(crate::daemon::systemd::SYSTEMD_ENV[2])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

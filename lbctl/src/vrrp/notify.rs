@@ -52,14 +52,10 @@ impl Notifier {
             return;
         };
         self.stats.started.fetch_add(1, Ordering::Relaxed);
-        let spawned = tokio::process::Command::new(program)
+        let spawned = crate::daemon::systemd::program(program)
             .args(args)
             .arg(&self.instance)
             .arg(state)
-            // It is not the daemon: no talking to systemd as if it were.
-            .env_remove(crate::daemon::systemd::SYSTEMD_ENV[0])
-            .env_remove(crate::daemon::systemd::SYSTEMD_ENV[1])
-            .env_remove(crate::daemon::systemd::SYSTEMD_ENV[2])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

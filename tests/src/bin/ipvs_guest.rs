@@ -108,6 +108,30 @@ fn expect(step: &str, want: &[&str]) {
     println!("IPVS-VM: PASS {step}");
 }
 
+/// Sends `sig` to `child` (`what`) and waits up to `limit` for its exit;
+/// otherwise calls `on_fail` (to show a log) and panics.
+fn signal_and_wait(
+    child: &mut std::process::Child,
+    sig: nix::sys::signal::Signal,
+    what: &str,
+    limit: Duration,
+    on_fail: impl Fn(),
+) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, sig).expect("kill");
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            on_fail();
+            panic!("{what} did not exit on {sig}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits up to `limit` until `ipvsadm -Ln` is exactly `want`; on a
 /// timeout reports the difference, calls `on_fail` (to show a log) and
 /// panics.
@@ -487,7 +511,7 @@ mod daemon {
         time::{Duration, Instant},
     };
 
-    use nix::{sys::signal, unistd::Pid};
+    use nix::sys::signal;
 
     use super::{FOREIGN, FOREIGN_DEST, lines, report_diff, settle_within, table};
 
@@ -666,19 +690,7 @@ health_check = { type = "none" }
     }
 
     fn signal_and_wait(child: &mut Child, sig: signal::Signal) -> std::process::ExitStatus {
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-        signal::kill(pid, sig).expect("kill");
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                show_log();
-                panic!("lbctl did not exit on {sig}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::signal_and_wait(child, sig, "lbctl", SETTLE, show_log)
     }
 
     /// Waits until `ipvsadm -Ln` is exactly `want`.
@@ -895,12 +907,12 @@ health_check = { type = "none" }
 mod keepalived_import {
     use std::{
         process::{Child, Command, Stdio},
-        time::{Duration, Instant},
+        time::Duration,
     };
 
-    use nix::{sys::signal, unistd::Pid};
+    use nix::sys::signal::Signal;
 
-    use super::{FOREIGN, FOREIGN_DEST, settle_within};
+    use super::{FOREIGN, FOREIGN_DEST, settle_within, signal_and_wait};
 
     const LBCTL: &str = "/bin/lbctl";
     const DIR: &str = "/tmp/kimp";
@@ -1050,13 +1062,7 @@ virtual_server 2001:db8:9::1 80 {
     ];
 
     fn terminate(mut child: Child, what: &str) {
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-        signal::kill(pid, signal::Signal::SIGTERM).expect("SIGTERM");
-        let start = Instant::now();
-        while child.try_wait().expect("wait").is_none() {
-            assert!(start.elapsed() < SETTLE, "{what} did not exit");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        signal_and_wait(&mut child, Signal::SIGTERM, what, SETTLE, || {});
     }
 
     pub fn run() {

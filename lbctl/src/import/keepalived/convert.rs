@@ -236,11 +236,7 @@ fn seconds_to_ms(text: &str) -> Option<u64> {
 
 /// Milliseconds as an lb.toml duration: `"1s"`, `"250ms"`.
 pub(super) fn fmt_ms(ms: u64) -> String {
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    crate::config::fmt_duration(std::time::Duration::from_millis(ms))
 }
 
 #[cfg(test)]

@@ -38,6 +38,11 @@ impl From<bool> for Val {
 }
 
 impl Val {
+    /// A list of strings.
+    pub fn strs(items: &[String]) -> Val {
+        Val::List(items.iter().cloned().map(Val::Str).collect())
+    }
+
     fn write(&self, out: &mut String) {
         match self {
             Val::Str(s) => quote(s, out),

@@ -109,14 +109,17 @@ pub enum ImportError {
 }
 
 /// Where the converted text's line `line` (from 1) came from: the place
-/// named by the nearest table comment above it (`# real_server ... (FILE:L:C)`),
-/// so that a validation error in the output can point into the input.
+/// named by the comment under the nearest table header above it
+/// (`[[vip.backend]]` then `# real_server ... (FILE:L:C)`), so that a
+/// validation error in the output can point into the input. Only such
+/// comments count: a warning quoted at the top may end in parentheses too.
 pub fn source_of(toml: &str, line: usize) -> Option<&str> {
-    toml.lines()
-        .take(line)
-        .filter(|l| l.starts_with("# ") && l.ends_with(')'))
-        .filter_map(|l| l.rsplit_once('(').map(|(_, at)| &at[..at.len() - 1]))
-        .last()
+    let lines: Vec<&str> = toml.lines().take(line).collect();
+    lines
+        .windows(2)
+        .rev()
+        .filter(|w| w[0].starts_with('[') && w[1].starts_with("# ") && w[1].ends_with(')'))
+        .find_map(|w| w[1].rsplit_once('(').map(|(_, at)| &at[..at.len() - 1]))
 }
 
 /// Notes, one [`NoteLine`] per line.
@@ -226,10 +229,11 @@ mod tests {
 
     #[test]
     fn output_lines_name_their_source() {
-        let t = "# head\n\n[[vip]]\n# virtual_server 1 (k.conf:3:1)\nname = 1\n\n[[vip.backend]]\n# real_server 2 (k.conf:5:2)\nweight = 70000\n";
+        let t = "# head\n#   k.conf:9:9: warning: x (said once)\n[node]\n\n[[vip]]\n# virtual_server 1 (k.conf:3:1)\nname = 1\n\n[[vip.backend]]\n# real_server 2 (k.conf:5:2)\nweight = 70000\n";
         assert_eq!(source_of(t, 1), None);
-        assert_eq!(source_of(t, 5), Some("k.conf:3:1"));
-        assert_eq!(source_of(t, 9), Some("k.conf:5:2"));
+        assert_eq!(source_of(t, 3), None);
+        assert_eq!(source_of(t, 7), Some("k.conf:3:1"));
+        assert_eq!(source_of(t, 11), Some("k.conf:5:2"));
     }
 
     #[test]

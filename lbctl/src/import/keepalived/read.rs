@@ -22,9 +22,16 @@ pub(super) struct Script {
     pub(super) keys: Vec<(&'static str, Val)>,
 }
 
-#[derive(Default)]
+/// One `virtual_ipaddress` line: the address and what lb.toml keeps of it.
+pub(super) struct VirtualAddress {
+    pub(super) addr: IpAddr,
+    /// `ADDRESS[/PREFIX]` as written.
+    pub(super) spec: String,
+    pub(super) dev: Option<String>,
+}
+
 pub(super) struct Instance {
-    pub(super) loc: Option<Loc>,
+    pub(super) loc: Loc,
     pub(super) name: String,
     pub(super) interface: Option<String>,
     pub(super) state: Option<String>,
@@ -37,7 +44,7 @@ pub(super) struct Instance {
     pub(super) auth_pass: Option<String>,
     pub(super) unicast_src_ip: Option<String>,
     pub(super) unicast_peer: Vec<String>,
-    pub(super) vips: Vec<(IpAddr, String)>,
+    pub(super) vips: Vec<VirtualAddress>,
     pub(super) track_interface: Vec<Val>,
     pub(super) track_script: Vec<Val>,
     pub(super) notify: Option<Vec<String>>,
@@ -92,23 +99,11 @@ pub(super) struct CheckDefaults {
 }
 
 impl CheckDefaults {
-    /// The timers a virtual server, a real server or a checker may set.
-    const KEYS: [&'static str; 5] = [
-        "delay_loop",
-        "connect_timeout",
-        "retry",
-        "nb_get_retry",
-        "delay_before_retry",
-    ];
-
-    fn knows(k: &str) -> bool {
-        Self::KEYS.contains(&k) || k == "warmup" || k == "alpha"
-    }
-
-    /// Takes `c` if it is one of the timers (or a setting lbctl has no
-    /// use for at this level, which is reported); whether it was.
-    fn read(&mut self, c: &Stmt, k: &str, cx: &mut Cx) -> bool {
-        match k {
+    /// Takes `c` if it is one of the timers a virtual server, a real server
+    /// or a checker may set (or `warmup`/`alpha`, which lbctl has no use
+    /// for, reported); whether it was.
+    fn read(&mut self, c: &Stmt, cx: &mut Cx) -> bool {
+        match c.keyword() {
             "delay_loop" => {
                 if let Some(ms) = cx.one_secs(c) {
                     self.delay_loop_ms = ms;
@@ -259,9 +254,24 @@ fn read_script(s: &Stmt, cx: &mut Cx) -> Option<Script> {
 
 fn read_instance(s: &Stmt, cx: &mut Cx) -> Option<Instance> {
     let mut i = Instance {
-        loc: Some(s.loc()),
+        loc: s.loc(),
         name: cx.one(s)?.text.clone(),
-        ..Instance::default()
+        interface: None,
+        state: None,
+        vrid: None,
+        priority: None,
+        advert_int: None,
+        version: None,
+        preempt: None,
+        preempt_delay: None,
+        auth_pass: None,
+        unicast_src_ip: None,
+        unicast_peer: Vec::new(),
+        vips: Vec::new(),
+        track_interface: Vec::new(),
+        track_script: Vec::new(),
+        notify: None,
+        garp: Vec::new(),
     };
     let (mut preempt_loc, mut preempt_delay_loc) = (None, None);
     for c in s.children() {
@@ -440,7 +450,7 @@ fn read_auth(s: &Stmt, i: &mut Instance, cx: &mut Cx) {
 }
 
 /// One `virtual_ipaddress` line: `ADDR[/LEN] [dev IF] [other options]`.
-fn read_vip(a: &Stmt, cx: &mut Cx) -> Option<(IpAddr, String)> {
+fn read_vip(a: &Stmt, cx: &mut Cx) -> Option<VirtualAddress> {
     let text = a.keyword();
     let addr_part = text.split('/').next().unwrap_or(text);
     let addr = match addr_part.parse::<IpAddr>() {
@@ -453,15 +463,12 @@ fn read_vip(a: &Stmt, cx: &mut Cx) -> Option<(IpAddr, String)> {
             return None;
         }
     };
-    let mut out = text.to_owned();
+    let mut dev = None;
     let mut args = a.args().iter();
     while let Some(w) = args.next() {
         match w.text.as_str() {
             "dev" => match args.next() {
-                Some(dev) => {
-                    out.push_str(" dev ");
-                    out.push_str(&dev.text);
-                }
+                Some(d) => dev = Some(d.text.clone()),
                 None => cx.error(w.loc, "dev without an interface name"),
             },
             // Options with a value: the value is skipped with them.
@@ -483,7 +490,11 @@ fn read_vip(a: &Stmt, cx: &mut Cx) -> Option<(IpAddr, String)> {
             ),
         }
     }
-    Some((addr, out))
+    Some(VirtualAddress {
+        addr,
+        spec: text.to_owned(),
+        dev,
+    })
 }
 
 /// `NAME [weight N]` in track_interface / track_script.
@@ -574,7 +585,7 @@ fn read_virtual_server(s: &Stmt, cx: &mut Cx) -> Option<VirtualServer> {
         let k = c.keyword();
         match k {
             "real_server" => {}
-            k if defaults.read(c, k, cx) => {}
+            _ if defaults.read(c, cx) => {}
             "virtualhost" => defaults.virtualhost = cx.one(c).map(|w| w.text.clone()),
             "lb_algo" | "lvs_sched" => vs.lb_algo = cx.one(c).cloned(),
             "lb_kind" | "lvs_method" => {
@@ -666,32 +677,28 @@ fn read_real_server(
             );
         }
     }
-    // Timers set on the real server apply to its checkers.
+    // Timers set on the real server apply to its checkers, wherever they
+    // stand in the block: the checkers are read once all are known.
     let mut defaults = vs_defaults.clone();
     let mut weight = 1;
     let mut inhibit = false;
+    let mut checkers = Vec::new();
+    let mut unsupported = Vec::new();
     for c in s.children() {
         match c.keyword() {
             "weight" => weight = cx.one_int(c).unwrap_or(1),
             "inhibit_on_failure" => inhibit = true,
-            k if defaults.read(c, k, cx) => {}
-            _ => {}
+            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => checkers.push(c),
+            "UDP_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "BFD_CHECK" | "FILE_CHECK"
+            | "PING_CHECK" => unsupported.push(c),
+            _ if defaults.read(c, cx) => {}
+            _ => cx.unsupported(c, "lbctl's backends have no such setting"),
         }
     }
     let mut checks: Vec<(Loc, Vec<(&'static str, Val)>)> = Vec::new();
-    let mut unsupported = Vec::new();
-    for c in s.children() {
-        match c.keyword() {
-            "weight" | "inhibit_on_failure" => {}
-            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" => {
-                if let Some(hc) = read_check(c, port, &defaults, cx) {
-                    checks.push((c.loc(), hc));
-                }
-            }
-            "UDP_CHECK" | "DNS_CHECK" | "SMTP_CHECK" | "BFD_CHECK" | "FILE_CHECK"
-            | "PING_CHECK" => unsupported.push(c),
-            k if CheckDefaults::knows(k) => {}
-            _ => cx.unsupported(c, "lbctl's backends have no such setting"),
+    for c in checkers {
+        if let Some(hc) = read_check(c, port, &defaults, cx) {
+            checks.push((c.loc(), hc));
         }
     }
     for c in &unsupported {
@@ -744,7 +751,6 @@ fn read_check(
     let kind = s.keyword();
     let mut port = rs_port;
     let mut d = defaults.clone();
-    let mut host = defaults.virtualhost.clone();
     let mut paths: Vec<(Loc, String, Vec<Val>)> = Vec::new();
     let mut command = None;
     let mut misc_timeout = None;
@@ -754,7 +760,9 @@ fn read_check(
                 let w = cx.one(c)?;
                 port = cx.port(w, "connect_port")?;
             }
-            ("HTTP_GET" | "SSL_GET", "virtualhost") => host = cx.one(c).map(|w| w.text.clone()),
+            ("HTTP_GET" | "SSL_GET", "virtualhost") => {
+                d.virtualhost = cx.one(c).map(|w| w.text.clone());
+            }
             ("HTTP_GET" | "SSL_GET", "url") => {
                 if let Some(u) = read_url(c, cx) {
                     paths.push(u);
@@ -769,7 +777,7 @@ fn read_check(
                 c,
                 "the script's exit code does not set the weight in lbctl (0 is up, other is down)",
             ),
-            (_, k) if d.read(c, k, cx) => {}
+            _ if d.read(c, cx) => {}
             _ => cx.unsupported(c, "lbctl's health checks have no such setting"),
         }
     }
@@ -824,7 +832,7 @@ fn read_check(
             hc.push(("type", "http".into()));
             hc.push(("port", Val::Int(port.into())));
             hc.push(("path", Val::Str(path)));
-            if let Some(h) = host {
+            if let Some(h) = d.virtualhost {
                 hc.push(("host", Val::Str(h)));
             }
             let status = if status.is_empty() {
@@ -841,10 +849,7 @@ fn read_check(
                 return None;
             };
             hc.push(("type", "script".into()));
-            hc.push((
-                "command",
-                Val::List(command.into_iter().map(Val::Str).collect()),
-            ));
+            hc.push(("command", Val::strs(&command)));
         }
     }
     if port == 0 && kind != "MISC_CHECK" {

@@ -70,11 +70,10 @@ pub(super) fn write(input: &Input, opts: &Options, cx: &mut Cx, files: &SourceFi
     // Which instance carries each address, and on which interface.
     let mut owner: BTreeMap<IpAddr, Owner<'_>> = BTreeMap::new();
     for i in &input.instances {
-        for (a, text) in &i.vips {
-            let dev = text.split_once(" dev ").map(|(_, d)| d);
-            owner.entry(*a).or_insert(Owner {
+        for v in &i.vips {
+            owner.entry(v.addr).or_insert(Owner {
                 instance: &i.name,
-                iface: dev.or(i.interface.as_deref()),
+                iface: v.dev.as_deref().or(i.interface.as_deref()),
             });
         }
     }
@@ -111,10 +110,7 @@ pub(super) fn write(input: &Input, opts: &Options, cx: &mut Cx, files: &SourceFi
         out.array_table("vrrp_script");
         out.comment(&format!("vrrp_script {} ({})", s.name, files.at(s.loc)));
         out.kv("name", s.name.clone());
-        out.kv(
-            "command",
-            Val::List(s.command.iter().cloned().map(Val::Str).collect()),
-        );
+        out.kv("command", Val::strs(&s.command));
         for (k, v) in &s.keys {
             out.kv(k, v.clone());
         }
@@ -226,7 +222,6 @@ fn write_vip(
             ),
         );
     }
-    let source_hash = vs.lb_algo.as_ref().is_some_and(|a| a.text == "sh");
     match vs.persistence {
         Some((secs, _)) if ipvs => out.kv("persistence_timeout", format!("{secs}s")),
         Some((_, loc)) => cx.warn(
@@ -249,7 +244,7 @@ fn write_vip(
             ),
         );
     }
-    if (ipvs_hash && !vs.sched_port) || (!ipvs && (source_hash || vs.persistence.is_some())) {
+    if (ipvs_hash && !vs.sched_port) || (!ipvs && (algo == "sh" || vs.persistence.is_some())) {
         // Client affinity: the flow hash leaves the client's port out.
         let mut fields = vec![Val::from("src_addr"), Val::from("dst_addr")];
         if vs.port != 0 {
@@ -325,15 +320,9 @@ fn write_instance(
     out: &mut TomlOut,
 ) {
     out.array_table("vrrp_instance");
-    if let Some(loc) = i.loc {
-        out.comment(&format!("vrrp_instance {} ({})", i.name, files.at(loc)));
-    }
+    out.comment(&format!("vrrp_instance {} ({})", i.name, files.at(i.loc)));
     out.kv("name", i.name.clone());
-    let loc = i.loc.unwrap_or(Loc {
-        file: 0,
-        line: 1,
-        column: 1,
-    });
+    let loc = i.loc;
     match &i.interface {
         Some(ifname) => out.kv("interface", ifname.clone()),
         None => cx.error(loc, format!("vrrp_instance {} has no interface", i.name)),
@@ -353,7 +342,7 @@ fn write_instance(
     }
     // keepalived speaks version 2 unless told otherwise; IPv6 is always 3
     // (keepalived ignores a version 2 for it).
-    let v6 = i.vips.iter().any(|(a, _)| a.is_ipv6());
+    let v6 = i.vips.iter().any(|v| v.addr.is_ipv6());
     let mut version = i.version.or(default_version).unwrap_or(2);
     if v6 && version == 2 {
         if i.version.is_some() || default_version.is_some() {
@@ -388,14 +377,21 @@ fn write_instance(
         out.kv("unicast_src_ip", src.clone());
     }
     if !i.unicast_peer.is_empty() {
-        out.kv(
-            "unicast_peer",
-            Val::List(i.unicast_peer.iter().cloned().map(Val::Str).collect()),
-        );
+        out.kv("unicast_peer", Val::strs(&i.unicast_peer));
     }
     out.kv(
         "virtual_ipaddress",
-        Val::List(i.vips.iter().map(|(_, t)| Val::Str(t.clone())).collect()),
+        Val::List(
+            i.vips
+                .iter()
+                .map(|v| {
+                    Val::Str(match &v.dev {
+                        Some(d) => format!("{} dev {d}", v.spec),
+                        None => v.spec.clone(),
+                    })
+                })
+                .collect(),
+        ),
     );
     if !i.track_interface.is_empty() {
         out.kv("track_interface", Val::List(i.track_interface.clone()));
@@ -404,10 +400,7 @@ fn write_instance(
         out.kv("track_script", Val::List(i.track_script.clone()));
     }
     if let Some(n) = &i.notify {
-        out.kv(
-            "notify",
-            Val::List(n.iter().cloned().map(Val::Str).collect()),
-        );
+        out.kv("notify", Val::strs(n));
     }
     for (k, v) in &i.garp {
         out.kv(k, v.clone());
