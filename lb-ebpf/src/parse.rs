@@ -189,7 +189,7 @@ fn find_vip(p: &Parsed) -> Result<&'static VipInfo, Exit> {
 /// Ports at `l4` for TCP (full header within the IP payload) or UDP (length
 /// field within the IP payload). `l4_len` is what the IP header leaves for L4.
 #[inline(always)]
-fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), Exit> {
+pub(crate) fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), Exit> {
     let need = if proto == PROTO_TCP { 20 } else { 8 };
     if l4 + need > end || l4_len < need {
         return Err(Exit::DropMalformed);
@@ -276,7 +276,7 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
 /// Verifies the IPv4 header checksum over the base header and any options
 /// (a router drops such packets; so does the balancer, rather than forward them).
 #[inline(always)]
-fn header_checksum_ok(ip: usize, ihl: usize, end: usize) -> bool {
+pub(crate) fn header_checksum_ok(ip: usize, ihl: usize, end: usize) -> bool {
     // SAFETY: the caller checked 20 bytes at `ip`.
     let mut s = unsafe { sum16::<10>(ip, 0) };
     let opt_words = (ihl - 20) / 2;
