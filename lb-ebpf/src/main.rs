@@ -25,6 +25,7 @@
 #![no_std]
 #![no_main]
 
+mod fast;
 mod parse;
 mod pkt;
 
@@ -199,6 +200,11 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
+    // Established IPv4 flows first (see `fast`); everything else, and
+    // anything it declines, takes the general path.
+    if let Some(action) = fast::forward(&ctx) {
+        return action;
+    }
     run::<false>(&ctx)
 }
 
