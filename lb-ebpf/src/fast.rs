@@ -3,19 +3,25 @@
 //!
 //! It takes an untagged IPv4 TCP or UDP packet without options or
 //! fragmentation, to an active VIP that hashes the whole 5-tuple and keeps
-//! a connection table, of a flow this CPU's connection table already holds,
+//! a connection table (found through its address slot's record, not the
+//! hash map that a slot shared by more than four VIPs falls back to), of a
+//! flow this CPU's connection table already holds,
 //! whose backend is alive, untagged and, for IPIP, IPv4 with the
 //! encapsulated packet within the MTU. Anything else, and any packet that
 //! fails a check, goes to the general path untouched: [`forward`] returns
 //! `None` before it writes anything. So the outcome (verdict, bytes out,
 //! counters) is the general path's, which the fixture tests check packet by
-//! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs.
+//! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs,
+//! and the reason `FastPath`, which counts what took this path.
+//!
+//! A packet of a new flow pays for the attempt (parse, hash, VIP and table
+//! lookups) before the general path parses it again: about 20 ns here.
 //!
 //! What it saves is mostly what the general path's generality costs in
 //! BPF's few registers: the state of VLANs, IPv6, fragments, ICMP errors,
 //! hash masks, misses and eviction kept live across its map lookups (each a
-//! call to the compiler, which clobbers five registers), so spilled to the
-//! stack and read back.
+//! call to the compiler, which clobbers r0 to r5), so spilled to the stack
+//! and read back.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_TX},
@@ -24,12 +30,12 @@ use aya_ebpf::{
 };
 use lb_common::{
     CONN4_WAYS, ConnKey, FAMILY_V4, PROTO_TCP, PROTO_UDP, Reason, VLAN_UNTAGGED, config_flags,
-    flow_hash, slot_record, vip_flags,
+    conn4_ports, flow_hash, slot_record, vip_flags,
 };
 
 use crate::{
     BACKEND_STATS, CONFIG, IPPROTO_IPIP, VIP_STATS, add, bump, count, find_way4, frame_limit,
-    line4, live_backend, lookup_vip,
+    line4, link_mtu, live_backend, lookup_vip,
     parse::{ETH_P_IPV4, header_checksum_ok, ports},
     pkt::{ld_be16, ld16, ld32, st_mac, st16},
     reason_counts, slot_record_of, write_outer_v4,
@@ -63,7 +69,8 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
         if ld16(data + 12) != ETH_P_IPV4.to_be() {
             return None;
         }
-        // The address slot first: a packet for no VIP leaves at once.
+        // The address slot first: a packet for no VIP leaves at once (so
+        // does one whose slot falls back to the VIP hash map).
         let dst = ld32(ip + 16);
         let rec = slot_record_of(&[dst, 0, 0, 0]);
         if rec & slot_record::LANE_VALID as u64 == 0 {
@@ -80,7 +87,8 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
         }
         (w0, ld_be16(ip + 2) as usize, proto, ld32(ip + 12), dst, rec)
     };
-    if tot < 20 || ip + tot > end || !header_checksum_ok(ip, 20, end) {
+    // SAFETY: MIN_LEN bytes checked, 20 of them at `ip`, which is even.
+    if tot < 20 || ip + tot > end || !unsafe { header_checksum_ok(ip, 20, end) } {
         return None;
     }
     let (sport, dport) = ports(ip + 20, end, proto, tot - 20).ok()?;
@@ -110,7 +118,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: this CPU's line; no other CPU writes it and the program is
     // not re-entered on this CPU during the run.
     let l = unsafe { &mut *lp };
-    let way = find_way4(l, proto, src, dst, (sport as u32) | ((dport as u32) << 16));
+    let way = find_way4(l, proto, src, dst, conn4_ports(&key));
     if way >= CONN4_WAYS {
         return None;
     }
@@ -121,8 +129,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     }
     let ipip = vip.flags & vip_flags::FWD_IPIP != 0;
     if ipip {
-        let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
-        if be.family != FAMILY_V4 || tot as u32 + 20 > mtu {
+        if be.family != FAMILY_V4 || tot as u32 + 20 > link_mtu(cfg) {
             return None;
         }
         // SAFETY: helper call on the program's own context.
@@ -132,7 +139,8 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
         let data = ctx.data();
         if data + 34 > ctx.data_end() {
             // Not reached (the head grew by 20 in front of MIN_LEN bytes);
-            // the packet has changed, so it cannot go to the general path.
+            // the packet has changed, so it cannot go to the general path,
+            // which would have counted the VIP and the table hit too.
             count(Reason::DropAdjust);
             return Some(XDP_DROP);
         }
@@ -166,6 +174,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     if let Some(c) = reason_counts() {
         bump(c, Reason::ConnHit);
         bump(c, if ipip { Reason::FwdIpip } else { Reason::FwdDr });
+        bump(c, Reason::FastPath);
     }
     Some(XDP_TX)
 }

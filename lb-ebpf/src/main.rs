@@ -5,6 +5,7 @@
 //!   backend chosen by the connection table or the VIP's Maglev ring, by DR
 //!   (MAC rewrite) or IPIP/IP6IP6 encapsulation, out of the same interface
 //!   (XDP_TX). Everything else passes to the kernel byte for byte unchanged.
+//!   Established IPv4 flows take a fast path (`fast`) to the same outcome.
 //! - `lb_rare`: tail-called by `lb` (slot [`tail::RARE`] of [`LB_TAILS`])
 //!   for an ICMP error about a VIP flow or a fragment to a VIP: the same
 //!   code, verified apart so neither program nears the verifier's limit.
@@ -271,7 +272,7 @@ fn answer_too_big(ctx: &XdpContext) -> (u32, Reason) {
     let (Some(cfg), Ok(p)) = (CONFIG.get(0), parse::parse(ctx)) else {
         return (XDP_DROP, Reason::DropTooBig);
     };
-    let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
+    let mtu = link_mtu(cfg);
     if overhead == 0 || mtu <= overhead {
         return (XDP_DROP, Reason::DropTooBig);
     }
@@ -780,7 +781,7 @@ fn encap(
 ) -> (u32, Reason) {
     let outer_v4 = b.family == FAMILY_V4;
     let overhead: u32 = if outer_v4 { 20 } else { 40 };
-    let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
+    let mtu = link_mtu(cfg);
     let inner_len = p.ip_len;
     if inner_len + overhead > mtu {
         if p.icmp_error {
@@ -864,7 +865,7 @@ unsafe fn write_outer_v4(
     let w3 = 0x4000u16.to_be(); // DF
     let w4 = u16::from_ne_bytes([OUTER_TTL, inner_proto]);
     let src = outer_src_v4(cfg, hash);
-    // SAFETY: a 4-aligned field (asserted above).
+    // SAFETY: a 4-aligned field (asserted at the top of this file).
     let dst = unsafe { words16(&b.addr) }[0];
     let sum = w0 as u32
         + w1 as u32
@@ -885,6 +886,12 @@ unsafe fn write_outer_v4(
         st32(ip + 12, src);
         st32(ip + 16, dst);
     }
+}
+
+/// The node's egress MTU (L3 bytes): 0 in the settings means 1500.
+#[inline(always)]
+fn link_mtu(cfg: &LbConfig) -> u32 {
+    if cfg.mtu == 0 { 1500 } else { cfg.mtu }
 }
 
 /// The longest frame whose bytes after the IP packet may be link padding:

@@ -117,7 +117,8 @@ pub const MAP_NAMES: [&str; 18] = [
 /// 6: `LB_TAILS` and `TAIL_ARG` (the too-big path in its own program).
 /// 7: `LB_TAILS` slot `RARE` (ICMP errors and fragments in their own program).
 /// 8: `Backend::vlan` (the VLAN frames to a backend leave on).
-pub const MAP_LAYOUT: u32 = 8;
+/// 9: reason `fast_path`.
+pub const MAP_LAYOUT: u32 = 9;
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -971,9 +972,11 @@ impl XdpDataplane {
 
     /// Sends every packet through `lb`'s general path, without its IPv4
     /// fast path for established flows: the outcome is the same, only the
-    /// cost is higher. For diagnosis, and for the tests that compare the
-    /// two paths packet by packet. Applied at once when node settings were
-    /// written (the first `apply`), else with them.
+    /// cost is higher. For the tests that compare the two paths packet by
+    /// packet, and for a developer who suspects the fast path (lb.toml has
+    /// no such setting). Written at once. Not kept over a restart: a data
+    /// plane loaded anew, or adopting a kept one, starts with the fast path
+    /// on and writes that with its first `apply`.
     ///
     /// # Errors
     /// Map errors.
