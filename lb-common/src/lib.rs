@@ -430,9 +430,10 @@ pub const DEFAULT_ICMP_BURST: u32 = 50;
 pub mod config_flags {
     /// Emit aya-log debug events for every VIP.
     pub const DEBUG: u16 = 1 << 0;
-    /// Send every packet through `lb`'s general path, without its IPv4
-    /// fast path for established flows (the same outcome, measurably
+    /// Send every packet to a VIP through `lb`'s general path, without its
+    /// IPv4 fast path for established flows (the same outcome, measurably
     /// slower): for diagnosis, and for the tests that compare the two.
+    /// (IPv4 packets to an address without a VIP are still passed early.)
     pub const GENERAL_PATH_ONLY: u16 = 1 << 1;
 }
 

@@ -14,6 +14,10 @@
 //! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs,
 //! and the reason `FastPath`, which counts what took this path.
 //!
+//! It also passes an untagged IPv4 packet whose destination's address slot
+//! is empty (no VIP there) as the general parser does, without reading
+//! further: such a packet would otherwise pay for both paths' first steps.
+//!
 //! A packet of a new flow pays for the attempt (parse, hash, VIP and table
 //! lookups) before the general path parses it again: about 20 ns here.
 //!
@@ -24,7 +28,7 @@
 //! and read back.
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_TX},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     helpers::bpf_xdp_adjust_head,
     programs::XdpContext,
 };
@@ -53,9 +57,9 @@ const GENERAL_VIP_FLAGS: u32 = vip_flags::HASH_NO_SRC_ADDR
 /// aside, and takes the general path).
 const MIN_LEN: usize = 14 + 20 + 20;
 
-/// Forwards the packet if it is the common case (see the module's
-/// documentation) and returns the verdict; `None`, with nothing written or
-/// counted, leaves it to the general path.
+/// Forwards the packet if it is the common case, or passes it if it is for
+/// no VIP (see the module's documentation), and returns the verdict;
+/// `None`, with nothing written or counted, leaves it to the general path.
 #[inline(always)]
 pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     let data = ctx.data();
@@ -69,14 +73,20 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
         if ld16(data + 12) != ETH_P_IPV4.to_be() {
             return None;
         }
-        // The address slot first: a packet for no VIP leaves at once (so
-        // does one whose slot falls back to the VIP hash map).
+        // The address slot first: a packet for no VIP is passed at once,
+        // as the general parser passes an IPv4 packet (any header length)
+        // whose destination's slot is empty; a slot that falls back to the
+        // VIP hash map is the general path's.
         let dst = ld32(ip + 16);
         let rec = slot_record_of(&[dst, 0, 0, 0]);
+        let w0 = ld16(ip);
         if rec & slot_record::LANE_VALID as u64 == 0 {
+            if rec == 0 && (w0 as u8) >> 4 == 4 {
+                count(Reason::PassNotVip);
+                return Some(XDP_PASS);
+            }
             return None;
         }
-        let w0 = ld16(ip);
         let proto = (ld16(ip + 8) >> 8) as u8;
         // Version 4 without options; neither MF nor a fragment offset.
         if w0 as u8 != 0x45
