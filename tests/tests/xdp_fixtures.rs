@@ -205,18 +205,23 @@ fn traffic_not_for_a_vip_passes_unchanged() {
     assert_eq!(r["pass_icmp"], 1, "{r:?}");
 }
 
-#[test]
-fn inactive_node_passes_vip_traffic() {
-    let lab = Lab::new(state());
-    let pkt = client_packet(
+/// A client's TCP packet to VIP `g` (10.0.0.103:80), which this node does not serve (inactive).
+fn to_inactive_vip(payload: &[u8]) -> Vec<u8> {
+    client_packet(
         CLIENT,
         40000,
         "10.0.0.103",
         80,
         Protocol::Tcp,
         None,
-        b"GET /",
-    );
+        payload,
+    )
+}
+
+#[test]
+fn inactive_node_passes_vip_traffic() {
+    let lab = Lab::new(state());
+    let pkt = to_inactive_vip(b"GET /");
     let (v, out) = lab.run(&pkt);
     assert_eq!(v, verdict::PASS);
     assert_frame(&out, &pkt);
@@ -2352,15 +2357,7 @@ fn fast_path_decides_every_packet_as_the_general_path_does() {
     ] {
         let mut lab = differential_lab(vlan, debug_a);
         let mut base = fixture_packets();
-        base.push(client_packet(
-            CLIENT,
-            40000,
-            "10.0.0.103",
-            80,
-            Protocol::Tcp,
-            None,
-            b"inactive",
-        ));
+        base.push(to_inactive_vip(b"inactive"));
         // Every packet as it is, then each IPv4 header field of each with
         // two of its bits flipped in turn (checksum valid again), then
         // random mutations.
