@@ -430,6 +430,11 @@ pub const DEFAULT_ICMP_BURST: u32 = 50;
 pub mod config_flags {
     /// Emit aya-log debug events for every VIP.
     pub const DEBUG: u16 = 1 << 0;
+    /// Send every packet to a VIP through `lb`'s general path, without its
+    /// IPv4 fast path for established flows (the same outcome, measurably
+    /// slower): for diagnosis, and for the tests that compare the two.
+    /// (IPv4 packets to an address without a VIP are still passed early.)
+    pub const GENERAL_PATH_ONLY: u16 = 1 << 1;
 }
 
 /// Per-CPU packet and byte counter.
@@ -505,10 +510,14 @@ pub enum Reason {
     /// inner packet is not ECN-capable, so the mark cannot be passed on:
     /// dropped, as RFC 6040 section 4.2 requires.
     DropCeNotEct = 24,
+    /// Forwarded by `lb`'s fast path for established IPv4 flows (also
+    /// counted as `ConnHit` and `FwdDr` or `FwdIpip`, as the general path
+    /// would count it): the share of traffic that takes it.
+    FastPath = 25,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 25;
+pub const NUM_REASONS: u32 = 26;
 
 /// The single per-CPU value of the `REASONS` map: one counter per
 /// [`Reason`], by its index (one map lookup counts every reason of a packet).
@@ -550,6 +559,7 @@ impl Reason {
         Reason::DropTooBigNoDf,
         Reason::DropTooBigRateLimited,
         Reason::DropCeNotEct,
+        Reason::FastPath,
     ];
 
     /// Stable snake_case name for output.
@@ -580,6 +590,7 @@ impl Reason {
             Reason::DropTooBigNoDf => "drop_too_big_no_df",
             Reason::DropTooBigRateLimited => "drop_too_big_rate_limited",
             Reason::DropCeNotEct => "drop_ce_not_ect",
+            Reason::FastPath => "fast_path",
         }
     }
 }

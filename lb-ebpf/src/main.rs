@@ -5,6 +5,7 @@
 //!   backend chosen by the connection table or the VIP's Maglev ring, by DR
 //!   (MAC rewrite) or IPIP/IP6IP6 encapsulation, out of the same interface
 //!   (XDP_TX). Everything else passes to the kernel byte for byte unchanged.
+//!   Established IPv4 flows take a fast path (`fast`) to the same outcome.
 //! - `lb_rare`: tail-called by `lb` (slot [`tail::RARE`] of [`LB_TAILS`])
 //!   for an ICMP error about a VIP flow or a fragment to a VIP: the same
 //!   code, verified apart so neither program nears the verifier's limit.
@@ -25,6 +26,7 @@
 #![no_std]
 #![no_main]
 
+mod fast;
 mod parse;
 mod pkt;
 
@@ -199,6 +201,11 @@ fn frame_len(ctx: &XdpContext) -> u64 {
 
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
+    // Established IPv4 flows first (see `fast`); everything else, and
+    // anything it declines, takes the general path.
+    if let Some(action) = fast::forward(&ctx) {
+        return action;
+    }
     run::<false>(&ctx)
 }
 
@@ -265,7 +272,7 @@ fn answer_too_big(ctx: &XdpContext) -> (u32, Reason) {
     let (Some(cfg), Ok(p)) = (CONFIG.get(0), parse::parse(ctx)) else {
         return (XDP_DROP, Reason::DropTooBig);
     };
-    let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
+    let mtu = link_mtu(cfg);
     if overhead == 0 || mtu <= overhead {
         return (XDP_DROP, Reason::DropTooBig);
     }
@@ -337,8 +344,7 @@ fn balance<const RARE: bool>(ctx: &XdpContext, handover: &mut Handover) -> (u32,
     // a cut frame keeps that minimum (not every driver pads what XDP_TX sends).
     // One packet compare (against max(frame_len, MIN_FRAME), branch-free);
     // here, where few verifier states meet and no packet pointer is live.
-    let d = frame_len.wrapping_sub(MIN_FRAME);
-    let limit = (frame_len.wrapping_sub(d & (((d as i64) >> 63) as u64)) & 0x1ffff) as usize;
+    let limit = frame_limit(frame_len);
     if ctx.data() + limit < ctx.data_end() && !trim_to(ctx, limit as u32) {
         return (XDP_DROP, Reason::DropAdjust);
     }
@@ -476,14 +482,33 @@ enum Lookup {
     Place(Fill, Reason),
 }
 
-/// The IPv4 table: this CPU's line for `hash`, then the flow in it.
+/// This CPU's line of the IPv4 connection table for `hash`.
 #[inline(always)]
-fn lookup4(key: &ConnKey, hash: u32, cfg: &LbConfig) -> Lookup {
+fn line4(hash: u32, cfg: &LbConfig) -> Option<*mut ConnLine4> {
     // SAFETY: a helper without arguments (inlined by the verifier).
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let lines = cfg.conn4_mask.wrapping_add(1);
-    let Some(lp) = CONNS4.get_ptr_mut(cpu.wrapping_mul(lines).wrapping_add(hash & cfg.conn4_mask))
-    else {
+    CONNS4.get_ptr_mut(cpu.wrapping_mul(lines).wrapping_add(hash & cfg.conn4_mask))
+}
+
+/// The way of line `l` that holds the IPv4 flow (`ports` as
+/// [`conn4_ports`]), or [`CONN4_WAYS`].
+#[inline(always)]
+fn find_way4(l: &ConnLine4, proto: u8, src: u32, dst: u32, ports: u32) -> usize {
+    let mut i = 0;
+    while i < CONN4_WAYS {
+        if l.proto[i] == proto && l.src[i] == src && l.dst[i] == dst && l.ports[i] == ports {
+            return i;
+        }
+        i += 1;
+    }
+    CONN4_WAYS
+}
+
+/// The IPv4 table: this CPU's line for `hash`, then the flow in it.
+#[inline(always)]
+fn lookup4(key: &ConnKey, hash: u32, cfg: &LbConfig) -> Lookup {
+    let Some(lp) = line4(hash, cfg) else {
         return Lookup::Place(Fill::None, Reason::ConnMiss);
     };
     // SAFETY: this CPU's region of the array; no other CPU writes it and the
@@ -491,20 +516,7 @@ fn lookup4(key: &ConnKey, hash: u32, cfg: &LbConfig) -> Lookup {
     let l = unsafe { &mut *lp };
     let clock = l.clock.wrapping_add(1);
     l.clock = clock;
-    let ports = conn4_ports(key);
-    let mut way = CONN4_WAYS;
-    let mut i = 0;
-    while i < CONN4_WAYS {
-        if l.proto[i] == key.proto
-            && l.src[i] == key.src[0]
-            && l.dst[i] == key.dst[0]
-            && l.ports[i] == ports
-        {
-            way = i;
-            break;
-        }
-        i += 1;
-    }
+    let way = find_way4(l, key.proto, key.src[0], key.dst[0], conn4_ports(key));
     if way < CONN4_WAYS {
         let id = l.backend[way] as u32;
         if let Some(be) = live_backend(id)
@@ -769,7 +781,7 @@ fn encap(
 ) -> (u32, Reason) {
     let outer_v4 = b.family == FAMILY_V4;
     let overhead: u32 = if outer_v4 { 20 } else { 40 };
-    let mtu = if cfg.mtu == 0 { 1500 } else { cfg.mtu };
+    let mtu = link_mtu(cfg);
     let inner_len = p.ip_len;
     if inner_len + overhead > mtu {
         if p.icmp_error {
@@ -801,32 +813,10 @@ fn encap(
         if data + 18 > end || ip + 20 > end {
             return (XDP_DROP, Reason::DropAdjust);
         }
-        let w0 = u16::from_ne_bytes([0x45, p.tos]);
-        let w1 = ((inner_len + 20) as u16).to_be();
-        let w3 = 0x4000u16.to_be(); // DF
-        let w4 = u16::from_ne_bytes([OUTER_TTL, inner_proto]);
-        let src = outer_src_v4(cfg, hash);
-        // SAFETY: a 4-aligned field (asserted above).
-        let dst = unsafe { words16(&b.addr) }[0];
-        let sum = w0 as u32
-            + w1 as u32
-            + w3 as u32
-            + w4 as u32
-            + (src & 0xffff)
-            + (src >> 16)
-            + (dst & 0xffff)
-            + (dst >> 16);
         // SAFETY: 18 bytes at `data` and 20 at `ip` checked above.
         unsafe {
             write_l2(data, &b.mac, &cfg.iface_mac, vlan, vlan_tci, ETH_P_IPV4);
-            st16(ip, w0);
-            st16(ip + 2, w1);
-            st16(ip + 4, 0);
-            st16(ip + 6, w3);
-            st16(ip + 8, w4);
-            st16(ip + 10, fold(sum));
-            st32(ip + 12, src);
-            st32(ip + 16, dst);
+            write_outer_v4(ip, p.tos, inner_len, inner_proto, cfg, hash, b);
         }
     } else {
         if data + 18 > end || ip + 40 > end {
@@ -854,9 +844,68 @@ fn encap(
     (XDP_TX, Reason::FwdIpip)
 }
 
+/// Writes the outer IPv4 header of an encapsulation at `ip`: to backend
+/// `b`, from the node's outer source (see [`outer_src_v4`]), carrying
+/// `inner_len` bytes of `inner_proto` with the inner packet's TOS, DF set.
+///
+/// # Safety
+/// 20 bytes at `ip` are inside the packet, and `ip` is even.
+#[inline(always)]
+unsafe fn write_outer_v4(
+    ip: usize,
+    tos: u8,
+    inner_len: u32,
+    inner_proto: u8,
+    cfg: &LbConfig,
+    hash: u32,
+    b: &Backend,
+) {
+    let w0 = u16::from_ne_bytes([0x45, tos]);
+    let w1 = ((inner_len + 20) as u16).to_be();
+    let w3 = 0x4000u16.to_be(); // DF
+    let w4 = u16::from_ne_bytes([OUTER_TTL, inner_proto]);
+    let src = outer_src_v4(cfg, hash);
+    // SAFETY: a 4-aligned field (asserted at the top of this file).
+    let dst = unsafe { words16(&b.addr) }[0];
+    let sum = w0 as u32
+        + w1 as u32
+        + w3 as u32
+        + w4 as u32
+        + (src & 0xffff)
+        + (src >> 16)
+        + (dst & 0xffff)
+        + (dst >> 16);
+    // SAFETY: the caller's contract.
+    unsafe {
+        st16(ip, w0);
+        st16(ip + 2, w1);
+        st16(ip + 4, 0);
+        st16(ip + 6, w3);
+        st16(ip + 8, w4);
+        st16(ip + 10, fold(sum));
+        st32(ip + 12, src);
+        st32(ip + 16, dst);
+    }
+}
+
+/// The node's egress MTU (L3 bytes): 0 in the settings means 1500.
+#[inline(always)]
+fn link_mtu(cfg: &LbConfig) -> u32 {
+    if cfg.mtu == 0 { 1500 } else { cfg.mtu }
+}
+
 /// The longest frame whose bytes after the IP packet may be link padding:
 /// the Ethernet minimum (60 bytes without FCS) with a VLAN tag.
 const MIN_FRAME: u64 = 64;
+
+/// How long a frame of an IP packet with `frame_len` bytes up to its end
+/// may be: bytes beyond are not part of it (see `balance`), unless they can
+/// be the link padding of a minimum-size frame. Branch-free.
+#[inline(always)]
+fn frame_limit(frame_len: u64) -> usize {
+    let d = frame_len.wrapping_sub(MIN_FRAME);
+    (frame_len.wrapping_sub(d & (((d as i64) >> 63) as u64)) & 0x1ffff) as usize
+}
 
 /// Cuts the frame to `len` bytes (slow path: bytes after the IP packet);
 /// whether it worked.

@@ -189,7 +189,7 @@ fn find_vip(p: &Parsed) -> Result<&'static VipInfo, Exit> {
 /// Ports at `l4` for TCP (full header within the IP payload) or UDP (length
 /// field within the IP payload). `l4_len` is what the IP header leaves for L4.
 #[inline(always)]
-fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), Exit> {
+pub(crate) fn ports(l4: usize, end: usize, proto: u8, l4_len: usize) -> Result<(u16, u16), Exit> {
     let need = if proto == PROTO_TCP { 20 } else { 8 };
     if l4 + need > end || l4_len < need {
         return Err(Exit::DropMalformed);
@@ -245,7 +245,8 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
     }
     p.ip_len = tot as u32;
     p.ip_hdr_len = ihl as u32;
-    if !header_checksum_ok(ip, ihl, end) {
+    // SAFETY: 20 bytes checked at the top; `ip` is even (14 or 18 from the frame's start).
+    if !unsafe { header_checksum_ok(ip, ihl, end) } {
         return Err(Exit::DropMalformed);
     }
     let frag = frags & 0x3fff != 0;
@@ -275,9 +276,13 @@ fn parse_v4(ip: usize, end: usize, p: &mut Parsed) -> Result<(), Exit> {
 
 /// Verifies the IPv4 header checksum over the base header and any options
 /// (a router drops such packets; so does the balancer, rather than forward them).
+///
+/// # Safety
+/// 20 bytes at `ip` are inside the packet (options are checked here), and
+/// `ip` is even.
 #[inline(always)]
-fn header_checksum_ok(ip: usize, ihl: usize, end: usize) -> bool {
-    // SAFETY: the caller checked 20 bytes at `ip`.
+pub(crate) unsafe fn header_checksum_ok(ip: usize, ihl: usize, end: usize) -> bool {
+    // SAFETY: the caller's contract.
     let mut s = unsafe { sum16::<10>(ip, 0) };
     let opt_words = (ihl - 20) / 2;
     for i in 0..20usize {

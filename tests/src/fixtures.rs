@@ -215,7 +215,12 @@ impl Lab {
             .filter(|(k, _)| {
                 !matches!(
                     **k,
-                    "conn_hit" | "conn_miss" | "conn_stale" | "conn_evicted" | "conn_shared"
+                    "conn_hit"
+                        | "conn_miss"
+                        | "conn_stale"
+                        | "conn_evicted"
+                        | "conn_shared"
+                        | "fast_path"
                 )
             })
             .map(|(_, v)| v)

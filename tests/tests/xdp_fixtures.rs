@@ -205,18 +205,23 @@ fn traffic_not_for_a_vip_passes_unchanged() {
     assert_eq!(r["pass_icmp"], 1, "{r:?}");
 }
 
-#[test]
-fn inactive_node_passes_vip_traffic() {
-    let lab = Lab::new(state());
-    let pkt = client_packet(
+/// A client's TCP packet to VIP `g` (10.0.0.103:80), which this node does not serve (inactive).
+fn to_inactive_vip(payload: &[u8]) -> Vec<u8> {
+    client_packet(
         CLIENT,
         40000,
         "10.0.0.103",
         80,
         Protocol::Tcp,
         None,
-        b"GET /",
-    );
+        payload,
+    )
+}
+
+#[test]
+fn inactive_node_passes_vip_traffic() {
+    let lab = Lab::new(state());
+    let pkt = to_inactive_vip(b"GET /");
     let (v, out) = lab.run(&pkt);
     assert_eq!(v, verdict::PASS);
     assert_frame(&out, &pkt);
@@ -2264,4 +2269,153 @@ fn bad_ipv4_checksum_or_l4_length_to_a_vip_is_dropped() {
     assert_eq!(lab.reasons()["drop_malformed"], 3);
     assert_eq!(lab.run(&good).0, verdict::TX);
     assert_eq!(lab.run(&udp).0, verdict::TX);
+}
+
+/// Every counter of the data plane, flattened: reasons, and packets and
+/// bytes per VIP and per (VIP, backend).
+fn counters(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    let s = lab.dp.stats().expect("stats");
+    let mut m: std::collections::BTreeMap<String, u64> = s
+        .reasons
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    for (vip, c) in &s.vips {
+        m.insert(format!("{vip:?} packets"), c.packets);
+        m.insert(format!("{vip:?} bytes"), c.bytes);
+    }
+    for (vip, bs) in &s.backends {
+        for (addr, c) in bs {
+            m.insert(format!("{vip:?} {addr} packets"), c.packets);
+            m.insert(format!("{vip:?} {addr} bytes"), c.bytes);
+        }
+    }
+    m
+}
+
+/// What one run changed in [`counters`].
+fn counters_delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, d)| *d != 0)
+        .collect()
+}
+
+/// Rewrites the IPv4 header checksum of a frame (untagged or with one
+/// 802.1Q tag), if it has a whole IPv4 header.
+fn fix_ipv4_checksum(pkt: &mut [u8]) {
+    let l3 = if pkt[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    if pkt.len() < l3 + 20 || pkt[l3 - 2..l3] != [0x08, 0x00] || pkt[l3] >> 4 != 4 {
+        return;
+    }
+    let ihl = usize::from(pkt[l3] & 0x0f) * 4;
+    if ihl < 20 || pkt.len() < l3 + ihl {
+        return;
+    }
+    pkt[l3 + 10..l3 + 12].fill(0);
+    let c = inet_csum(&pkt[l3..l3 + ihl]);
+    pkt[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A lab for [`fast_path_decides_every_packet_as_the_general_path_does`]:
+/// the fixture state with backends on `vlan`, VIP `a`'s debug events on or
+/// off, and an ICMP rate limit that never runs dry (the too-big fixtures
+/// take a token on every run: a bucket refilling between the two runs of
+/// one packet would make them differ).
+fn differential_lab(vlan: u16, debug_a: bool) -> Lab {
+    let mut st = state();
+    backends_on_vlan(&mut st, vlan);
+    st.node.icmp_rate = 1_000_000;
+    st.node.icmp_burst = 1_000_000;
+    st.vips[0].debug = debug_a;
+    Lab::new(st)
+}
+
+/// `lb`'s fast path for established IPv4 flows (`lb-ebpf/src/fast.rs`)
+/// must decide every packet as the general path does: the same verdict,
+/// the same bytes out, the same counters (but for `fast_path`, which counts
+/// what took the fast path). Each packet runs once to establish its flow,
+/// once through the general path alone (`set_general_path_only`), once
+/// with the fast path; the last two must agree. The packets: every fixture
+/// and one to the inactive VIP; each of them with an IPv4 header field
+/// changed and the checksum made valid again (IHL, TOS, flags, fragment
+/// offset, TTL); then random ones: unchanged, bits flipped anywhere,
+/// padding added, cut short. Three
+/// labs: untagged backends (the fast path must take at least 40 of the
+/// packets), backends on VLAN 42 (it must take none), and VIP `a` with
+/// debug events (the general path logs them).
+#[test]
+fn fast_path_decides_every_packet_as_the_general_path_does() {
+    for (vlan, debug_a) in [
+        (lb_common::VLAN_UNTAGGED, false),
+        (42, false),
+        (lb_common::VLAN_UNTAGGED, true),
+    ] {
+        let mut lab = differential_lab(vlan, debug_a);
+        let mut base = fixture_packets();
+        base.push(to_inactive_vip(b"inactive"));
+        // Every packet as it is, then each IPv4 header field of each with
+        // two of its bits flipped in turn (checksum valid again), then
+        // random mutations.
+        let mut corpus = base.clone();
+        for p in &base {
+            for field in [0, 1, 6, 7, 8] {
+                for bit in [0, 5] {
+                    let mut q = p.clone();
+                    let l3 = if q[12..14] == [0x81, 0x00] { 18 } else { 14 };
+                    q[l3 + field] ^= 1 << bit;
+                    fix_ipv4_checksum(&mut q);
+                    corpus.push(q);
+                }
+            }
+        }
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        while corpus.len() < 1500 {
+            let mut pkt = base[rng.below(base.len())].clone();
+            match rng.below(4) {
+                0 => pkt.extend((0..1 + rng.below(40)).map(|_| rng.next() as u8)),
+                1 => pkt.truncate(14 + rng.below(pkt.len() - 14)),
+                // as it is: most traffic is well formed
+                2 => {}
+                _ => {
+                    for _ in 0..1 + rng.below(3) {
+                        let at = rng.below(pkt.len());
+                        pkt[at] ^= 1 << rng.below(8);
+                    }
+                }
+            }
+            corpus.push(pkt);
+        }
+        let mut fast = 0u32;
+        for pkt in &corpus {
+            lab.dp
+                .set_general_path_only(true)
+                .expect("general path only");
+            lab.run(pkt);
+            let c0 = counters(&lab);
+            let general = lab.run(pkt);
+            let c1 = counters(&lab);
+            lab.dp.set_general_path_only(false).expect("fast path on");
+            let out = lab.run(pkt);
+            let c2 = counters(&lab);
+            let ctx = format!("vlan {vlan}, debug {debug_a}, in {pkt:02x?}");
+            assert_eq!(out, general, "verdict and bytes, {ctx}");
+            let dg = counters_delta(&c0, &c1);
+            let mut df = counters_delta(&c1, &c2);
+            assert_eq!(dg.get("fast_path"), None, "general path only, {ctx}");
+            if df.remove("fast_path") == Some(1) {
+                fast += 1;
+            }
+            assert_eq!(df, dg, "counters, {ctx}");
+        }
+        if vlan == lb_common::VLAN_UNTAGGED {
+            assert!(fast >= 40, "the fast path took {fast} packets");
+        } else {
+            assert_eq!(fast, 0, "the fast path declines tagged backends");
+        }
+    }
 }

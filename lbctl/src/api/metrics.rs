@@ -30,6 +30,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// VRRP states, one series each in `lbctl_vrrp_state` (a state set).
 const VRRP_STATES: [&str; 6] = ["MASTER", "BACKUP", "FAULT", "INIT", "STOPPED", "UNKNOWN"];
 
+/// The reason counter of packets the fast path forwarded: not a reason of
+/// its own (those packets are also counted by their reason), so a family apart.
+const FAST_PATH: &str = lb_common::Reason::FastPath.name();
+
 /// A label value escaped for the exposition format (`\`, `"`, newline).
 fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -183,9 +187,13 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
         }
     }
     // Every packet has one reason; a packet to a VIP also has one
-    // connection-table outcome (`conn_*`): two families, so that a sum over
-    // either label counts each packet once.
+    // connection-table outcome (`conn_*`), and a forwarded one may have
+    // taken the fast path: families apart, so that a sum over a family's
+    // label counts each packet once.
     for (reason, n) in &stats.reasons {
+        if reason == FAST_PATH {
+            continue;
+        }
         match reason.strip_prefix("conn_") {
             Some(outcome) => f.counter(
                 "lbctl_xdp_conn_lookups_total",
@@ -200,6 +208,14 @@ pub fn render(status: &StatusReport, stats: &StatsReport) -> String {
                 *n,
             ),
         }
+    }
+    if let Some(n) = stats.reasons.get(FAST_PATH) {
+        f.counter(
+            "lbctl_xdp_fast_path_packets_total",
+            "Packets forwarded by the XDP program's fast path for established IPv4 flows (also counted by their reason).",
+            &[],
+            *n,
+        );
     }
     for r in &status.vrrp {
         let il = [("instance", r.name.as_str())];
@@ -386,6 +402,8 @@ mod tests {
                 ("fwd_dr".to_owned(), 10),
                 ("pass_not_vip".to_owned(), 4),
                 ("conn_hit".to_owned(), 9),
+                ("fast_path".to_owned(), 8),
+                ("fwd_ipip".to_owned(), 2),
             ]
             .into(),
             ..Default::default()
@@ -442,6 +460,7 @@ mod tests {
             r#"lbctl_backend_check_failures_total{vip="web \"eu\"",address="10.0.0.100:80/tcp",backend="10.0.1.1"} 1"#,
             r#"lbctl_xdp_packets_total{reason="fwd_dr"} 10"#,
             r#"lbctl_xdp_conn_lookups_total{outcome="hit"} 9"#,
+            "lbctl_xdp_fast_path_packets_total 8",
             r#"lbctl_vrrp_state{instance="VI_1",state="MASTER"} 1"#,
             r#"lbctl_vrrp_state{instance="VI_1",state="BACKUP"} 0"#,
             r#"lbctl_vrrp_priority{instance="VI_1"} 150"#,
