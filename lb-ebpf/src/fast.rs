@@ -5,9 +5,9 @@
 //! fragmentation, to an active VIP that hashes the whole 5-tuple and keeps
 //! a connection table (found through its address slot's record, not the
 //! hash map that a slot shared by more than four VIPs falls back to), of a
-//! flow this CPU's connection table already holds,
-//! whose backend is alive, untagged and, for IPIP, IPv4 with the
-//! encapsulated packet within the MTU. Anything else, and any packet that
+//! flow this CPU's connection table already holds, whose backend is alive,
+//! untagged and, for IPIP, IPv4 with the encapsulated packet within the
+//! MTU. Anything else, and any packet that
 //! fails a check, goes to the general path untouched: [`forward`] returns
 //! `None` before it writes anything. So the outcome (verdict, bytes out,
 //! counters) is the general path's, which the fixture tests check packet by
