@@ -41,8 +41,8 @@ use crate::{
     BACKEND_STATS, CONFIG, IPPROTO_IPIP, VIP_STATS, add, bump, count, find_way4, frame_limit,
     line4, link_mtu, live_backend, lookup_vip,
     parse::{ETH_P_IPV4, header_checksum_ok, ports},
-    pkt::{ld_be16, ld16, ld32, st_mac, st16},
-    reason_counts, slot_record_of, write_outer_v4,
+    pkt::{ld_be16, ld16, ld32, st_mac},
+    reason_counts, slot_record_of, write_l2, write_outer_v4,
 };
 
 /// VIP flags that send a packet to the general path.
@@ -156,9 +156,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
         }
         // SAFETY: 34 bytes checked; `data` stays even (grown by 20).
         unsafe {
-            st_mac(data, &be.mac);
-            st_mac(data + 6, &cfg.iface_mac);
-            st16(data + 12, ETH_P_IPV4.to_be());
+            write_l2(data, &be.mac, &cfg.iface_mac, false, 0, ETH_P_IPV4);
             write_outer_v4(
                 data + 14,
                 (w0 >> 8) as u8,

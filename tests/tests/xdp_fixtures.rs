@@ -990,7 +990,7 @@ fn ip6ip6_over_mtu_answers_packet_too_big() {
 /// The packet-too-big `lb` answers `pkt` (an IPv6 frame, with or without
 /// one VLAN tag) with, from `vip`, announcing `mtu`.
 fn packet_too_big_expected(pkt: &[u8], vip: &str, mtu: u32) -> Vec<u8> {
-    let l3 = if pkt[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    let l3 = l3_offset(pkt);
     let mut want = Vec::new();
     want.extend_from_slice(&ROUTER_MAC);
     want.extend_from_slice(&LB_MAC);
@@ -2305,10 +2305,15 @@ fn counters_delta(
         .collect()
 }
 
+/// Offset of the IP header in a frame, untagged or with one 802.1Q tag.
+fn l3_offset(pkt: &[u8]) -> usize {
+    if pkt[12..14] == [0x81, 0x00] { 18 } else { 14 }
+}
+
 /// Rewrites the IPv4 header checksum of a frame (untagged or with one
 /// 802.1Q tag), if it has a whole IPv4 header.
 fn fix_ipv4_checksum(pkt: &mut [u8]) {
-    let l3 = if pkt[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    let l3 = l3_offset(pkt);
     if pkt.len() < l3 + 20 || pkt[l3 - 2..l3] != [0x08, 0x00] || pkt[l3] >> 4 != 4 {
         return;
     }
@@ -2366,7 +2371,7 @@ fn fast_path_decides_every_packet_as_the_general_path_does() {
             for field in [0, 1, 6, 7, 8] {
                 for bit in [0, 5] {
                     let mut q = p.clone();
-                    let l3 = if q[12..14] == [0x81, 0x00] { 18 } else { 14 };
+                    let l3 = l3_offset(&q);
                     q[l3 + field] ^= 1 << bit;
                     fix_ipv4_checksum(&mut q);
                     corpus.push(q);
