@@ -386,7 +386,8 @@ pub const fn conn_buckets(capacity: u32, cpus: u32) -> u32 {
     per_cpu_sets(capacity, cpus, CONN_WAYS as u32)
 }
 
-/// Node-wide settings, the single entry of the `CONFIG` array map.
+/// Node-wide settings: the programs' global `NODE`, whose map `lbctl`
+/// names `dataplane::xdp::NODE_MAP`.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LbConfig {
@@ -419,6 +420,27 @@ pub struct LbConfig {
     pub icmp_rate: u32,
     /// Burst of that token bucket (its size; [`DEFAULT_ICMP_BURST`] unless told).
     pub icmp_burst: u32,
+}
+
+impl LbConfig {
+    /// Every field zero: the data plane's settings before user space writes
+    /// them (a `const` for the programs' global).
+    pub const ZERO: Self = Self {
+        iface_mac: [0; 6],
+        _pad: [0; 2],
+        mtu: 0,
+        ipip_src_v4: [0; 4],
+        ipip_src_v6: [0; 16],
+        ipip_src_flow_bits_v4: 0,
+        ipip_src_flow_bits_v6: 0,
+        flags: 0,
+        ring_stride: 0,
+        conn_mask: 0,
+        conn4_mask: 0,
+        conn_shared_mask: 0,
+        icmp_rate: 0,
+        icmp_burst: 0,
+    };
 }
 
 /// Default [`LbConfig::icmp_rate`]: ICMP errors per second per CPU.

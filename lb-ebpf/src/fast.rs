@@ -38,8 +38,8 @@ use lb_common::{
 };
 
 use crate::{
-    BACKEND_STATS, CONFIG, IPPROTO_IPIP, VIP_STATS, add, bump, count, find_way4, frame_limit,
-    line4, link_mtu, live_backend, lookup_vip,
+    BACKEND_STATS, IPPROTO_IPIP, VIP_STATS, add, bump, count, find_way4, frame_limit, line4,
+    link_mtu, live_backend, lookup_vip, node,
     parse::{ETH_P_IPV4, header_checksum_ok, ports},
     pkt::{ld_be16, ld16, ld32, st_mac},
     reason_counts, slot_record_of, write_l2, write_outer_v4,
@@ -117,7 +117,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     if vip.flags & (GENERAL_VIP_FLAGS | vip_flags::ACTIVE) != vip_flags::ACTIVE {
         return None;
     }
-    let cfg = CONFIG.get(0)?;
+    let cfg = node();
     let frame_len = 14 + tot as u64;
     if cfg.flags & (config_flags::DEBUG | config_flags::GENERAL_PATH_ONLY) != 0
         || data + frame_limit(frame_len) < end

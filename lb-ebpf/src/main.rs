@@ -120,9 +120,23 @@ static CONN_SHARED: Array<SharedConn> = Array::with_max_entries(1, 0);
 /// This CPU's token bucket for the ICMP errors the program sends.
 #[map]
 static ICMP_LIMIT: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
-/// Node settings (one entry).
-#[map]
-static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+/// Node settings, as global data: the `.data.node` section, which the
+/// loader makes an array map of one entry and whose address the programs
+/// load as a constant, so reading them takes no map lookup (a lookup is a
+/// call to the compiler, which then keeps less in registers). User space
+/// writes the value whole on every change (as it wrote the `CONFIG` map
+/// that held them before) and pins the map with the others.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.node")]
+static mut NODE: LbConfig = LbConfig::ZERO;
+
+/// The node settings.
+#[inline(always)]
+fn node() -> &'static LbConfig {
+    // SAFETY: a global the programs never write (user space replaces it
+    // whole, as it did the map value the programs read before).
+    unsafe { &*core::ptr::addr_of!(NODE) }
+}
 /// Per-VIP packets and bytes.
 #[map]
 static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
@@ -269,9 +283,10 @@ fn answer_too_big(ctx: &XdpContext) -> (u32, Reason) {
     };
     // Zero: not reached from `lb`, which hands over a nonzero overhead.
     // A parse error cannot happen on the packet `lb` just parsed.
-    let (Some(cfg), Ok(p)) = (CONFIG.get(0), parse::parse(ctx)) else {
+    let Ok(p) = parse::parse(ctx) else {
         return (XDP_DROP, Reason::DropTooBig);
     };
+    let cfg = node();
     let mtu = link_mtu(cfg);
     if overhead == 0 || mtu <= overhead {
         return (XDP_DROP, Reason::DropTooBig);
@@ -330,9 +345,7 @@ fn balance<const RARE: bool>(ctx: &XdpContext, handover: &mut Handover) -> (u32,
     if vip.flags & vip_flags::ACTIVE == 0 {
         return (XDP_PASS, Reason::PassInactive);
     }
-    let Some(cfg) = CONFIG.get(0) else {
-        return (XDP_PASS, Reason::PassInactive);
-    };
+    let cfg = node();
     // What the counters count as bytes: L2 header and the IP packet (no
     // helper call for the buffer length; link padding is not counted).
     let frame_len = p.l3_off as u64 + p.ip_len as u64;

@@ -84,8 +84,9 @@ pub mod programs {
     ];
 }
 
-/// Every map of the object (the names of the pins under a pin directory).
-pub const MAP_NAMES: [&str; 18] = [
+/// Every map the object declares (the names of their pins under a pin
+/// directory); the node settings' global data is [`NODE_MAP`].
+pub const MAP_NAMES: [&str; 17] = [
     "VIPS",
     "VIP_PROTOS",
     "VIP_ADDR_SLOTS",
@@ -96,7 +97,6 @@ pub const MAP_NAMES: [&str; 18] = [
     "CONNS",
     "CONNS4",
     "CONN_SHARED",
-    "CONFIG",
     "ICMP_LIMIT",
     "VIP_STATS",
     "BACKEND_STATS",
@@ -118,7 +118,17 @@ pub const MAP_NAMES: [&str; 18] = [
 /// 7: `LB_TAILS` slot `RARE` (ICMP errors and fragments in their own program).
 /// 8: `Backend::vlan` (the VLAN frames to a backend leave on).
 /// 9: reason `fast_path`.
-pub const MAP_LAYOUT: u32 = 9;
+/// 10: node settings in the programs' global data ([`NODE_MAP`], pinned as
+/// [`NODE_PIN`]) instead of the `CONFIG` map.
+pub const MAP_LAYOUT: u32 = 10;
+
+/// The map of the programs' global `NODE` (the node settings, an
+/// [`LbConfig`]): aya names a global-data map after its ELF section.
+pub const NODE_MAP: &str = ".data.node";
+/// The name of [`NODE_MAP`]'s pin under a pin directory.
+pub const NODE_PIN: &str = "NODE";
+/// The symbol of the node settings in the object.
+const NODE_SYMBOL: &str = "NODE";
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -537,20 +547,33 @@ impl XdpDataplane {
                 "CONN_SHARED",
                 lb_common::shared_conn_entries(opts.conn_table_size),
             );
-        let mut adopt_node = false;
+        // The kept node settings, when the maps are adopted.
+        let mut kept_node = None;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| XdpError::Pin(format!("{}: {e}", dir.display())))?;
             for name in MAP_NAMES {
                 loader.map_pin_path(name, dir.join(name));
             }
-            if dir.join("CONFIG").exists() {
-                adopt_node = true;
+            let node_pin = dir.join(NODE_PIN);
+            if node_pin.exists() {
+                kept_node = Some(read_pinned_node(&node_pin)?);
             }
+            loader.map_pin_path(NODE_MAP, node_pin);
+        }
+        // The loader writes a global-data map's initial value even into a
+        // pinned map it reuses: make that the value it already holds, so the
+        // program still attached (the one being adopted) never sees another.
+        if let Some(node) = &kept_node {
+            loader.override_global(NODE_SYMBOL, node, true);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         // Every map is pinned by name: a name missing here would go unpinned.
-        if let Some(name) = MAP_NAMES.iter().find(|n| ebpf.map(n).is_none()) {
+        if let Some(name) = MAP_NAMES
+            .iter()
+            .chain([&NODE_MAP])
+            .find(|n| ebpf.map(n).is_none())
+        {
             return Err(XdpError::Missing(format!("map {name}")));
         }
         for name in [
@@ -613,9 +636,9 @@ impl XdpDataplane {
             general_path_only: false,
             links: Vec::new(),
         };
-        if adopt_node {
+        if kept_node.is_some() {
             // Keep what the running program uses; `apply` rewrites it if it differs.
-            dp.node = Some(dp.array::<LbConfig>("CONFIG")?.get(&0, 0)?);
+            dp.node = kept_node;
         } else {
             dp.write_node(&NodeSettings::default())?;
         }
@@ -965,7 +988,7 @@ impl XdpDataplane {
         if self.node == Some(cfg) {
             return Ok(false);
         }
-        self.array::<LbConfig>("CONFIG")?.set(0, cfg, 0)?;
+        self.array::<LbConfig>(NODE_MAP)?.set(0, cfg, 0)?;
         self.node = Some(cfg);
         Ok(true)
     }
@@ -987,7 +1010,7 @@ impl XdpDataplane {
             if on {
                 cfg.flags |= config_flags::GENERAL_PATH_ONLY;
             }
-            self.array::<LbConfig>("CONFIG")?.set(0, cfg, 0)?;
+            self.array::<LbConfig>(NODE_MAP)?.set(0, cfg, 0)?;
             self.node = Some(cfg);
         }
         Ok(())
@@ -1453,6 +1476,14 @@ fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
         tails.set(*slot, fd, 0)?;
     }
     Ok(())
+}
+
+/// The node settings held by a pinned [`NODE_MAP`].
+fn read_pinned_node(pin: &Path) -> Result<LbConfig, XdpError> {
+    let map =
+        MapData::from_pin(pin).map_err(|e| XdpError::Pin(format!("{}: {e}", pin.display())))?;
+    let node: Array<MapData, LbConfig> = Array::try_from(Map::Array(map))?;
+    Ok(node.get(&0, 0)?)
 }
 
 /// Possible CPUs (per-CPU maps and `CONNS4` regions are sized by them).
