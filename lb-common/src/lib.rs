@@ -470,6 +470,28 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// Per-CPU counter of a VIP (the `VIP_STATS` value): its packets and bytes,
+/// and how many of them `lb`'s fast path forwarded, by forwarding method.
+///
+/// The fast path counts its packets here rather than as reasons: its one
+/// counter update then goes to the cache line it already writes, without a
+/// lookup of the `REASONS` map. User space adds them to the reasons they
+/// are (`ConnHit`, and `FwdDr` or `FwdIpip`), over every VIP id, and never
+/// clears them (a reused id starts its packets and bytes from zero only),
+/// so those totals only grow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipCounter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes, as [`Counter::bytes`].
+    pub bytes: u64,
+    /// Packets the fast path forwarded by DR.
+    pub fast_dr: u64,
+    /// Packets the fast path forwarded by IPIP.
+    pub fast_ipip: u64,
+}
+
 /// Why the program returned what it returned; index of the `REASONS` per-CPU array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -532,14 +554,10 @@ pub enum Reason {
     /// inner packet is not ECN-capable, so the mark cannot be passed on:
     /// dropped, as RFC 6040 section 4.2 requires.
     DropCeNotEct = 24,
-    /// Forwarded by `lb`'s fast path for established IPv4 flows (also
-    /// counted as `ConnHit` and `FwdDr` or `FwdIpip`, as the general path
-    /// would count it): the share of traffic that takes it.
-    FastPath = 25,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 26;
+pub const NUM_REASONS: u32 = 25;
 
 /// The single per-CPU value of the `REASONS` map: one counter per
 /// [`Reason`], by its index (one map lookup counts every reason of a packet).
@@ -581,7 +599,6 @@ impl Reason {
         Reason::DropTooBigNoDf,
         Reason::DropTooBigRateLimited,
         Reason::DropCeNotEct,
-        Reason::FastPath,
     ];
 
     /// Stable snake_case name for output.
@@ -612,7 +629,6 @@ impl Reason {
             Reason::DropTooBigNoDf => "drop_too_big_no_df",
             Reason::DropTooBigRateLimited => "drop_too_big_rate_limited",
             Reason::DropCeNotEct => "drop_ce_not_ect",
-            Reason::FastPath => "fast_path",
         }
     }
 }
@@ -769,6 +785,8 @@ mod pod {
     unsafe impl aya::Pod for super::LbConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VipCounter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ReasonCounts {}
     // SAFETY: as above.

@@ -44,9 +44,9 @@ use aya_log_ebpf::debug;
 use lb_common::{
     AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
     FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
-    VLAN_UNTAGGED, VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports,
-    flow_hash, flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, tail,
-    vip_flags,
+    VLAN_UNTAGGED, VipCounter, VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag,
+    conn4_ports, flow_hash, flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key,
+    tail, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -139,7 +139,7 @@ fn node() -> &'static LbConfig {
 }
 /// Per-VIP packets and bytes.
 #[map]
-static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+static VIP_STATS: PerCpuArray<VipCounter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 /// Per-backend packets and bytes.
 #[map]
 static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
@@ -204,6 +204,18 @@ fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
             (*c).bytes += bytes;
         }
     }
+}
+
+/// Counts a packet of `bytes` to VIP `id`; this CPU's counter of the VIP.
+#[inline(always)]
+fn add_vip(id: u32, bytes: u64) -> Option<*mut VipCounter> {
+    let c = VIP_STATS.get_ptr_mut(id)?;
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    unsafe {
+        (*c).packets += 1;
+        (*c).bytes += bytes;
+    }
+    Some(c)
 }
 
 /// Frame length (the verifier forbids `data_end - data`).
@@ -349,7 +361,7 @@ fn balance<const RARE: bool>(ctx: &XdpContext, handover: &mut Handover) -> (u32,
     // What the counters count as bytes: L2 header and the IP packet (no
     // helper call for the buffer length; link padding is not counted).
     let frame_len = p.l3_off as u64 + p.ip_len as u64;
-    add(&VIP_STATS, vip.vip_id, frame_len);
+    add_vip(vip.vip_id, frame_len);
     // Bytes after the IP packet are not part of it: cut them before the
     // frame is forwarded (encapsulated, they would be carried and could
     // push it past the MTU), unless they can be the link padding of a

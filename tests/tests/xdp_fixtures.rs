@@ -1368,6 +1368,45 @@ fn established_flow_survives_a_table_switch() {
     assert!(fresh.contains(&5) && fresh.contains(&6), "{fresh:?}");
 }
 
+/// The fast path counts its packets in the VIP's counter, and user space
+/// adds them to the reasons they are (see `lb_common::VipCounter`): when
+/// the VIP goes and its id is handed to another, those counts stay in the
+/// totals, which never go down, and the new VIP's packets and bytes start
+/// from zero.
+#[test]
+fn fast_path_counts_outlive_the_vip_id_they_were_counted_on() {
+    let only = |vips: Vec<lbctl::dataplane::VipState>| DesiredState { node: node(), vips };
+    let mut lab = Lab::with_max_vips(
+        only(vec![vip_state(vip_i(), Forwarding::Dr, multi_backends())]),
+        1,
+    );
+    for round in 0..2 {
+        for p in 20000..20010 {
+            assert_eq!(lab.run(&flow_to_i(p)).0, verdict::TX, "round {round}");
+        }
+    }
+    let before = lab.reasons();
+    assert_eq!(before["fast_path"], 10, "{before:?}");
+    assert_eq!(before["conn_hit"], 10, "{before:?}");
+    assert_eq!(before["fwd_dr"], 20, "{before:?}");
+    // The only VIP id goes, and comes back (after its grace period) for
+    // another VIP.
+    lab.apply(only(Vec::new()));
+    let other = vip("10.0.0.105", Some(80), Protocol::Tcp);
+    lab.apply(only(vec![vip_state(
+        other,
+        Forwarding::Ipip,
+        vec![backend("10.0.2.1", 2, 100)],
+    )]));
+    let stats = lab.dp.stats().expect("stats");
+    assert_eq!(
+        stats.vips.get(&other).copied(),
+        Some(lbctl::dataplane::xdp::CounterSum::default()),
+        "a reused id starts from zero"
+    );
+    assert_eq!(stats.reasons, before, "the reasons keep what the id counted");
+}
+
 /// A flow whose packets come to another CPU than before (a moved RSS queue
 /// or IRQ, veth, a sender that migrates) misses that CPU's table: the
 /// shared table keeps it on its backend although the ring changed in

@@ -43,8 +43,8 @@ use aya::{
 };
 use lb_common::{
     AddrKey, Backend, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
-    NUM_REASONS, Reason, ReasonCounts, VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags,
-    config_flags, slot_record,
+    NUM_REASONS, Reason, ReasonCounts, VIP_SLOTS, VipCounter, VipEntry, VipInfo, VipKey,
+    backend_flags, config_flags, slot_record,
 };
 use tracing::{debug, info, warn};
 
@@ -119,8 +119,13 @@ pub const MAP_NAMES: [&str; 17] = [
 /// 8: `Backend::vlan` (the VLAN frames to a backend leave on).
 /// 9: reason `fast_path`.
 /// 10: node settings in the programs' global data ([`NODE_MAP`], pinned as
-/// [`NODE_PIN`]) instead of the `CONFIG` map.
+/// [`NODE_PIN`]) instead of the `CONFIG` map; the fast path's packets in
+/// `VIP_STATS` ([`VipCounter`]), no longer reason `fast_path`.
 pub const MAP_LAYOUT: u32 = 10;
+
+/// The entry of [`Stats::reasons`] that is not a [`Reason`]: packets that
+/// `lb`'s fast path forwarded (each also counted by its reasons).
+pub const FAST_PATH: &str = "fast_path";
 
 /// The map of the programs' global `NODE` (the node settings, an
 /// [`LbConfig`]): aya names a global-data map after its ELF section.
@@ -415,7 +420,7 @@ pub struct Stats {
     pub vips: BTreeMap<VipSpec, CounterSum>,
     /// Per (VIP, backend address).
     pub backends: BTreeMap<VipSpec, BTreeMap<IpAddr, CounterSum>>,
-    /// Every pass/drop/forward reason by name.
+    /// Every pass/drop/forward reason by name, and [`FAST_PATH`].
     pub reasons: BTreeMap<&'static str, u64>,
 }
 
@@ -943,6 +948,33 @@ impl XdpDataplane {
         )?)?)
     }
 
+    /// Zeroes the packets and bytes of a VIP id about to be handed out
+    /// again, keeping its fast-path counts, which are part of the reason
+    /// totals (see [`VipCounter`]). The id has been free for
+    /// [`SLOT_REUSE_GRACE`], so no packet is counting on it.
+    fn zero_vip_counter(&mut self, id: u32) -> Result<(), XdpError> {
+        let mut m: PerCpuArray<&mut MapData, VipCounter> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut("VIP_STATS")
+                .ok_or_else(|| XdpError::Missing("map VIP_STATS".into()))?,
+        )?;
+        let kept: Vec<VipCounter> = m
+            .get(&id, 0)?
+            .iter()
+            .map(|c| VipCounter {
+                packets: 0,
+                bytes: 0,
+                ..*c
+            })
+            .collect();
+        m.set(
+            id,
+            PerCpuValues::try_from(kept).map_err(XdpError::PerCpu)?,
+            0,
+        )?;
+        Ok(())
+    }
+
     fn zero_counter(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
         let mut m: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(
@@ -1177,7 +1209,7 @@ impl XdpDataplane {
                 let id = self.free_vip_ids.take().ok_or_else(|| {
                     XdpError::Capacity(format!("more than {} VIPs", self.opts.max_vips))
                 })?;
-                self.zero_counter("VIP_STATS", id)?;
+                self.zero_vip_counter(id)?;
                 self.vips.insert(
                     vip.spec,
                     VipSlot {
@@ -1383,21 +1415,46 @@ impl XdpDataplane {
     /// Map read errors.
     pub fn stats(&self) -> Result<Stats, XdpError> {
         let mut out = Stats::default();
-        let vip_stats = self.per_cpu::<Counter>("VIP_STATS")?;
+        let vip_stats = self.per_cpu::<VipCounter>("VIP_STATS")?;
         let backend_stats = self.per_cpu::<Counter>("BACKEND_STATS")?;
         for (spec, slot) in &self.vips {
-            out.vips.insert(*spec, sum(&vip_stats.get(&slot.id, 0)?));
+            let per_cpu = vip_stats.get(&slot.id, 0)?;
+            out.vips.insert(
+                *spec,
+                per_cpu
+                    .iter()
+                    .fold(CounterSum::default(), |a, c| CounterSum {
+                        packets: a.packets + c.packets,
+                        bytes: a.bytes + c.bytes,
+                    }),
+            );
             let per = out.backends.entry(*spec).or_default();
             for (addr, id) in &slot.backends {
                 per.insert(*addr, sum(&backend_stats.get(id, 0)?));
             }
         }
         let per_cpu = self.per_cpu::<ReasonCounts>("REASONS")?.get(&0, 0)?;
+        let mut reasons: [u64; NUM_REASONS as usize] = [0; NUM_REASONS as usize];
         for r in Reason::ALL {
-            let n = per_cpu.iter().map(|c| c.0[r as usize]).sum();
-            out.reasons.insert(r.name(), n);
+            reasons[r as usize] = per_cpu.iter().map(|c| c.0[r as usize]).sum();
         }
-        debug_assert_eq!(out.reasons.len(), NUM_REASONS as usize);
+        // The fast path's packets, counted per VIP: of every id, in use or
+        // not (a reused id keeps them), so the totals never go down.
+        let (mut fast_dr, mut fast_ipip) = (0u64, 0u64);
+        for id in 0..MAX_VIPS {
+            for c in vip_stats.get(&id, 0)?.iter() {
+                fast_dr += c.fast_dr;
+                fast_ipip += c.fast_ipip;
+            }
+        }
+        reasons[Reason::ConnHit as usize] += fast_dr + fast_ipip;
+        reasons[Reason::FwdDr as usize] += fast_dr;
+        reasons[Reason::FwdIpip as usize] += fast_ipip;
+        for r in Reason::ALL {
+            out.reasons.insert(r.name(), reasons[r as usize]);
+        }
+        out.reasons.insert(FAST_PATH, fast_dr + fast_ipip);
+        debug_assert_eq!(out.reasons.len(), NUM_REASONS as usize + 1);
         Ok(out)
     }
 
