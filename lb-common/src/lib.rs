@@ -470,27 +470,48 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Per-CPU counter of a VIP (the `VIP_STATS` value): its packets and bytes,
-/// and how many of them `lb`'s fast path forwarded, by forwarding method.
+/// Per-CPU counter of a backend (the `BACKEND_STATS` value): its packets
+/// and bytes, and which of them `lb`'s fast path forwarded.
 ///
-/// The fast path counts its packets here rather than as reasons: its one
-/// counter update then goes to the cache line it already writes, without a
-/// lookup of the `REASONS` map. User space adds them to the reasons they
-/// are (`ConnHit`, and `FwdDr` or `FwdIpip`), over every VIP id, and never
-/// clears them (a reused id starts its packets and bytes from zero only),
-/// so those totals only grow.
+/// The fast path counts only here, with one map lookup: not in the VIP's
+/// counter (`VIP_STATS`, which counts the general path's packets) nor in
+/// the `REASONS` map. User space adds its packets and bytes to the VIP's
+/// (a backend id belongs to one VIP), and its packets to the reasons they
+/// are: `ConnHit`, and `FwdDr` or `FwdIpip`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct VipCounter {
+pub struct BackendCounter {
     /// Packets.
     pub packets: u64,
     /// Bytes, as [`Counter::bytes`].
     pub bytes: u64,
+    /// Bytes of the packets the fast path forwarded.
+    pub fast_bytes: u64,
     /// Packets the fast path forwarded by DR.
     pub fast_dr: u64,
     /// Packets the fast path forwarded by IPIP.
     pub fast_ipip: u64,
 }
+
+/// Value of the `STATS_CARRY` array, which only user space reads and
+/// writes (pinned with the other maps, so it outlives a restart): the
+/// fast-path counts of backend ids that have been cleared for reuse or left
+/// their VIP, so that the totals they were part of never go down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StatsCarry {
+    /// Entry of a VIP id: fast-path packets of backends that left the VIP.
+    pub packets: u64,
+    /// Entry of a VIP id: their bytes.
+    pub bytes: u64,
+    /// Entry [`STATS_CARRY_REASONS`]: fast-path DR packets of reused backend ids.
+    pub fast_dr: u64,
+    /// Entry [`STATS_CARRY_REASONS`]: fast-path IPIP packets of reused backend ids.
+    pub fast_ipip: u64,
+}
+
+/// The `STATS_CARRY` entry of the reason counts (after one entry per VIP id).
+pub const STATS_CARRY_REASONS: u32 = MAX_VIPS;
 
 /// Why the program returned what it returned; index of the `REASONS` per-CPU array.
 #[repr(u32)]
@@ -786,7 +807,9 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::VipCounter {}
+    unsafe impl aya::Pod for super::BackendCounter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StatsCarry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ReasonCounts {}
     // SAFETY: as above.

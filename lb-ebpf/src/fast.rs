@@ -12,8 +12,8 @@
 //! `None` before it writes anything. So the outcome (verdict, bytes out,
 //! counters) is the general path's, which the fixture tests check packet by
 //! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs.
-//! What took this path is counted in the VIP's [`lb_common::VipCounter`], besides
-//! its packets and bytes: user space adds it to the reasons it is.
+//! It counts only in the backend's [`lb_common::BackendCounter`], with one
+//! map lookup; user space adds those counts to the VIP's and to the reasons.
 //!
 //! It also passes an untagged IPv4 packet whose destination's address slot
 //! is empty (no VIP there) as the general parser does, without reading
@@ -39,8 +39,8 @@ use lb_common::{
 };
 
 use crate::{
-    BACKEND_STATS, IPPROTO_IPIP, add, add_vip, count, find_way4, frame_limit, line4, link_mtu,
-    live_backend, lookup_vip, node,
+    IPPROTO_IPIP, add_backend, count, find_way4, frame_limit, line4, link_mtu, live_backend,
+    lookup_vip, node,
     parse::{ETH_P_IPV4, header_checksum_ok, ports},
     pkt::{ld_be16, ld16, ld32, st_mac},
     slot_record_of, write_l2, write_outer_v4,
@@ -178,11 +178,12 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     let clock = l.clock.wrapping_add(1);
     l.clock = clock;
     l.used[way] = clock;
-    // The reasons (`ConnHit`, `FwdDr` or `FwdIpip`) in the VIP's counter:
-    // see `VipCounter`.
-    if let Some(c) = add_vip(vip.vip_id, frame_len) {
+    // The VIP's packets and the reasons (`ConnHit`, `FwdDr` or `FwdIpip`)
+    // in the backend's counter: see `BackendCounter`.
+    if let Some(c) = add_backend(id, frame_len) {
         // SAFETY: per-CPU value owned by this CPU for the program's run.
         unsafe {
+            (*c).fast_bytes += frame_len;
             if ipip {
                 (*c).fast_ipip += 1;
             } else {
@@ -190,6 +191,5 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
             }
         }
     }
-    add(&BACKEND_STATS, id, frame_len);
     Some(XDP_TX)
 }

@@ -42,11 +42,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
-    FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
-    VLAN_UNTAGGED, VipCounter, VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag,
-    conn4_ports, flow_hash, flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key,
-    tail, vip_flags,
+    AddrKey, Backend, BackendCounter, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4,
+    Counter, FAMILY_V4, FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason,
+    ReasonCounts, SharedConn, VLAN_UNTAGGED, VipEntry, VipInfo, VipKey, backend_flags,
+    config_flags, conn_tag, conn4_ports, flow_hash, flow_hash64, ring_index, shared_conn_check,
+    slot_record, tag_conn_key, tail, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -139,10 +139,15 @@ fn node() -> &'static LbConfig {
 }
 /// Per-VIP packets and bytes.
 #[map]
-static VIP_STATS: PerCpuArray<VipCounter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 /// Per-backend packets and bytes.
 #[map]
-static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+static BACKEND_STATS: PerCpuArray<BackendCounter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+/// Only user space reads and writes it (see [`lb_common::StatsCarry`]); it
+/// is part of the object so that it is created and pinned with the others.
+#[map]
+static STATS_CARRY: Array<lb_common::StatsCarry> =
+    Array::with_max_entries(lb_common::STATS_CARRY_REASONS + 1, 0);
 /// One counter per [`Reason`].
 #[map]
 static REASONS: PerCpuArray<ReasonCounts> = PerCpuArray::with_max_entries(1, 0);
@@ -206,10 +211,10 @@ fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
     }
 }
 
-/// Counts a packet of `bytes` to VIP `id`; this CPU's counter of the VIP.
+/// Counts a packet of `bytes` to backend `id`; this CPU's counter of it.
 #[inline(always)]
-fn add_vip(id: u32, bytes: u64) -> Option<*mut VipCounter> {
-    let c = VIP_STATS.get_ptr_mut(id)?;
+fn add_backend(id: u32, bytes: u64) -> Option<*mut BackendCounter> {
+    let c = BACKEND_STATS.get_ptr_mut(id)?;
     // SAFETY: per-CPU value owned by this CPU for the program's run.
     unsafe {
         (*c).packets += 1;
@@ -361,7 +366,7 @@ fn balance<const RARE: bool>(ctx: &XdpContext, handover: &mut Handover) -> (u32,
     // What the counters count as bytes: L2 header and the IP packet (no
     // helper call for the buffer length; link padding is not counted).
     let frame_len = p.l3_off as u64 + p.ip_len as u64;
-    add_vip(vip.vip_id, frame_len);
+    add(&VIP_STATS, vip.vip_id, frame_len);
     // Bytes after the IP packet are not part of it: cut them before the
     // frame is forwarded (encapsulated, they would be carried and could
     // push it past the MTU), unless they can be the link padding of a
@@ -403,7 +408,7 @@ fn balance<const RARE: bool>(ctx: &XdpContext, handover: &mut Handover) -> (u32,
     // A packet too big to encapsulate is not backend traffic (it is
     // answered or dropped by `lb`, and counted as that even for a fragment).
     if action == XDP_TX {
-        add(&BACKEND_STATS, backend_id, frame_len);
+        add_backend(backend_id, frame_len);
         if p.icmp_error {
             return (action, Reason::IcmpToBackend);
         }
