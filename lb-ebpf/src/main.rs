@@ -56,6 +56,8 @@ const _: () = {
     use core::mem::{align_of, offset_of};
     assert!(align_of::<Backend>() >= 4 && offset_of!(Backend, addr) % 4 == 0);
     assert!(align_of::<LbConfig>() >= 4);
+    // `st_mac` reads these as 16-bit words.
+    assert!(offset_of!(Backend, mac) % 2 == 0 && offset_of!(LbConfig, iface_mac) % 2 == 0);
     assert!(offset_of!(LbConfig, ipip_src_v4) % 4 == 0);
     assert!(offset_of!(LbConfig, ipip_src_v6) % 4 == 0);
     assert!(align_of::<VipKey>() >= 4 && offset_of!(VipKey, addr) % 4 == 0);
@@ -949,7 +951,8 @@ fn trim_to(ctx: &XdpContext, len: u32) -> bool {
 /// Writes Ethernet (and the VLAN tag, when the frame had one) at `data`.
 ///
 /// # Safety
-/// 18 bytes at `data` are inside the packet.
+/// 18 bytes at `data` are inside the packet; `dst` and `src` are 2-aligned
+/// (see [`st_mac`]).
 #[inline(always)]
 unsafe fn write_l2(
     data: usize,

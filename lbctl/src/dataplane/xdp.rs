@@ -42,9 +42,9 @@ use aya::{
     },
 };
 use lb_common::{
-    AddrKey, Backend, BackendCounter, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
-    NUM_REASONS, Reason, ReasonCounts, STATS_CARRY_REASONS, StatsCarry, VIP_SLOTS, VipEntry, VipInfo, VipKey,
-    backend_flags, config_flags, slot_record,
+    AddrKey, Backend, BackendCounter, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS,
+    MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, ReasonCounts, STATS_CARRY_REASONS, StatsCarry,
+    VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags, config_flags, slot_record,
 };
 use tracing::{debug, info, warn};
 
@@ -952,9 +952,9 @@ impl XdpDataplane {
     }
 
     fn array_ref<T: aya::Pod>(&self, name: &str) -> Result<Array<&MapData, T>, XdpError> {
-        Ok(Array::try_from(self.ebpf.map(name).ok_or_else(
-            || XdpError::Missing(format!("map {name}")),
-        )?)?)
+        Ok(Array::try_from(self.ebpf.map(name).ok_or_else(|| {
+            XdpError::Missing(format!("map {name}"))
+        })?)?)
     }
 
     fn per_cpu<T: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<&MapData, T>, XdpError> {
@@ -977,13 +977,15 @@ impl XdpDataplane {
         let per_cpu = self
             .per_cpu::<BackendCounter>("BACKEND_STATS")?
             .get(&id, 0)?;
-        Ok(per_cpu.iter().fold(BackendCounter::default(), |a, c| BackendCounter {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-            fast_bytes: a.fast_bytes + c.fast_bytes,
-            fast_dr: a.fast_dr + c.fast_dr,
-            fast_ipip: a.fast_ipip + c.fast_ipip,
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(BackendCounter::default(), |a, c| BackendCounter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                fast_bytes: a.fast_bytes + c.fast_bytes,
+                fast_dr: a.fast_dr + c.fast_dr,
+                fast_ipip: a.fast_ipip + c.fast_ipip,
+            }))
     }
 
     /// Backend ids whose counters hold fast-path counts (a scan of every
