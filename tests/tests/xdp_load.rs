@@ -1,5 +1,23 @@
 //! The object loads and passes the verifier on this kernel.
 use lbctl::dataplane::xdp::{LoadOptions, XdpDataplane};
+use std::path::PathBuf;
+
+/// A test's pin directory under bpffs, removed also when the test fails.
+struct PinDir(PathBuf);
+impl PinDir {
+    /// `/sys/fs/bpf/lbctl-test-{name}-{pid}`.
+    fn new(name: &str) -> Self {
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/lbctl-test-{name}-{}",
+            std::process::id()
+        )))
+    }
+}
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 #[test]
 fn object_loads_and_verifies() {
@@ -77,15 +95,8 @@ fn a_refused_apply_loses_no_backend_ids() {
 #[test]
 fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
     use lbctl::dataplane::xdp::programs::TAIL_SLOTS;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
-    /// Removes the test's pin directory, also when the test fails.
-    struct PinDir(PathBuf);
-    impl Drop for PinDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     let slot = |dir: &Path, key: u32| -> u32 {
         let key = key.to_le_bytes().map(|b| b.to_string());
         let out = std::process::Command::new("bpftool")
@@ -106,10 +117,7 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
             .expect("hex");
         u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
     };
-    let dir = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/lbctl-test-tails-{}",
-        std::process::id()
-    )));
+    let dir = PinDir::new("tails");
     let opts = LoadOptions {
         ring_stride: 251,
         max_vips: 4,
@@ -156,21 +164,10 @@ fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
     use lbctl::dataplane::xdp::NODE_PIN;
     use lbctl::dataplane::{DesiredState, NodeSettings};
     use std::net::Ipv4Addr;
-    use std::path::PathBuf;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    /// Removes the test's pin directory, also when the test fails.
-    struct PinDir(PathBuf);
-    impl Drop for PinDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let dir = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/lbctl-test-node-{}",
-        std::process::id()
-    )));
+    let dir = PinDir::new("node");
     let opts = LoadOptions {
         ring_stride: 251,
         max_vips: 4,
