@@ -386,7 +386,8 @@ pub const fn conn_buckets(capacity: u32, cpus: u32) -> u32 {
     per_cpu_sets(capacity, cpus, CONN_WAYS as u32)
 }
 
-/// Node-wide settings, the single entry of the `CONFIG` array map.
+/// Node-wide settings: the programs' global `NODE`, whose map `lbctl`
+/// names `dataplane::xdp::NODE_MAP`.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LbConfig {
@@ -421,6 +422,27 @@ pub struct LbConfig {
     pub icmp_burst: u32,
 }
 
+impl LbConfig {
+    /// Every field zero: the data plane's settings before user space writes
+    /// them (a `const` for the programs' global).
+    pub const ZERO: Self = Self {
+        iface_mac: [0; 6],
+        _pad: [0; 2],
+        mtu: 0,
+        ipip_src_v4: [0; 4],
+        ipip_src_v6: [0; 16],
+        ipip_src_flow_bits_v4: 0,
+        ipip_src_flow_bits_v6: 0,
+        flags: 0,
+        ring_stride: 0,
+        conn_mask: 0,
+        conn4_mask: 0,
+        conn_shared_mask: 0,
+        icmp_rate: 0,
+        icmp_burst: 0,
+    };
+}
+
 /// Default [`LbConfig::icmp_rate`]: ICMP errors per second per CPU.
 pub const DEFAULT_ICMP_RATE: u32 = 1000;
 /// Default [`LbConfig::icmp_burst`].
@@ -447,6 +469,49 @@ pub struct Counter {
     /// received; link-layer padding is not counted.
     pub bytes: u64,
 }
+
+/// Per-CPU counter of a backend (the `BACKEND_STATS` value): its packets
+/// and bytes, and which of them `lb`'s fast path forwarded.
+///
+/// The fast path counts only here, with one map lookup: not in the VIP's
+/// counter (`VIP_STATS`, which counts the general path's packets) nor in
+/// the `REASONS` map. User space adds its packets and bytes to the VIP's
+/// (a backend id belongs to one VIP), and its packets to the reasons they
+/// are: `ConnHit`, and `FwdDr` or `FwdIpip`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendCounter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes, as [`Counter::bytes`].
+    pub bytes: u64,
+    /// Bytes of the packets the fast path forwarded.
+    pub fast_bytes: u64,
+    /// Packets the fast path forwarded by DR.
+    pub fast_dr: u64,
+    /// Packets the fast path forwarded by IPIP.
+    pub fast_ipip: u64,
+}
+
+/// Value of the `STATS_CARRY` array, which only user space reads and
+/// writes (pinned with the other maps, so it outlives a restart): the
+/// fast-path counts of backend ids that have been cleared for reuse or left
+/// their VIP, so that the totals they were part of never go down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StatsCarry {
+    /// Entry of a VIP id: fast-path packets of backends that left the VIP.
+    pub packets: u64,
+    /// Entry of a VIP id: their bytes.
+    pub bytes: u64,
+    /// Entry [`STATS_CARRY_REASONS`]: fast-path DR packets of reused backend ids.
+    pub fast_dr: u64,
+    /// Entry [`STATS_CARRY_REASONS`]: fast-path IPIP packets of reused backend ids.
+    pub fast_ipip: u64,
+}
+
+/// The `STATS_CARRY` entry of the reason counts (after one entry per VIP id).
+pub const STATS_CARRY_REASONS: u32 = MAX_VIPS;
 
 /// Why the program returned what it returned; index of the `REASONS` per-CPU array.
 #[repr(u32)]
@@ -510,14 +575,10 @@ pub enum Reason {
     /// inner packet is not ECN-capable, so the mark cannot be passed on:
     /// dropped, as RFC 6040 section 4.2 requires.
     DropCeNotEct = 24,
-    /// Forwarded by `lb`'s fast path for established IPv4 flows (also
-    /// counted as `ConnHit` and `FwdDr` or `FwdIpip`, as the general path
-    /// would count it): the share of traffic that takes it.
-    FastPath = 25,
 }
 
 /// Number of [`Reason`] slots.
-pub const NUM_REASONS: u32 = 26;
+pub const NUM_REASONS: u32 = 25;
 
 /// The single per-CPU value of the `REASONS` map: one counter per
 /// [`Reason`], by its index (one map lookup counts every reason of a packet).
@@ -559,7 +620,6 @@ impl Reason {
         Reason::DropTooBigNoDf,
         Reason::DropTooBigRateLimited,
         Reason::DropCeNotEct,
-        Reason::FastPath,
     ];
 
     /// Stable snake_case name for output.
@@ -590,7 +650,6 @@ impl Reason {
             Reason::DropTooBigNoDf => "drop_too_big_no_df",
             Reason::DropTooBigRateLimited => "drop_too_big_rate_limited",
             Reason::DropCeNotEct => "drop_ce_not_ect",
-            Reason::FastPath => "fast_path",
         }
     }
 }
@@ -747,6 +806,10 @@ mod pod {
     unsafe impl aya::Pod for super::LbConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BackendCounter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StatsCarry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ReasonCounts {}
     // SAFETY: as above.

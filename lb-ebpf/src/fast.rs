@@ -11,8 +11,9 @@
 //! fails a check, goes to the general path untouched: [`forward`] returns
 //! `None` before it writes anything. So the outcome (verdict, bytes out,
 //! counters) is the general path's, which the fixture tests check packet by
-//! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs,
-//! and the reason `FastPath`, which counts what took this path.
+//! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs.
+//! It counts only in the backend's [`lb_common::BackendCounter`], with one
+//! map lookup; user space adds those counts to the VIP's and to the reasons.
 //!
 //! It also passes an untagged IPv4 packet whose destination's address slot
 //! is empty (no VIP there) as the general parser does, without reading
@@ -38,11 +39,11 @@ use lb_common::{
 };
 
 use crate::{
-    BACKEND_STATS, CONFIG, IPPROTO_IPIP, VIP_STATS, add, bump, count, find_way4, frame_limit,
-    line4, link_mtu, live_backend, lookup_vip,
+    IPPROTO_IPIP, add_backend, count, find_way4, frame_limit, line4, link_mtu, live_backend,
+    lookup_vip, node,
     parse::{ETH_P_IPV4, header_checksum_ok, ports},
     pkt::{ld_be16, ld16, ld32, st_mac},
-    reason_counts, slot_record_of, write_l2, write_outer_v4,
+    slot_record_of, write_l2, write_outer_v4,
 };
 
 /// VIP flags that send a packet to the general path.
@@ -117,7 +118,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     if vip.flags & (GENERAL_VIP_FLAGS | vip_flags::ACTIVE) != vip_flags::ACTIVE {
         return None;
     }
-    let cfg = CONFIG.get(0)?;
+    let cfg = node();
     let frame_len = 14 + tot as u64;
     if cfg.flags & (config_flags::DEBUG | config_flags::GENERAL_PATH_ONLY) != 0
         || data + frame_limit(frame_len) < end
@@ -177,12 +178,18 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     let clock = l.clock.wrapping_add(1);
     l.clock = clock;
     l.used[way] = clock;
-    add(&VIP_STATS, vip.vip_id, frame_len);
-    add(&BACKEND_STATS, id, frame_len);
-    if let Some(c) = reason_counts() {
-        bump(c, Reason::ConnHit);
-        bump(c, if ipip { Reason::FwdIpip } else { Reason::FwdDr });
-        bump(c, Reason::FastPath);
+    // The VIP's packets and the reasons (`ConnHit`, `FwdDr` or `FwdIpip`)
+    // in the backend's counter: see `BackendCounter`.
+    if let Some(c) = add_backend(id, frame_len) {
+        // SAFETY: per-CPU value owned by this CPU for the program's run.
+        unsafe {
+            (*c).fast_bytes += frame_len;
+            if ipip {
+                (*c).fast_ipip += 1;
+            } else {
+                (*c).fast_dr += 1;
+            }
+        }
     }
     Some(XDP_TX)
 }

@@ -42,11 +42,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    AddrKey, Backend, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4, Counter, FAMILY_V4,
-    FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason, ReasonCounts, SharedConn,
-    VLAN_UNTAGGED, VipEntry, VipInfo, VipKey, backend_flags, config_flags, conn_tag, conn4_ports,
-    flow_hash, flow_hash64, ring_index, shared_conn_check, slot_record, tag_conn_key, tail,
-    vip_flags,
+    AddrKey, Backend, BackendCounter, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4,
+    Counter, FAMILY_V4, FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason,
+    ReasonCounts, SharedConn, VLAN_UNTAGGED, VipEntry, VipInfo, VipKey, backend_flags,
+    config_flags, conn_tag, conn4_ports, flow_hash, flow_hash64, ring_index, shared_conn_check,
+    slot_record, tag_conn_key, tail, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -56,6 +56,8 @@ const _: () = {
     use core::mem::{align_of, offset_of};
     assert!(align_of::<Backend>() >= 4 && offset_of!(Backend, addr) % 4 == 0);
     assert!(align_of::<LbConfig>() >= 4);
+    // `st_mac` reads these as 16-bit words.
+    assert!(offset_of!(Backend, mac) % 2 == 0 && offset_of!(LbConfig, iface_mac) % 2 == 0);
     assert!(offset_of!(LbConfig, ipip_src_v4) % 4 == 0);
     assert!(offset_of!(LbConfig, ipip_src_v6) % 4 == 0);
     assert!(align_of::<VipKey>() >= 4 && offset_of!(VipKey, addr) % 4 == 0);
@@ -120,15 +122,34 @@ static CONN_SHARED: Array<SharedConn> = Array::with_max_entries(1, 0);
 /// This CPU's token bucket for the ICMP errors the program sends.
 #[map]
 static ICMP_LIMIT: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
-/// Node settings (one entry).
-#[map]
-static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+/// Node settings, as global data: the `.data.node` section, which the
+/// loader makes an array map of one entry and whose address the programs
+/// load as a constant, so reading them takes no map lookup (a lookup is a
+/// call to the compiler, which then keeps less in registers). User space
+/// writes the value whole on every change (as it wrote the `CONFIG` map
+/// that held them before) and pins the map with the others.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".data.node")]
+static mut NODE: LbConfig = LbConfig::ZERO;
+
+/// The node settings.
+#[inline(always)]
+fn node() -> &'static LbConfig {
+    // SAFETY: a global the programs never write (user space replaces it
+    // whole, as it did the map value the programs read before).
+    unsafe { &*core::ptr::addr_of!(NODE) }
+}
 /// Per-VIP packets and bytes.
 #[map]
 static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 /// Per-backend packets and bytes.
 #[map]
-static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+static BACKEND_STATS: PerCpuArray<BackendCounter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+/// Only user space reads and writes it (see [`lb_common::StatsCarry`]); it
+/// is part of the object so that it is created and pinned with the others.
+#[map]
+static STATS_CARRY: Array<lb_common::StatsCarry> =
+    Array::with_max_entries(lb_common::STATS_CARRY_REASONS + 1, 0);
 /// One counter per [`Reason`].
 #[map]
 static REASONS: PerCpuArray<ReasonCounts> = PerCpuArray::with_max_entries(1, 0);
@@ -190,6 +211,18 @@ fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
             (*c).bytes += bytes;
         }
     }
+}
+
+/// Counts a packet of `bytes` to backend `id`; this CPU's counter of it.
+#[inline(always)]
+fn add_backend(id: u32, bytes: u64) -> Option<*mut BackendCounter> {
+    let c = BACKEND_STATS.get_ptr_mut(id)?;
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    unsafe {
+        (*c).packets += 1;
+        (*c).bytes += bytes;
+    }
+    Some(c)
 }
 
 /// Frame length (the verifier forbids `data_end - data`).
@@ -269,9 +302,10 @@ fn answer_too_big(ctx: &XdpContext) -> (u32, Reason) {
     };
     // Zero: not reached from `lb`, which hands over a nonzero overhead.
     // A parse error cannot happen on the packet `lb` just parsed.
-    let (Some(cfg), Ok(p)) = (CONFIG.get(0), parse::parse(ctx)) else {
+    let Ok(p) = parse::parse(ctx) else {
         return (XDP_DROP, Reason::DropTooBig);
     };
+    let cfg = node();
     let mtu = link_mtu(cfg);
     if overhead == 0 || mtu <= overhead {
         return (XDP_DROP, Reason::DropTooBig);
@@ -330,9 +364,7 @@ fn balance<const RARE: bool>(ctx: &XdpContext, handover: &mut Handover) -> (u32,
     if vip.flags & vip_flags::ACTIVE == 0 {
         return (XDP_PASS, Reason::PassInactive);
     }
-    let Some(cfg) = CONFIG.get(0) else {
-        return (XDP_PASS, Reason::PassInactive);
-    };
+    let cfg = node();
     // What the counters count as bytes: L2 header and the IP packet (no
     // helper call for the buffer length; link padding is not counted).
     let frame_len = p.l3_off as u64 + p.ip_len as u64;
@@ -378,7 +410,7 @@ fn balance<const RARE: bool>(ctx: &XdpContext, handover: &mut Handover) -> (u32,
     // A packet too big to encapsulate is not backend traffic (it is
     // answered or dropped by `lb`, and counted as that even for a fragment).
     if action == XDP_TX {
-        add(&BACKEND_STATS, backend_id, frame_len);
+        add_backend(backend_id, frame_len);
         if p.icmp_error {
             return (action, Reason::IcmpToBackend);
         }
@@ -919,7 +951,8 @@ fn trim_to(ctx: &XdpContext, len: u32) -> bool {
 /// Writes Ethernet (and the VLAN tag, when the frame had one) at `data`.
 ///
 /// # Safety
-/// 18 bytes at `data` are inside the packet.
+/// 18 bytes at `data` are inside the packet; `dst` and `src` are 2-aligned
+/// (see [`st_mac`]).
 #[inline(always)]
 unsafe fn write_l2(
     data: usize,

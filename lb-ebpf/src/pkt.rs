@@ -89,14 +89,22 @@ pub unsafe fn ld128(addr: usize, out: &mut [u8; 16]) {
     }
 }
 
-/// Writes a MAC address at `addr`.
+/// Writes a MAC address at `addr`, read from `m` as three 16-bit words
+/// (assembled from bytes, LLVM would load single bytes: it cannot always
+/// see the field's alignment).
+///
+/// # Safety
+/// The module contract for `addr`, and `m` is 2-aligned: a field at an even
+/// offset in a struct aligned to at least 2 (asserted where the types are
+/// used).
 #[inline(always)]
 pub unsafe fn st_mac(addr: usize, m: &[u8; 6]) {
-    // SAFETY: module contract, 6 bytes.
+    let w = m.as_ptr().cast::<u16>();
+    // SAFETY: module contract, 6 bytes; `m` is 2-aligned (the caller's contract).
     unsafe {
-        st16(addr, u16::from_ne_bytes([m[0], m[1]]));
-        st16(addr + 2, u16::from_ne_bytes([m[2], m[3]]));
-        st16(addr + 4, u16::from_ne_bytes([m[4], m[5]]));
+        st16(addr, core::ptr::read(w));
+        st16(addr + 2, core::ptr::read(w.add(1)));
+        st16(addr + 4, core::ptr::read(w.add(2)));
     }
 }
 

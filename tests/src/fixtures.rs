@@ -131,10 +131,18 @@ impl Lab {
     /// # Panics
     /// When loading, applying or pinning fails (a test failure).
     pub fn new(state: DesiredState) -> Self {
+        Self::with_max_vips(state, 16)
+    }
+
+    /// As [`Lab::new`], with room for `max_vips` VIPs (ids).
+    ///
+    /// # Panics
+    /// As [`Lab::new`].
+    pub fn with_max_vips(state: DesiredState, max_vips: u32) -> Self {
         pin_to_cpu(0);
         let mut dp = XdpDataplane::load(LoadOptions {
             ring_stride: RING,
-            max_vips: 16,
+            max_vips,
             conn_table_size: CONN_TABLE_SIZE,
         })
         .expect("load lb-ebpf (needs root)");

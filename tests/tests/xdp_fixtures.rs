@@ -1368,6 +1368,87 @@ fn established_flow_survives_a_table_switch() {
     assert!(fresh.contains(&5) && fresh.contains(&6), "{fresh:?}");
 }
 
+/// The fast path counts only on the backend (see
+/// `lb_common::BackendCounter`); user space adds those counts to the VIP's
+/// and to the reasons. Totals never go down: not when a backend leaves its
+/// VIP, not when its id is handed to another backend (which starts from
+/// zero), not when the VIP goes and its id is handed to another VIP.
+#[test]
+fn fast_path_counts_outlive_the_backends_and_vips_they_were_counted_on() {
+    use lbctl::dataplane::xdp::CounterSum;
+    let only = |vips: Vec<lbctl::dataplane::VipState>| DesiredState { node: node(), vips };
+    let mut lab = Lab::with_max_vips(
+        only(vec![vip_state(vip_i(), Forwarding::Dr, multi_backends())]),
+        1,
+    );
+    let mut served = std::collections::BTreeMap::<u8, u64>::new();
+    for round in 0..2 {
+        for p in 20000..20040 {
+            let (verdict, out) = lab.run(&flow_to_i(p));
+            assert_eq!(verdict, verdict::TX, "round {round}");
+            *served.entry(backend_of(&out)).or_default() += 1;
+        }
+    }
+    let before = lab.dp.stats().expect("stats");
+    assert_eq!(before.reasons["fast_path"], 40, "{:?}", before.reasons);
+    assert_eq!(before.reasons["conn_hit"], 40, "{:?}", before.reasons);
+    assert_eq!(before.reasons["fwd_dr"], 80, "{:?}", before.reasons);
+    let vip_total = before.vips[&vip_i()];
+    assert_eq!(vip_total.packets, 80);
+
+    // The busiest backend leaves the VIP: the VIP keeps its packets.
+    let (&gone, _) = served.iter().max_by_key(|(_, n)| **n).expect("served");
+    let gone_addr = ip(&format!("10.0.3.{gone}"));
+    let gone_id = lab.dp.backend_id(&vip_i(), gone_addr).expect("backend id");
+    let mut st = lab.state.clone();
+    st.vips[0].backends.retain(|b| b.addr != gone_addr);
+    lab.apply(st.clone());
+    let after_leave = lab.dp.stats().expect("stats");
+    assert_eq!(after_leave.vips[&vip_i()], vip_total, "a backend left");
+    assert_eq!(after_leave.reasons, before.reasons, "a backend left");
+
+    // Every backend id in use, so the freed one is handed out again.
+    let free = (lb_common::MAX_BACKENDS - 1) as usize - st.vips[0].backends.len();
+    st.vips[0]
+        .backends
+        .extend((0..free as u32).map(|i| lbctl::dataplane::BackendSpec {
+            addr: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a05_0000 + i)),
+            ..backend("10.5.0.0", 50, 1)
+        }));
+    lab.apply(st.clone());
+    let reused = st.vips[0]
+        .backends
+        .iter()
+        .find(|b| lab.dp.backend_id(&vip_i(), b.addr) == Some(gone_id))
+        .expect("the freed id handed out again")
+        .addr;
+    let after_reuse = lab.dp.stats().expect("stats");
+    assert_eq!(
+        after_reuse.backends[&vip_i()][&reused],
+        CounterSum::default(),
+        "a reused backend id starts from zero"
+    );
+    assert_eq!(after_reuse.vips[&vip_i()], vip_total, "a backend id reused");
+    assert_eq!(after_reuse.reasons, before.reasons, "a backend id reused");
+
+    // The only VIP id goes, and comes back (after its grace period) for
+    // another VIP, which starts from zero.
+    lab.apply(only(Vec::new()));
+    let other = vip("10.0.0.105", Some(80), Protocol::Tcp);
+    lab.apply(only(vec![vip_state(
+        other,
+        Forwarding::Ipip,
+        vec![backend("10.0.2.1", 2, 100)],
+    )]));
+    let stats = lab.dp.stats().expect("stats");
+    assert_eq!(
+        stats.vips.get(&other).copied(),
+        Some(CounterSum::default()),
+        "a reused VIP id starts from zero"
+    );
+    assert_eq!(stats.reasons, before.reasons, "a VIP id reused");
+}
+
 /// A flow whose packets come to another CPU than before (a moved RSS queue
 /// or IRQ, veth, a sender that migrates) misses that CPU's table: the
 /// shared table keeps it on its backend although the ring changed in

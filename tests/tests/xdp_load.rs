@@ -1,5 +1,23 @@
 //! The object loads and passes the verifier on this kernel.
 use lbctl::dataplane::xdp::{LoadOptions, XdpDataplane};
+use std::path::PathBuf;
+
+/// A test's pin directory under bpffs, removed also when the test fails.
+struct PinDir(PathBuf);
+impl PinDir {
+    /// `/sys/fs/bpf/lbctl-test-{name}-{pid}`.
+    fn new(name: &str) -> Self {
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/lbctl-test-{name}-{}",
+            std::process::id()
+        )))
+    }
+}
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 #[test]
 fn object_loads_and_verifies() {
@@ -77,15 +95,8 @@ fn a_refused_apply_loses_no_backend_ids() {
 #[test]
 fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
     use lbctl::dataplane::xdp::programs::TAIL_SLOTS;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
-    /// Removes the test's pin directory, also when the test fails.
-    struct PinDir(PathBuf);
-    impl Drop for PinDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     let slot = |dir: &Path, key: u32| -> u32 {
         let key = key.to_le_bytes().map(|b| b.to_string());
         let out = std::process::Command::new("bpftool")
@@ -106,10 +117,7 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
             .expect("hex");
         u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"))
     };
-    let dir = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/lbctl-test-tails-{}",
-        std::process::id()
-    )));
+    let dir = PinDir::new("tails");
     let opts = LoadOptions {
         ring_stride: 251,
         max_vips: 4,
@@ -142,4 +150,78 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
         second_ids,
         "the adopting load left an old program"
     );
+}
+
+/// The node settings live in the programs' global data, whose map the
+/// loader fills with the object's initial value (all zero) even when it
+/// reuses a pinned one. An adopting load must leave the kept settings in
+/// place, and the program still attached must never read another value
+/// meanwhile: a reader polls the pinned map through the whole second load.
+#[test]
+fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
+    use aya::maps::{Array, Map, MapData};
+    use lb_common::LbConfig;
+    use lbctl::dataplane::xdp::NODE_PIN;
+    use lbctl::dataplane::{DesiredState, NodeSettings};
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let dir = PinDir::new("node");
+    let opts = LoadOptions {
+        ring_stride: 251,
+        max_vips: 4,
+        conn_table_size: 1024,
+    };
+    let read_pinned = |pin: &std::path::Path| -> LbConfig {
+        let map = MapData::from_pin(pin).expect("pinned node map");
+        let node: Array<MapData, LbConfig> = Array::try_from(Map::Array(map)).expect("array");
+        node.get(&0, 0).expect("node settings")
+    };
+    let mut first = XdpDataplane::load_pinned(opts, &dir.0).expect("first load");
+    first
+        .apply(&DesiredState {
+            node: NodeSettings {
+                iface_mac: [2, 0, 0, 0, 0, 7],
+                mtu: 1480,
+                ipip_src_v4: Some(Ipv4Addr::new(10, 9, 8, 7)),
+                ipip_src_flow_bits_v4: 4,
+                ..NodeSettings::default()
+            },
+            vips: Vec::new(),
+        })
+        .expect("apply");
+    let pin = dir.0.join(NODE_PIN);
+    let kept = read_pinned(&pin);
+    assert_eq!(kept.iface_mac, [2, 0, 0, 0, 0, 7]);
+    assert_eq!(kept.mtu, 1480);
+    assert_ne!(kept.conn4_mask, 0, "the table mask is part of the settings");
+    drop(first);
+
+    let loading = AtomicBool::new(true);
+    let (second, reads) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let map = MapData::from_pin(&pin).expect("pinned node map");
+            let node: Array<MapData, LbConfig> = Array::try_from(Map::Array(map)).expect("array");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut reads = 0u64;
+            while loading.load(Ordering::Relaxed) && Instant::now() < deadline {
+                assert_eq!(node.get(&0, 0).expect("read"), kept, "read {reads}");
+                reads += 1;
+            }
+            reads
+        });
+        let second = XdpDataplane::load_pinned(opts, &dir.0);
+        loading.store(false, Ordering::Relaxed);
+        (
+            second,
+            reader
+                .join()
+                .expect("the reader saw only the kept settings"),
+        )
+    });
+    let second = second.expect("second load");
+    assert!(reads > 0);
+    assert_eq!(read_pinned(&pin), kept);
+    drop(second);
 }

@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{ApiCall, Request, Response, StatsReport, StatusReport};
+// The counter of packets the fast path forwarded sits among the reasons
+// but is not one (those packets are also counted by their reason): a family apart.
+use crate::dataplane::xdp::FAST_PATH;
 
 /// How long a scrape waits for the daemon's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,10 +32,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// VRRP states, one series each in `lbctl_vrrp_state` (a state set).
 const VRRP_STATES: [&str; 6] = ["MASTER", "BACKUP", "FAULT", "INIT", "STOPPED", "UNKNOWN"];
-
-/// The reason counter of packets the fast path forwarded: not a reason of
-/// its own (those packets are also counted by their reason), so a family apart.
-const FAST_PATH: &str = lb_common::Reason::FastPath.name();
 
 /// A label value escaped for the exposition format (`\`, `"`, newline).
 fn escape(v: &str) -> String {

@@ -21,7 +21,7 @@
 //! changed in one step.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     os::fd::AsRawFd as _,
     path::Path,
@@ -42,9 +42,9 @@ use aya::{
     },
 };
 use lb_common::{
-    AddrKey, Backend, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
-    NUM_REASONS, Reason, ReasonCounts, VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags,
-    config_flags, slot_record,
+    AddrKey, Backend, BackendCounter, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS,
+    MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, ReasonCounts, STATS_CARRY_REASONS, StatsCarry,
+    VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags, config_flags, slot_record,
 };
 use tracing::{debug, info, warn};
 
@@ -84,7 +84,8 @@ pub mod programs {
     ];
 }
 
-/// Every map of the object (the names of the pins under a pin directory).
+/// Every map the object declares (the names of their pins under a pin
+/// directory); the node settings' global data is [`NODE_MAP`].
 pub const MAP_NAMES: [&str; 18] = [
     "VIPS",
     "VIP_PROTOS",
@@ -96,11 +97,11 @@ pub const MAP_NAMES: [&str; 18] = [
     "CONNS",
     "CONNS4",
     "CONN_SHARED",
-    "CONFIG",
     "ICMP_LIMIT",
     "VIP_STATS",
     "BACKEND_STATS",
     "REASONS",
+    "STATS_CARRY",
     "DECAP_ADDRS",
     "LB_TAILS",
     "TAIL_ARG",
@@ -118,7 +119,23 @@ pub const MAP_NAMES: [&str; 18] = [
 /// 7: `LB_TAILS` slot `RARE` (ICMP errors and fragments in their own program).
 /// 8: `Backend::vlan` (the VLAN frames to a backend leave on).
 /// 9: reason `fast_path`.
-pub const MAP_LAYOUT: u32 = 9;
+/// 10: node settings in the programs' global data ([`NODE_MAP`], pinned as
+/// [`NODE_PIN`]) instead of the `CONFIG` map; the fast path counts in
+/// `BACKEND_STATS` only ([`BackendCounter`]), no longer reason `fast_path`;
+/// `STATS_CARRY`.
+pub const MAP_LAYOUT: u32 = 10;
+
+/// The entry of [`Stats::reasons`] that is not a [`Reason`]: packets that
+/// `lb`'s fast path forwarded (each also counted by its reasons).
+pub const FAST_PATH: &str = "fast_path";
+
+/// The map of the programs' global `NODE` (the node settings, an
+/// [`LbConfig`]): aya names a global-data map after its ELF section.
+pub const NODE_MAP: &str = ".data.node";
+/// The name of [`NODE_MAP`]'s pin under a pin directory.
+pub const NODE_PIN: &str = "NODE";
+/// The symbol of the node settings in the object.
+const NODE_SYMBOL: &str = "NODE";
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -405,7 +422,7 @@ pub struct Stats {
     pub vips: BTreeMap<VipSpec, CounterSum>,
     /// Per (VIP, backend address).
     pub backends: BTreeMap<VipSpec, BTreeMap<IpAddr, CounterSum>>,
-    /// Every pass/drop/forward reason by name.
+    /// Every pass/drop/forward reason by name, and [`FAST_PATH`].
     pub reasons: BTreeMap<&'static str, u64>,
 }
 
@@ -492,6 +509,10 @@ pub struct XdpDataplane {
     conn_shared_mask: u32,
     /// See [`XdpDataplane::set_general_path_only`].
     general_path_only: bool,
+    /// Backend ids whose counters may hold fast-path counts: every id
+    /// handed out since the load, and the ids a kept data plane had counted
+    /// on (found at load). `stats` sums the reasons over these only.
+    counted_backends: BTreeSet<u32>,
     links: Vec<(String, &'static str, XdpLinkId)>,
 }
 
@@ -537,20 +558,33 @@ impl XdpDataplane {
                 "CONN_SHARED",
                 lb_common::shared_conn_entries(opts.conn_table_size),
             );
-        let mut adopt_node = false;
+        // The kept node settings, when the maps are adopted.
+        let mut kept_node = None;
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| XdpError::Pin(format!("{}: {e}", dir.display())))?;
             for name in MAP_NAMES {
                 loader.map_pin_path(name, dir.join(name));
             }
-            if dir.join("CONFIG").exists() {
-                adopt_node = true;
+            let node_pin = dir.join(NODE_PIN);
+            if node_pin.exists() {
+                kept_node = Some(read_pinned_node(&node_pin)?);
             }
+            loader.map_pin_path(NODE_MAP, node_pin);
+        }
+        // The loader writes a global-data map's initial value even into a
+        // pinned map it reuses: make that the value it already holds, so the
+        // program still attached (the one being adopted) never sees another.
+        if let Some(node) = &kept_node {
+            loader.override_global(NODE_SYMBOL, node, true);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         // Every map is pinned by name: a name missing here would go unpinned.
-        if let Some(name) = MAP_NAMES.iter().find(|n| ebpf.map(n).is_none()) {
+        if let Some(name) = MAP_NAMES
+            .iter()
+            .chain([&NODE_MAP])
+            .find(|n| ebpf.map(n).is_none())
+        {
             return Err(XdpError::Missing(format!("map {name}")));
         }
         for name in [
@@ -611,11 +645,13 @@ impl XdpDataplane {
             conn4_mask,
             conn_shared_mask,
             general_path_only: false,
+            counted_backends: BTreeSet::new(),
             links: Vec::new(),
         };
-        if adopt_node {
+        if kept_node.is_some() {
+            dp.counted_backends = dp.backends_with_counts()?;
             // Keep what the running program uses; `apply` rewrites it if it differs.
-            dp.node = Some(dp.array::<LbConfig>("CONFIG")?.get(&0, 0)?);
+            dp.node = kept_node;
         } else {
             dp.write_node(&NodeSettings::default())?;
         }
@@ -876,6 +912,7 @@ impl XdpDataplane {
             .collect();
         self.free_backend_ids
             .retain(|id| !used_backends.contains(&id));
+        self.counted_backends.extend(&used_backends);
         // The VIP table and slot records must match what `apply` will assume:
         // every VIP republished (idle copy written, then named), and records
         // of slots without a restored VIP cleared.
@@ -914,10 +951,71 @@ impl XdpDataplane {
         )?)?)
     }
 
+    fn array_ref<T: aya::Pod>(&self, name: &str) -> Result<Array<&MapData, T>, XdpError> {
+        Ok(Array::try_from(self.ebpf.map(name).ok_or_else(|| {
+            XdpError::Missing(format!("map {name}"))
+        })?)?)
+    }
+
     fn per_cpu<T: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<&MapData, T>, XdpError> {
         Ok(PerCpuArray::try_from(self.ebpf.map(name).ok_or_else(
             || XdpError::Missing(format!("map {name}")),
         )?)?)
+    }
+
+    /// Zeroes the counters of a VIP id about to be handed out again, and
+    /// what its `STATS_CARRY` entry holds for the VIP that had it.
+    fn zero_vip_counter(&mut self, id: u32) -> Result<(), XdpError> {
+        self.zero_counter("VIP_STATS", id)?;
+        self.array::<StatsCarry>("STATS_CARRY")?
+            .set(id, StatsCarry::default(), 0)?;
+        Ok(())
+    }
+
+    /// A backend id's counter, summed over CPUs.
+    fn backend_counter(&self, id: u32) -> Result<BackendCounter, XdpError> {
+        let per_cpu = self
+            .per_cpu::<BackendCounter>("BACKEND_STATS")?
+            .get(&id, 0)?;
+        Ok(per_cpu
+            .iter()
+            .fold(BackendCounter::default(), |a, c| BackendCounter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                fast_bytes: a.fast_bytes + c.fast_bytes,
+                fast_dr: a.fast_dr + c.fast_dr,
+                fast_ipip: a.fast_ipip + c.fast_ipip,
+            }))
+    }
+
+    /// Backend ids whose counters hold fast-path counts (a scan of every
+    /// id, made once when a kept data plane is adopted).
+    fn backends_with_counts(&self) -> Result<BTreeSet<u32>, XdpError> {
+        let mut ids = BTreeSet::new();
+        for id in 1..MAX_BACKENDS {
+            let c = self.backend_counter(id)?;
+            if c.fast_dr != 0 || c.fast_ipip != 0 {
+                ids.insert(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Adds to `STATS_CARRY` entry `idx`.
+    fn carry(&mut self, idx: u32, add: StatsCarry) -> Result<(), XdpError> {
+        let mut m = self.array::<StatsCarry>("STATS_CARRY")?;
+        let c = m.get(&idx, 0)?;
+        m.set(
+            idx,
+            StatsCarry {
+                packets: c.packets + add.packets,
+                bytes: c.bytes + add.bytes,
+                fast_dr: c.fast_dr + add.fast_dr,
+                fast_ipip: c.fast_ipip + add.fast_ipip,
+            },
+            0,
+        )?;
+        Ok(())
     }
 
     fn zero_counter(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
@@ -965,7 +1063,7 @@ impl XdpDataplane {
         if self.node == Some(cfg) {
             return Ok(false);
         }
-        self.array::<LbConfig>("CONFIG")?.set(0, cfg, 0)?;
+        self.array::<LbConfig>(NODE_MAP)?.set(0, cfg, 0)?;
         self.node = Some(cfg);
         Ok(true)
     }
@@ -987,7 +1085,7 @@ impl XdpDataplane {
             if on {
                 cfg.flags |= config_flags::GENERAL_PATH_ONLY;
             }
-            self.array::<LbConfig>("CONFIG")?.set(0, cfg, 0)?;
+            self.array::<LbConfig>(NODE_MAP)?.set(0, cfg, 0)?;
             self.node = Some(cfg);
         }
         Ok(())
@@ -998,7 +1096,27 @@ impl XdpDataplane {
             XdpError::Capacity(format!("more than {} backends", MAX_BACKENDS - 1))
         })?;
         self.generations[id as usize] = self.generations[id as usize].wrapping_add(1).max(1);
-        self.zero_counter("BACKEND_STATS", id)?;
+        // Its fast-path counts move to the reasons' carry, then it starts
+        // from zero. It has been free for `SLOT_REUSE_GRACE`: nothing counts on it.
+        let c = self.backend_counter(id)?;
+        self.carry(
+            STATS_CARRY_REASONS,
+            StatsCarry {
+                fast_dr: c.fast_dr,
+                fast_ipip: c.fast_ipip,
+                ..StatsCarry::default()
+            },
+        )?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
+        let zeros = PerCpuValues::try_from(vec![BackendCounter::default(); cpus])
+            .map_err(XdpError::PerCpu)?;
+        let mut m: PerCpuArray<&mut MapData, BackendCounter> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut("BACKEND_STATS")
+                .ok_or_else(|| XdpError::Missing("map BACKEND_STATS".into()))?,
+        )?;
+        m.set(id, zeros, 0)?;
+        self.counted_backends.insert(id);
         Ok(id)
     }
 
@@ -1007,8 +1125,24 @@ impl XdpDataplane {
         Ok(())
     }
 
-    fn release_backend(&mut self, id: u32) -> Result<(), XdpError> {
+    /// Frees a backend id. `vip`: the id of the VIP it leaves, which goes
+    /// on (its total keeps the backend's fast-path packets); `None` when the
+    /// VIP goes too. A packet that the fast path counts on the backend in
+    /// the instant it is freed may be missing from the VIP's total (never
+    /// counted twice); the reasons count it.
+    fn release_backend(&mut self, id: u32, vip: Option<u32>) -> Result<(), XdpError> {
         self.write_backend(id, Backend::default())?;
+        if let Some(v) = vip {
+            let c = self.backend_counter(id)?;
+            self.carry(
+                v,
+                StatsCarry {
+                    packets: c.fast_dr + c.fast_ipip,
+                    bytes: c.fast_bytes,
+                    ..StatsCarry::default()
+                },
+            )?;
+        }
         self.free_backend_ids.release(id, Instant::now());
         Ok(())
     }
@@ -1154,7 +1288,7 @@ impl XdpDataplane {
                 let id = self.free_vip_ids.take().ok_or_else(|| {
                     XdpError::Capacity(format!("more than {} VIPs", self.opts.max_vips))
                 })?;
-                self.zero_counter("VIP_STATS", id)?;
+                self.zero_vip_counter(id)?;
                 self.vips.insert(
                     vip.spec,
                     VipSlot {
@@ -1301,7 +1435,7 @@ impl XdpDataplane {
                 .map(|(_, &id)| id)
                 .collect();
             for id in left {
-                self.release_backend(id)?;
+                self.release_backend(id, Some(info.vip_id))?;
                 report.backends_written += 1;
             }
 
@@ -1347,7 +1481,7 @@ impl XdpDataplane {
             .remove(&spec.key())
             .or_else(ignore_missing)?;
         for (_, id) in slot.backends {
-            self.release_backend(id)?;
+            self.release_backend(id, None)?;
         }
         self.free_vip_ids.release(slot.id, Instant::now());
         info!(vip = %spec, "VIP removed");
@@ -1361,20 +1495,51 @@ impl XdpDataplane {
     pub fn stats(&self) -> Result<Stats, XdpError> {
         let mut out = Stats::default();
         let vip_stats = self.per_cpu::<Counter>("VIP_STATS")?;
-        let backend_stats = self.per_cpu::<Counter>("BACKEND_STATS")?;
+        let carries = self.array_ref::<StatsCarry>("STATS_CARRY")?;
         for (spec, slot) in &self.vips {
-            out.vips.insert(*spec, sum(&vip_stats.get(&slot.id, 0)?));
+            // The general path's packets, the fast path's (counted on the
+            // backends), and those of backends that left the VIP.
+            let carry = carries.get(&slot.id, 0)?;
+            let mut vip = sum(&vip_stats.get(&slot.id, 0)?);
+            vip.packets += carry.packets;
+            vip.bytes += carry.bytes;
             let per = out.backends.entry(*spec).or_default();
             for (addr, id) in &slot.backends {
-                per.insert(*addr, sum(&backend_stats.get(id, 0)?));
+                let c = self.backend_counter(*id)?;
+                per.insert(
+                    *addr,
+                    CounterSum {
+                        packets: c.packets,
+                        bytes: c.bytes,
+                    },
+                );
+                vip.packets += c.fast_dr + c.fast_ipip;
+                vip.bytes += c.fast_bytes;
             }
+            out.vips.insert(*spec, vip);
         }
         let per_cpu = self.per_cpu::<ReasonCounts>("REASONS")?.get(&0, 0)?;
+        let mut reasons: [u64; NUM_REASONS as usize] = [0; NUM_REASONS as usize];
         for r in Reason::ALL {
-            let n = per_cpu.iter().map(|c| c.0[r as usize]).sum();
-            out.reasons.insert(r.name(), n);
+            reasons[r as usize] = per_cpu.iter().map(|c| c.0[r as usize]).sum();
         }
-        debug_assert_eq!(out.reasons.len(), NUM_REASONS as usize);
+        // The fast path's packets: on the backend ids that count, and
+        // carried from the ids cleared for reuse.
+        let carried = carries.get(&STATS_CARRY_REASONS, 0)?;
+        let (mut fast_dr, mut fast_ipip) = (carried.fast_dr, carried.fast_ipip);
+        for id in &self.counted_backends {
+            let c = self.backend_counter(*id)?;
+            fast_dr += c.fast_dr;
+            fast_ipip += c.fast_ipip;
+        }
+        reasons[Reason::ConnHit as usize] += fast_dr + fast_ipip;
+        reasons[Reason::FwdDr as usize] += fast_dr;
+        reasons[Reason::FwdIpip as usize] += fast_ipip;
+        for r in Reason::ALL {
+            out.reasons.insert(r.name(), reasons[r as usize]);
+        }
+        out.reasons.insert(FAST_PATH, fast_dr + fast_ipip);
+        debug_assert_eq!(out.reasons.len(), NUM_REASONS as usize + 1);
         Ok(out)
     }
 
@@ -1453,6 +1618,14 @@ fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
         tails.set(*slot, fd, 0)?;
     }
     Ok(())
+}
+
+/// The node settings held by a pinned [`NODE_MAP`].
+fn read_pinned_node(pin: &Path) -> Result<LbConfig, XdpError> {
+    let map =
+        MapData::from_pin(pin).map_err(|e| XdpError::Pin(format!("{}: {e}", pin.display())))?;
+    let node: Array<MapData, LbConfig> = Array::try_from(Map::Array(map))?;
+    Ok(node.get(&0, 0)?)
 }
 
 /// Possible CPUs (per-CPU maps and `CONNS4` regions are sized by them).
