@@ -475,9 +475,10 @@ pub struct Counter {
 ///
 /// The fast path counts only here, with one map lookup: not in the VIP's
 /// counter (`VIP_STATS`, which counts the general path's packets) nor in
-/// the `REASONS` map. User space adds its packets and bytes to the VIP's
-/// (a backend id belongs to one VIP), and its packets to the reasons they
-/// are: `ConnHit`, and `FwdDr` or `FwdIpip`.
+/// the `REASONS` map. User space adds its fast-path packets (`fast_dr +
+/// fast_ipip`) and `fast_bytes` to the VIP's (a backend id belongs to one
+/// VIP), and those packets to the reasons they are: `ConnHit`, and `FwdDr`
+/// or `FwdIpip`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackendCounter {

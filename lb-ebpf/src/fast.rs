@@ -155,7 +155,8 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
             count(Reason::DropAdjust);
             return Some(XDP_DROP);
         }
-        // SAFETY: 34 bytes checked; `data` stays even (grown by 20).
+        // SAFETY: 34 bytes checked; `data` stays even (grown by 20). The
+        // MACs are map-value fields at even offsets, as `st_mac` needs.
         unsafe {
             write_l2(data, &be.mac, &cfg.iface_mac, false, 0, ETH_P_IPV4);
             write_outer_v4(
@@ -169,7 +170,8 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
             );
         }
     } else {
-        // SAFETY: MIN_LEN bytes checked above.
+        // SAFETY: MIN_LEN bytes checked above; the MACs are map-value
+        // fields at even offsets, as `st_mac` needs.
         unsafe {
             st_mac(data, &be.mac);
             st_mac(data + 6, &cfg.iface_mac);

@@ -126,8 +126,12 @@ static ICMP_LIMIT: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0)
 /// loader makes an array map of one entry and whose address the programs
 /// load as a constant, so reading them takes no map lookup (a lookup is a
 /// call to the compiler, which then keeps less in registers). User space
-/// writes the value whole on every change (as it wrote the `CONFIG` map
-/// that held them before) and pins the map with the others.
+/// writes the value on every change with one map update, a plain copy that
+/// a packet on another CPU may see half done (as with the `CONFIG` map that
+/// held them before), and pins the map with the others. `no_mangle` keeps
+/// the symbol global: the loader finds it by this name
+/// (`override_global`), and an internal one would let LLVM, seeing no
+/// store, fold every read to `LbConfig::ZERO`.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = ".data.node")]
 static mut NODE: LbConfig = LbConfig::ZERO;
@@ -135,11 +139,12 @@ static mut NODE: LbConfig = LbConfig::ZERO;
 /// The node settings.
 #[inline(always)]
 fn node() -> &'static LbConfig {
-    // SAFETY: a global the programs never write (user space replaces it
-    // whole, as it did the map value the programs read before).
+    // SAFETY: a global the programs never write; user space updates it as
+    // described above (the reads this reference makes are plain loads).
     unsafe { &*core::ptr::addr_of!(NODE) }
 }
-/// Per-VIP packets and bytes.
+/// Per-VIP packets and bytes of the general path (the fast path counts
+/// per backend only: see [`BackendCounter`]).
 #[map]
 static VIP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 /// Per-backend packets and bytes.
@@ -745,7 +750,8 @@ fn dr(ctx: &XdpContext, p: &Parsed, b: &Backend, cfg: &LbConfig) -> (u32, Reason
     if data + 18 > ctx.data_end() {
         return (XDP_DROP, Reason::DropMalformed);
     }
-    // SAFETY: 18 bytes checked. The EtherType is already in place: at 12
+    // SAFETY: 18 bytes checked; the MACs are map-value fields at even
+    // offsets, as `st_mac` needs. The EtherType is already in place: at 12
     // (untagged out), or at 16 after a tag, where growing the head by 4 or
     // an existing tag left it.
     unsafe {
@@ -845,7 +851,8 @@ fn encap(
         if data + 18 > end || ip + 20 > end {
             return (XDP_DROP, Reason::DropAdjust);
         }
-        // SAFETY: 18 bytes at `data` and 20 at `ip` checked above.
+        // SAFETY: 18 bytes at `data` and 20 at `ip` checked above; the MACs
+        // are map-value fields at even offsets, as `st_mac` needs.
         unsafe {
             write_l2(data, &b.mac, &cfg.iface_mac, vlan, vlan_tci, ETH_P_IPV4);
             write_outer_v4(ip, p.tos, inner_len, inner_proto, cfg, hash, b);
@@ -855,7 +862,8 @@ fn encap(
             return (XDP_DROP, Reason::DropAdjust);
         }
         let vcf = ((6u32 << 28) | ((p.tos as u32) << 20) | (hash & 0x000f_ffff)).to_be();
-        // SAFETY: 18 bytes at `data` and 40 at `ip` checked above.
+        // SAFETY: 18 bytes at `data` and 40 at `ip` checked above; the MACs
+        // are map-value fields at even offsets, as `st_mac` needs.
         unsafe {
             write_l2(data, &b.mac, &cfg.iface_mac, vlan, vlan_tci, ETH_P_IPV6);
             st32(ip, vcf);
@@ -1105,7 +1113,8 @@ fn reply_frame(
     if data + grow + 18 > ctx.data_end() {
         return None;
     }
-    // SAFETY: `data + grow + 18` checked above, and grow >= 28 > 18.
+    // SAFETY: `data + grow + 18` checked above, and grow >= 28 > 18; the
+    // node's MAC is a map-value field at an even offset, as `st_mac` needs.
     unsafe {
         copy_mac(data, data + grow + 6);
         st_mac(data + 6, &cfg.iface_mac);

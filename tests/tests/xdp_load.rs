@@ -155,8 +155,9 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
 /// The node settings live in the programs' global data, whose map the
 /// loader fills with the object's initial value (all zero) even when it
 /// reuses a pinned one. An adopting load must leave the kept settings in
-/// place, and the program still attached must never read another value
-/// meanwhile: a reader polls the pinned map through the whole second load.
+/// place, and a program still attached must never read another value
+/// meanwhile: a reader polls the pinned map from before the second load
+/// starts until it ends.
 #[test]
 fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
     use aya::maps::{Array, Map, MapData};
@@ -199,6 +200,7 @@ fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
     drop(first);
 
     let loading = AtomicBool::new(true);
+    let reading = AtomicBool::new(false);
     let (second, reads) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
             let map = MapData::from_pin(&pin).expect("pinned node map");
@@ -208,9 +210,15 @@ fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
             while loading.load(Ordering::Relaxed) && Instant::now() < deadline {
                 assert_eq!(node.get(&0, 0).expect("read"), kept, "read {reads}");
                 reads += 1;
+                reading.store(true, Ordering::Relaxed);
             }
             reads
         });
+        // The second load starts once the reader reads (bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reading.load(Ordering::Relaxed) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         let second = XdpDataplane::load_pinned(opts, &dir.0);
         loading.store(false, Ordering::Relaxed);
         (
@@ -224,4 +232,87 @@ fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
     assert!(reads > 0);
     assert_eq!(read_pinned(&pin), kept);
     drop(second);
+}
+
+/// A backend id freed before a restart and handed out after the restart
+/// adopted the maps gets a newer generation than the connection-table
+/// entries of its earlier backend: a flow still recorded there is placed
+/// again on its own VIP's ring, never sent to the id's new backend (here a
+/// backend of another VIP).
+#[test]
+fn a_backend_id_reused_after_an_adopting_load_does_not_take_old_flows() {
+    use lbctl::dataplane::{DesiredState, Forwarding, Protocol};
+    use tests::fixtures::{
+        CONN_TABLE_SIZE, Lab, RING, backend, backend_mac, client_packet, node, pin_to_cpu, verdict,
+        vip, vip_state,
+    };
+
+    pin_to_cpu(0);
+    let dir = PinDir::new("generation");
+    let opts = LoadOptions {
+        ring_stride: RING,
+        max_vips: 4,
+        conn_table_size: CONN_TABLE_SIZE,
+    };
+    let a = vip("10.0.0.104", Some(80), Protocol::Tcp);
+    let b = vip("10.0.0.105", Some(80), Protocol::Tcp);
+    let (x, y, z) = (
+        backend("10.0.3.1", 1, 100),
+        backend("10.0.3.2", 2, 100),
+        backend("10.0.4.1", 3, 100),
+    );
+    let state = |vips| DesiredState { node: node(), vips };
+    let flow = |sport| {
+        client_packet(
+            "192.0.2.7",
+            sport,
+            "10.0.0.104",
+            80,
+            Protocol::Tcp,
+            None,
+            b"x",
+        )
+    };
+    let mut first = Lab {
+        dp: XdpDataplane::load_pinned(opts, &dir.0).expect("first load"),
+        state: state(Vec::new()),
+    };
+    first.apply(state(vec![vip_state(
+        a,
+        Forwarding::Dr,
+        vec![x.clone(), y.clone()],
+    )]));
+    // A flow placed on x (its first packet records it in this CPU's table).
+    let sport = (20000..20400)
+        .find(|&p| {
+            let (v, out) = first.run(&flow(p));
+            v == verdict::TX && out[..6] == backend_mac(1)
+        })
+        .expect("a flow on x");
+    let x_id = first.dp.backend_id(&a, x.addr).expect("x's id");
+    first.apply(state(vec![vip_state(a, Forwarding::Dr, vec![y.clone()])]));
+    let snapshot = first.dp.snapshot();
+    drop(first);
+
+    let mut second = Lab {
+        dp: XdpDataplane::load_pinned(opts, &dir.0).expect("second load"),
+        state: state(Vec::new()),
+    };
+    second.dp.restore(&snapshot).expect("restore");
+    second.apply(state(vec![
+        vip_state(a, Forwarding::Dr, vec![y.clone()]),
+        vip_state(b, Forwarding::Dr, vec![z.clone()]),
+    ]));
+    assert_eq!(
+        second.dp.backend_id(&b, z.addr),
+        Some(x_id),
+        "z takes the id x had"
+    );
+    let (v, out) = second.run(&flow(sport));
+    assert_eq!(v, verdict::TX);
+    assert_eq!(
+        out[..6],
+        backend_mac(2),
+        "the flow goes to y, its VIP's backend"
+    );
 }

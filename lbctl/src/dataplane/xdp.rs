@@ -510,8 +510,9 @@ pub struct XdpDataplane {
     /// See [`XdpDataplane::set_general_path_only`].
     general_path_only: bool,
     /// Backend ids whose counters may hold fast-path counts: every id
-    /// handed out since the load, and the ids a kept data plane had counted
-    /// on (found at load). `stats` sums the reasons over these only.
+    /// handed out since the load, the adopted backends' ids, and the ids a
+    /// kept data plane had counted on (found at load). `stats` sums the
+    /// reasons over these only.
     counted_backends: BTreeSet<u32>,
     links: Vec<(String, &'static str, XdpLinkId)>,
 }
@@ -649,7 +650,7 @@ impl XdpDataplane {
             links: Vec::new(),
         };
         if kept_node.is_some() {
-            dp.counted_backends = dp.backends_with_counts()?;
+            dp.adopt_backend_ids()?;
             // Keep what the running program uses; `apply` rewrites it if it differs.
             dp.node = kept_node;
         } else {
@@ -988,17 +989,27 @@ impl XdpDataplane {
             }))
     }
 
-    /// Backend ids whose counters hold fast-path counts (a scan of every
-    /// id, made once when a kept data plane is adopted).
-    fn backends_with_counts(&self) -> Result<BTreeSet<u32>, XdpError> {
-        let mut ids = BTreeSet::new();
-        for id in 1..MAX_BACKENDS {
-            let c = self.backend_counter(id)?;
-            if c.fast_dr != 0 || c.fast_ipip != 0 {
-                ids.insert(id);
+    /// What the kept maps say of every backend id, read once when a kept
+    /// data plane is adopted: its generation (free ids keep theirs, so the
+    /// next backend on an id gets a newer one than any connection-table
+    /// entry of the id holds), and whether its counter holds fast-path
+    /// counts (see `counted_backends`).
+    fn adopt_backend_ids(&mut self) -> Result<(), XdpError> {
+        let mut generations = vec![0; MAX_BACKENDS as usize];
+        let mut counted = BTreeSet::new();
+        {
+            let entries = self.array_ref::<Backend>("BACKENDS")?;
+            for id in 1..MAX_BACKENDS {
+                generations[id as usize] = entries.get(&id, 0)?.generation;
+                let c = self.backend_counter(id)?;
+                if c.fast_dr != 0 || c.fast_ipip != 0 {
+                    counted.insert(id);
+                }
             }
         }
-        Ok(ids)
+        self.generations = generations;
+        self.counted_backends.extend(counted);
+        Ok(())
     }
 
     /// Adds to `STATS_CARRY` entry `idx`.
@@ -1097,7 +1108,10 @@ impl XdpDataplane {
         })?;
         self.generations[id as usize] = self.generations[id as usize].wrapping_add(1).max(1);
         // Its fast-path counts move to the reasons' carry, then it starts
-        // from zero. It has been free for `SLOT_REUSE_GRACE`: nothing counts on it.
+        // from zero. It has been free for `SLOT_REUSE_GRACE` (or was free
+        // when the maps were adopted): no packet counts on it any more.
+        // Should the process die between the two writes, the counts are in
+        // both: the reasons then count them twice, but never go down.
         let c = self.backend_counter(id)?;
         self.carry(
             STATS_CARRY_REASONS,
@@ -1120,6 +1134,17 @@ impl XdpDataplane {
         Ok(id)
     }
 
+    /// The entry of a free backend id: unused and not alive, but with the
+    /// id's generation, which a restart that adopts the maps reads back
+    /// (see `adopt_backend_ids`): connection-table entries of the id's
+    /// earlier backends must stay stale for the next one.
+    fn free_entry(&self, id: u32) -> Backend {
+        Backend {
+            generation: self.generations.get(id as usize).copied().unwrap_or(0),
+            ..Backend::default()
+        }
+    }
+
     fn write_backend(&mut self, id: u32, entry: Backend) -> Result<(), XdpError> {
         self.array::<Backend>("BACKENDS")?.set(id, entry, 0)?;
         Ok(())
@@ -1131,7 +1156,7 @@ impl XdpDataplane {
     /// the instant it is freed may be missing from the VIP's total (never
     /// counted twice); the reasons count it.
     fn release_backend(&mut self, id: u32, vip: Option<u32>) -> Result<(), XdpError> {
-        self.write_backend(id, Backend::default())?;
+        self.write_backend(id, self.free_entry(id))?;
         if let Some(v) = vip {
             let c = self.backend_counter(id)?;
             self.carry(
@@ -1152,7 +1177,7 @@ impl XdpDataplane {
     /// fail, the id is still free: nothing points at it).
     fn release_fresh(&mut self, fresh: &[u32]) {
         for &id in fresh.iter().rev() {
-            if let Err(e) = self.write_backend(id, Backend::default()) {
+            if let Err(e) = self.write_backend(id, self.free_entry(id)) {
                 warn!(id, error = %e, "clearing an unused backend entry failed");
             }
             self.free_backend_ids.unused(id);
@@ -1429,13 +1454,24 @@ impl XdpDataplane {
                 self.write_backend(id, entry)?;
             }
             // Backends that left this VIP: no longer alive, ids recycled.
-            let left: Vec<u32> = old_ids
+            // Until each is released the slot names it beside the new
+            // backends, so that an error part-way leaves the next apply
+            // exactly the ones still to release (each released, and its
+            // counts carried, once).
+            let left: Vec<(IpAddr, u32)> = old_ids
                 .iter()
                 .filter(|(a, _)| !ids.contains_key(a))
-                .map(|(_, &id)| id)
+                .map(|(a, &id)| (*a, id))
                 .collect();
-            for id in left {
+            if let Some(slot) = self.vips.get_mut(&vip.spec) {
+                slot.backends = ids.clone();
+                slot.backends.extend(left.iter().copied());
+            }
+            for (addr, id) in left {
                 self.release_backend(id, Some(info.vip_id))?;
+                if let Some(slot) = self.vips.get_mut(&vip.spec) {
+                    slot.backends.remove(&addr);
+                }
                 report.backends_written += 1;
             }
 
@@ -1496,6 +1532,11 @@ impl XdpDataplane {
         let mut out = Stats::default();
         let vip_stats = self.per_cpu::<Counter>("VIP_STATS")?;
         let carries = self.array_ref::<StatsCarry>("STATS_CARRY")?;
+        // Every counted backend id's counter, read once.
+        let mut counters = BTreeMap::new();
+        for id in &self.counted_backends {
+            counters.insert(*id, self.backend_counter(*id)?);
+        }
         for (spec, slot) in &self.vips {
             // The general path's packets, the fast path's (counted on the
             // backends), and those of backends that left the VIP.
@@ -1505,7 +1546,10 @@ impl XdpDataplane {
             vip.bytes += carry.bytes;
             let per = out.backends.entry(*spec).or_default();
             for (addr, id) in &slot.backends {
-                let c = self.backend_counter(*id)?;
+                let c = match counters.get(id) {
+                    Some(c) => *c,
+                    None => self.backend_counter(*id)?,
+                };
                 per.insert(
                     *addr,
                     CounterSum {
@@ -1527,8 +1571,7 @@ impl XdpDataplane {
         // carried from the ids cleared for reuse.
         let carried = carries.get(&STATS_CARRY_REASONS, 0)?;
         let (mut fast_dr, mut fast_ipip) = (carried.fast_dr, carried.fast_ipip);
-        for id in &self.counted_backends {
-            let c = self.backend_counter(*id)?;
+        for c in counters.values() {
             fast_dr += c.fast_dr;
             fast_ipip += c.fast_ipip;
         }
