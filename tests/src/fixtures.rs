@@ -228,7 +228,7 @@ impl Lab {
                         | "conn_stale"
                         | "conn_evicted"
                         | "conn_shared"
-                        | "fast_path"
+                        | lbctl::dataplane::xdp::FAST_PATH
                 )
             })
             .map(|(_, v)| v)

@@ -967,7 +967,7 @@ impl XdpDataplane {
     /// Zeroes the counters of a VIP id about to be handed out again, and
     /// what its `STATS_CARRY` entry holds for the VIP that had it.
     fn zero_vip_counter(&mut self, id: u32) -> Result<(), XdpError> {
-        self.zero_counter("VIP_STATS", id)?;
+        self.zero_counter::<Counter>("VIP_STATS", id)?;
         self.array::<StatsCarry>("STATS_CARRY")?
             .set(id, StatsCarry::default(), 0)?;
         Ok(())
@@ -1029,15 +1029,15 @@ impl XdpDataplane {
         Ok(())
     }
 
-    fn zero_counter(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
+    /// Zeroes entry `idx` of per-CPU counter map `map` (values of type `T`) on every CPU.
+    fn zero_counter<T: aya::Pod + Default>(&mut self, map: &str, idx: u32) -> Result<(), XdpError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
-        let mut m: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(
+        let mut m: PerCpuArray<&mut MapData, T> = PerCpuArray::try_from(
             self.ebpf
                 .map_mut(map)
                 .ok_or_else(|| XdpError::Missing(format!("map {map}")))?,
         )?;
-        let zeros =
-            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(XdpError::PerCpu)?;
+        let zeros = PerCpuValues::try_from(vec![T::default(); cpus]).map_err(XdpError::PerCpu)?;
         m.set(idx, zeros, 0)?;
         Ok(())
     }
@@ -1121,15 +1121,7 @@ impl XdpDataplane {
                 ..StatsCarry::default()
             },
         )?;
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::PerCpu(e))?;
-        let zeros = PerCpuValues::try_from(vec![BackendCounter::default(); cpus])
-            .map_err(XdpError::PerCpu)?;
-        let mut m: PerCpuArray<&mut MapData, BackendCounter> = PerCpuArray::try_from(
-            self.ebpf
-                .map_mut("BACKEND_STATS")
-                .ok_or_else(|| XdpError::Missing("map BACKEND_STATS".into()))?,
-        )?;
-        m.set(id, zeros, 0)?;
+        self.zero_counter::<BackendCounter>("BACKEND_STATS", id)?;
         self.counted_backends.insert(id);
         Ok(id)
     }
