@@ -92,8 +92,9 @@ pub struct VipInfo {
     pub slot: u32,
 }
 
-/// Value of the VIP table array, at index `2 * vip_id + copy`: the VIP's key
-/// and its [`VipInfo`], found by a packet through its address slot's
+/// Entry of the VIP table (the programs' global `VIP_TABLE`, an array of
+/// [`VIP_TABLE_ENTRIES`]), at index `2 * vip_id + copy`: the VIP's key and
+/// its [`VipInfo`], found by a packet through its address slot's
 /// [`slot_record`] without a hash lookup.
 ///
 /// Each VIP has two copies. User space writes the copy that no slot record
@@ -107,6 +108,24 @@ pub struct VipEntry {
     pub key: VipKey,
     /// The VIP's value, exactly as in the VIP hash map.
     pub info: VipInfo,
+}
+
+impl VipEntry {
+    /// Every field zero: an unused entry (a `const` for the programs' global).
+    pub const ZERO: Self = Self {
+        key: VipKey {
+            addr: [0; 16],
+            port: 0,
+            proto: 0,
+            family: 0,
+        },
+        info: VipInfo {
+            vip_id: 0,
+            flags: 0,
+            ring_size: 0,
+            slot: 0,
+        },
+    };
 }
 
 /// Values of the VIP address slot array (a `u64` per [`vip_slot`]).
@@ -145,7 +164,9 @@ pub mod slot_record {
     }
 }
 
-/// Value of the backend map, indexed by backend id (`1..MAX_BACKENDS`; 0 is [`NO_BACKEND`]).
+/// Entry of the backend table (the programs' global `BACKENDS`, an array of
+/// [`MAX_BACKENDS`]), indexed by backend id (`1..MAX_BACKENDS`; 0 is
+/// [`NO_BACKEND`]).
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Backend {
@@ -165,6 +186,19 @@ pub struct Backend {
     /// them with, or [`VLAN_UNTAGGED`]. Whatever tag a frame came with is
     /// replaced (its priority bits kept), added or removed to match.
     pub vlan: u16,
+}
+
+impl Backend {
+    /// Every field zero: an unused id (a `const` for the programs' global).
+    pub const ZERO: Self = Self {
+        addr: [0; 16],
+        family: 0,
+        flags: 0,
+        _pad: [0; 2],
+        generation: 0,
+        mac: [0; 6],
+        vlan: 0,
+    };
 }
 
 /// [`Backend::vlan`] of a backend reached without a VLAN tag.
@@ -979,6 +1013,15 @@ mod tests {
         assert_eq!(slot_record::pack(&[1, 2, 3, 4, 5]), slot_record::FALLBACK);
         assert_eq!(slot_record::lanes(slot_record::FALLBACK).count(), 0);
         assert!(VIP_TABLE_ENTRIES - 1 <= u32::from(slot_record::LANE_INDEX));
+    }
+
+    #[test]
+    fn zero_constants_are_the_defaults() {
+        // The programs' global tables start as these; user space's images
+        // of them start as the defaults.
+        assert_eq!(Backend::ZERO, Backend::default());
+        assert_eq!(VipEntry::ZERO, VipEntry::default());
+        assert_eq!(LbConfig::ZERO, LbConfig::default());
     }
 
     #[test]

@@ -8,7 +8,10 @@ use etherparse::{
     Icmpv4Type, Icmpv6Type, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
     SlicedPacket, icmpv4::DestUnreachableHeader,
 };
-use lbctl::dataplane::{DesiredState, Forwarding, HashFields, Protocol, xdp::programs};
+use lbctl::dataplane::{
+    DesiredState, Forwarding, HashFields, Protocol,
+    xdp::{BACKENDS_TABLE, programs},
+};
 use tests::fixtures::*;
 
 const CLIENT: &str = "192.0.2.10";
@@ -1559,8 +1562,9 @@ fn torn_shared_entry_is_not_trusted() {
     let placed = backend_of(&lab.run(&flow_to_i(20000)).1);
     let mut shared: Array<_, lb_common::SharedConn> =
         Array::try_from(Map::Array(lab.lb_map("CONN_SHARED"))).expect("CONN_SHARED");
-    let backends: Array<_, lb_common::Backend> =
-        Array::try_from(Map::Array(lab.lb_map("BACKENDS"))).expect("BACKENDS");
+    // The programs' backend table: one value, all the entries.
+    let backends: Array<_, [lb_common::Backend; lb_common::MAX_BACKENDS as usize]> =
+        Array::try_from(Map::Array(lab.lb_map(BACKENDS_TABLE.map))).expect("backend table");
     let entry = shared.get(&slot, 0).expect("entry");
     let id_of = |n: u8| {
         lab.dp
@@ -1575,7 +1579,8 @@ fn torn_shared_entry_is_not_trusted() {
     // Another live backend with its own generation: only the check can
     // tell that this entry is torn.
     let other = if placed == 1 { 2 } else { 1 };
-    let other_gen = backends.get(&id_of(other), 0).expect("backend").generation;
+    let table = backends.get(&0, 0).expect("backend table");
+    let other_gen = table[id_of(other) as usize].generation;
     let torn = lb_common::SharedConn {
         check: entry.check,
         backend_id: id_of(other),
@@ -1601,7 +1606,7 @@ fn torn_shared_entry_is_not_trusted() {
     let other = (1..=4u8)
         .find(|n| ip(&format!("10.0.3.{n}")) != ring)
         .expect("another backend");
-    let generation = backends.get(&id_of(other), 0).expect("backend").generation;
+    let generation = table[id_of(other) as usize].generation;
     let entry = lb_common::SharedConn {
         check: lb_common::shared_conn_check(fp, id_of(other), generation),
         backend_id: id_of(other),

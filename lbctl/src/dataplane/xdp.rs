@@ -44,7 +44,8 @@ use aya::{
 use lb_common::{
     AddrKey, Backend, BackendCounter, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS,
     MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, ReasonCounts, STATS_CARRY_REASONS, StatsCarry,
-    VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags, config_flags, slot_record,
+    VIP_SLOTS, VIP_TABLE_ENTRIES, VipEntry, VipInfo, VipKey, backend_flags, config_flags,
+    slot_record,
 };
 use tracing::{debug, info, warn};
 
@@ -85,15 +86,14 @@ pub mod programs {
 }
 
 /// Every map the object declares (the names of their pins under a pin
-/// directory); the node settings' global data is [`NODE_MAP`].
-pub const MAP_NAMES: [&str; 18] = [
+/// directory); the programs' global data is [`NODE_MAP`] and the tables of
+/// [`GLOBAL_TABLES`].
+pub const MAP_NAMES: [&str; 16] = [
     "VIPS",
     "VIP_PROTOS",
     "VIP_ADDR_SLOTS",
-    "VIP_TABLE",
     "VIP_SCRATCH",
     "RINGS",
-    "BACKENDS",
     "CONNS",
     "CONNS4",
     "CONN_SHARED",
@@ -123,7 +123,9 @@ pub const MAP_NAMES: [&str; 18] = [
 /// [`NODE_PIN`]) instead of the `CONFIG` map; the fast path counts in
 /// `BACKEND_STATS` only ([`BackendCounter`]), no longer reason `fast_path`;
 /// `STATS_CARRY`.
-pub const MAP_LAYOUT: u32 = 10;
+/// 11: the backend and VIP tables in the programs' global data
+/// ([`GLOBAL_TABLES`]) instead of the `BACKENDS` and `VIP_TABLE` maps.
+pub const MAP_LAYOUT: u32 = 11;
 
 /// The entry of [`Stats::reasons`] that is not a [`Reason`]: packets that
 /// `lb`'s fast path forwarded (each also counted by its reasons).
@@ -136,6 +138,36 @@ pub const NODE_MAP: &str = ".data.node";
 pub const NODE_PIN: &str = "NODE";
 /// The symbol of the node settings in the object.
 const NODE_SYMBOL: &str = "NODE";
+
+/// A table the programs read as global data: its map (named after its ELF
+/// section), the name of its pin, and its symbol in the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalTableNames {
+    /// The map: aya names a global-data map after its ELF section.
+    pub map: &'static str,
+    /// The name of its pin under a pin directory.
+    pub pin: &'static str,
+    /// The symbol (the loader overrides it to keep a pinned table's contents).
+    pub symbol: &'static str,
+}
+
+/// The backend table (`[Backend; MAX_BACKENDS]`).
+pub const BACKENDS_TABLE: GlobalTableNames = GlobalTableNames {
+    map: ".bss.backends",
+    pin: "BACKENDS",
+    symbol: "BACKENDS",
+};
+/// The VIP table (`[VipEntry; VIP_TABLE_ENTRIES]`).
+pub const VIP_TABLE: GlobalTableNames = GlobalTableNames {
+    map: ".bss.vip_table",
+    pin: "VIP_TABLE",
+    symbol: "VIP_TABLE",
+};
+/// The tables the programs read as global data rather than through map
+/// lookups (a lookup is a call to the compiler, which then spills the
+/// packet's state around it). Each is one map value that user space writes
+/// whole from its image of it ([`GlobalTable`]).
+pub const GLOBAL_TABLES: [GlobalTableNames; 2] = [BACKENDS_TABLE, VIP_TABLE];
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -359,6 +391,89 @@ impl Drop for RingMemory {
     }
 }
 
+/// User space's image of a table the programs read as global data (see
+/// [`GLOBAL_TABLES`]): `N` entries in one map value.
+///
+/// Every change writes the whole value from the image (128 KiB for the
+/// backends, 20 KiB for the VIP table: tens of microseconds), as the
+/// programs' global data is one map value. The kernel copies it over the
+/// old one, so an entry that did not change is overwritten with its own
+/// bytes: a packet reading it meanwhile cannot tell. Only user space writes
+/// these tables, so the image is the truth; it is read back from the map
+/// when a kept data plane is adopted.
+struct GlobalTable<T: aya::Pod, const N: usize> {
+    names: GlobalTableNames,
+    image: Box<[T; N]>,
+}
+
+impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
+    /// A table of default (zero) entries, as the loader creates it.
+    fn zeroed(names: GlobalTableNames) -> Self {
+        Self::with_image(names, vec![T::default(); N])
+    }
+
+    fn with_image(names: GlobalTableNames, entries: Vec<T>) -> Self {
+        let image: Box<[T]> = entries.into_boxed_slice();
+        let image = image
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("built with N entries"));
+        Self { names, image }
+    }
+
+    /// The table a pinned map holds.
+    fn read_pinned(names: GlobalTableNames, pin: &Path) -> Result<Self, XdpError> {
+        let map =
+            MapData::from_pin(pin).map_err(|e| XdpError::Pin(format!("{}: {e}", pin.display())))?;
+        let table: Array<MapData, [T; N]> = Array::try_from(Map::Array(map))?;
+        let value = Box::new(table.get(&0, 0)?);
+        Ok(Self {
+            names,
+            image: value,
+        })
+    }
+
+    /// The table's bytes, for the loader's `override_global`.
+    fn as_slice(&self) -> &[T] {
+        &self.image[..]
+    }
+
+    /// Entry `i` (default beyond the table).
+    fn get(&self, i: u32) -> T {
+        self.image.get(i as usize).copied().unwrap_or_default()
+    }
+
+    /// Sets entry `i` and writes the table (nothing when it already holds `value`).
+    fn set(&mut self, ebpf: &mut Ebpf, i: u32, value: T) -> Result<(), XdpError> {
+        let slot = self
+            .image
+            .get_mut(i as usize)
+            .ok_or_else(|| XdpError::Capacity(format!("{} entry {i}", self.names.symbol)))?;
+        if *slot == value {
+            return Ok(());
+        }
+        let old = std::mem::replace(slot, value);
+        if let Err(e) = self.write(ebpf) {
+            // The map still holds the old entry: so must the image.
+            self.image[i as usize] = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the whole table would be copied onto the stack"
+    )]
+    fn write(&self, ebpf: &mut Ebpf) -> Result<(), XdpError> {
+        let map = ebpf
+            .map_mut(self.names.map)
+            .ok_or_else(|| XdpError::Missing(format!("map {}", self.names.map)))?;
+        let mut table: Array<&mut MapData, [T; N]> = Array::try_from(map)?;
+        table.set(0, &*self.image, 0)?;
+        Ok(())
+    }
+}
+
 trait AsFdRaw {
     fn as_fd_raw(&self) -> i32;
 }
@@ -500,6 +615,10 @@ pub struct XdpDataplane {
     addr_slots: Option<RingMemory>,
     /// `VIP_TABLE` copies by VIP id.
     entries: Vec<EntryCopies>,
+    /// The backend table (see [`GLOBAL_TABLES`]).
+    backends: GlobalTable<Backend, { MAX_BACKENDS as usize }>,
+    /// The VIP table.
+    vip_table: GlobalTable<VipEntry, { VIP_TABLE_ENTRIES as usize }>,
     node: Option<LbConfig>,
     /// `CONNS` buckets per CPU minus one.
     conn_mask: u32,
@@ -559,8 +678,10 @@ impl XdpDataplane {
                 "CONN_SHARED",
                 lb_common::shared_conn_entries(opts.conn_table_size),
             );
-        // The kept node settings, when the maps are adopted.
+        // The kept node settings and tables, when the maps are adopted.
         let mut kept_node = None;
+        let mut backends = GlobalTable::zeroed(BACKENDS_TABLE);
+        let mut vip_table = GlobalTable::zeroed(VIP_TABLE);
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| XdpError::Pin(format!("{}: {e}", dir.display())))?;
@@ -570,20 +691,29 @@ impl XdpDataplane {
             let node_pin = dir.join(NODE_PIN);
             if node_pin.exists() {
                 kept_node = Some(read_pinned_node(&node_pin)?);
+                backends = GlobalTable::read_pinned(BACKENDS_TABLE, &dir.join(BACKENDS_TABLE.pin))?;
+                vip_table = GlobalTable::read_pinned(VIP_TABLE, &dir.join(VIP_TABLE.pin))?;
             }
             loader.map_pin_path(NODE_MAP, node_pin);
+            for t in GLOBAL_TABLES {
+                loader.map_pin_path(t.map, dir.join(t.pin));
+            }
         }
         // The loader writes a global-data map's initial value even into a
         // pinned map it reuses: make that the value it already holds, so the
         // program still attached (the one being adopted) never sees another.
         if let Some(node) = &kept_node {
             loader.override_global(NODE_SYMBOL, node, true);
+            loader.override_global(BACKENDS_TABLE.symbol, backends.as_slice(), true);
+            loader.override_global(VIP_TABLE.symbol, vip_table.as_slice(), true);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         // Every map is pinned by name: a name missing here would go unpinned.
         if let Some(name) = MAP_NAMES
             .iter()
-            .chain([&NODE_MAP])
+            .copied()
+            .chain([NODE_MAP])
+            .chain(GLOBAL_TABLES.iter().map(|t| t.map))
             .find(|n| ebpf.map(n).is_none())
         {
             return Err(XdpError::Missing(format!("map {name}")));
@@ -641,6 +771,8 @@ impl XdpDataplane {
             generations: vec![0; MAX_BACKENDS as usize],
             addr_slots: Some(addr_slots),
             entries: vec![EntryCopies::default(); MAX_VIPS as usize],
+            backends,
+            vip_table,
             node: None,
             conn_mask,
             conn4_mask,
@@ -870,7 +1002,7 @@ impl XdpDataplane {
                 if id == 0 || id >= MAX_BACKENDS {
                     return Err(XdpError::Pin(format!("backend id {id} out of range")));
                 }
-                let b = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
+                let b = self.backends.get(id);
                 if b.addr != addr_bytes(addr).0 {
                     return Err(XdpError::Pin(format!("backend {id} is not {addr}")));
                 }
@@ -997,14 +1129,11 @@ impl XdpDataplane {
     fn adopt_backend_ids(&mut self) -> Result<(), XdpError> {
         let mut generations = vec![0; MAX_BACKENDS as usize];
         let mut counted = BTreeSet::new();
-        {
-            let entries = self.array_ref::<Backend>("BACKENDS")?;
-            for id in 1..MAX_BACKENDS {
-                generations[id as usize] = entries.get(&id, 0)?.generation;
-                let c = self.backend_counter(id)?;
-                if c.fast_dr != 0 || c.fast_ipip != 0 {
-                    counted.insert(id);
-                }
+        for id in 1..MAX_BACKENDS {
+            generations[id as usize] = self.backends.get(id).generation;
+            let c = self.backend_counter(id)?;
+            if c.fast_dr != 0 || c.fast_ipip != 0 {
+                counted.insert(id);
             }
         }
         self.generations = generations;
@@ -1138,8 +1267,7 @@ impl XdpDataplane {
     }
 
     fn write_backend(&mut self, id: u32, entry: Backend) -> Result<(), XdpError> {
-        self.array::<Backend>("BACKENDS")?.set(id, entry, 0)?;
-        Ok(())
+        self.backends.set(&mut self.ebpf, id, entry)
     }
 
     /// Frees a backend id. `vip`: the id of the VIP it leaves, which goes
@@ -1220,8 +1348,7 @@ impl XdpDataplane {
             key: spec.key(),
             info,
         };
-        self.array::<VipEntry>("VIP_TABLE")?
-            .set(id * 2 + copy, entry, 0)?;
+        self.vip_table.set(&mut self.ebpf, id * 2 + copy, entry)?;
         self.entries[id as usize] = EntryCopies {
             live: Some(copy),
             since: Some(Instant::now()),
@@ -1364,7 +1491,7 @@ impl XdpDataplane {
                     mac: b.mac.unwrap_or_default(),
                     vlan: b.vlan,
                 };
-                let current = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
+                let current = self.backends.get(id);
                 if current != entry {
                     let was_alive = current.flags & backend_flags::ALIVE != 0;
                     if was_alive && entry.flags & backend_flags::ALIVE == 0 {
