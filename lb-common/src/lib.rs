@@ -504,21 +504,23 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Per-CPU counter of a backend (the `BACKEND_STATS` value): its packets
-/// and bytes, and which of them `lb`'s fast path forwarded.
+/// Per-CPU counter of a backend (the `BACKEND_STATS` value): the packets
+/// and bytes the general path forwarded to it, and those `lb`'s fast path
+/// forwarded. The backend's totals are `packets + fast_dr + fast_ipip` and
+/// `bytes + fast_bytes`.
 ///
-/// The fast path counts only here, with one map lookup: not in the VIP's
-/// counter (`VIP_STATS`, which counts the general path's packets) nor in
-/// the `REASONS` map. User space adds its fast-path packets (`fast_dr +
-/// fast_ipip`) and `fast_bytes` to the VIP's (a backend id belongs to one
-/// VIP), and those packets to the reasons they are: `ConnHit`, and `FwdDr`
-/// or `FwdIpip`.
+/// The fast path counts only in its own fields, with one map lookup: not
+/// in the VIP's counter (`VIP_STATS`, which counts the general path's
+/// packets) nor in the `REASONS` map. User space adds its packets
+/// (`fast_dr + fast_ipip`) and `fast_bytes` to the backend's and the VIP's
+/// (a backend id belongs to one VIP), and those packets to the reasons
+/// they are: `ConnHit`, and `FwdDr` or `FwdIpip`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackendCounter {
-    /// Packets.
+    /// Packets the general path forwarded.
     pub packets: u64,
-    /// Bytes, as [`Counter::bytes`].
+    /// Their bytes, as [`Counter::bytes`].
     pub bytes: u64,
     /// Bytes of the packets the fast path forwarded.
     pub fast_bytes: u64,

@@ -12,8 +12,9 @@
 //! `None` before it writes anything. So the outcome (verdict, bytes out,
 //! counters) is the general path's, which the fixture tests check packet by
 //! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs.
-//! It counts only in the backend's [`lb_common::BackendCounter`], with one
-//! map lookup; user space adds those counts to the VIP's and to the reasons.
+//! It counts only in the backend's [`lb_common::BackendCounter`], in its own
+//! fields, with one map lookup; user space adds those counts to the
+//! backend's, the VIP's and the reasons.
 //!
 //! It also passes an untagged IPv4 packet whose destination's address slot
 //! is empty (no VIP there) as the general parser does, without reading
@@ -39,7 +40,7 @@ use lb_common::{
 };
 
 use crate::{
-    IPPROTO_IPIP, add_backend, count, find_way4, frame_limit, line4, link_mtu, live_backend,
+    IPPROTO_IPIP, backend_counter, count, find_way4, frame_limit, line4, link_mtu, live_backend,
     lookup_vip, node,
     parse::{ETH_P_IPV4, header_checksum_ok, ports},
     pkt::{ld_be16, ld16, ld32, st_mac},
@@ -180,9 +181,10 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     let clock = l.clock.wrapping_add(1);
     l.clock = clock;
     l.used[way] = clock;
-    // The VIP's packets and the reasons (`ConnHit`, `FwdDr` or `FwdIpip`)
-    // in the backend's counter: see `BackendCounter`.
-    if let Some(c) = add_backend(id, frame_len) {
+    // The backend's and the VIP's packets and bytes, and the reasons
+    // (`ConnHit`, `FwdDr` or `FwdIpip`), in the backend's fast-path fields:
+    // see `BackendCounter`.
+    if let Some(c) = backend_counter(id) {
         // SAFETY: per-CPU value owned by this CPU for the program's run.
         unsafe {
             (*c).fast_bytes += frame_len;

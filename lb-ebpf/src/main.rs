@@ -229,7 +229,14 @@ fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
     }
 }
 
-/// Counts a packet of `bytes` to backend `id`; this CPU's counter of it.
+/// This CPU's counter of backend `id`, for the fast path's own fields.
+#[inline(always)]
+fn backend_counter(id: u32) -> Option<*mut BackendCounter> {
+    BACKEND_STATS.get_ptr_mut(id)
+}
+
+/// Counts a packet of `bytes` to backend `id` (the general path); this
+/// CPU's counter of it.
 #[inline(always)]
 fn add_backend(id: u32, bytes: u64) -> Option<*mut BackendCounter> {
     let c = BACKEND_STATS.get_ptr_mut(id)?;

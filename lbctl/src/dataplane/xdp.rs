@@ -124,7 +124,8 @@ pub const MAP_NAMES: [&str; 16] = [
 /// `BACKEND_STATS` only ([`BackendCounter`]), no longer reason `fast_path`;
 /// `STATS_CARRY`.
 /// 11: the backend and VIP tables in the programs' global data
-/// ([`GLOBAL_TABLES`]) instead of the `BACKENDS` and `VIP_TABLE` maps.
+/// ([`GLOBAL_TABLES`]) instead of the `BACKENDS` and `VIP_TABLE` maps;
+/// [`BackendCounter`]'s `packets` and `bytes` count the general path only.
 pub const MAP_LAYOUT: u32 = 11;
 
 /// The entry of [`Stats::reasons`] that is not a [`Reason`]: packets that
@@ -1672,8 +1673,8 @@ impl XdpDataplane {
                 per.insert(
                     *addr,
                     CounterSum {
-                        packets: c.packets,
-                        bytes: c.bytes,
+                        packets: c.packets + c.fast_dr + c.fast_ipip,
+                        bytes: c.bytes + c.fast_bytes,
                     },
                 );
                 vip.packets += c.fast_dr + c.fast_ipip;
