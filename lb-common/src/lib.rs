@@ -72,6 +72,9 @@ pub mod vip_flags {
     pub const NO_CONN_TABLE: u32 = 1 << 5;
     /// Log debug events for this VIP through aya-log (off on the fast path by default).
     pub const DEBUG: u32 = 1 << 6;
+    /// Every flag: they fit [`super::Backend::fast_flags`].
+    pub const ALL: u32 = (1 << 7) - 1;
+    const _: () = assert!(ALL <= u16::MAX as u32);
 }
 
 /// Value of the VIP map.
@@ -176,8 +179,13 @@ pub struct Backend {
     pub family: u8,
     /// [`backend_flags`] bits.
     pub flags: u8,
-    /// Padding, zero.
-    pub _pad: [u8; 2],
+    /// The [`vip_flags`] of the backend's VIP as `lb`'s fast path acts on
+    /// them: a connection-table hit reads them here instead of looking the
+    /// VIP up. The VIP's own flags, except that [`vip_flags::ACTIVE`] is
+    /// left out for a port-less VIP that shares its address and protocol
+    /// with a VIP of a port: the general path, which gives that port's
+    /// packets to the other VIP, decides for its flows.
+    pub fast_flags: u16,
     /// Generation of this slot: connection-table entries of an older generation are stale.
     pub generation: u32,
     /// Destination MAC for frames to this backend (the backend's own for DR, the next hop for IPIP).
@@ -194,7 +202,7 @@ impl Backend {
         addr: [0; 16],
         family: 0,
         flags: 0,
-        _pad: [0; 2],
+        fast_flags: 0,
         generation: 0,
         mac: [0; 6],
         vlan: 0,

@@ -1889,7 +1889,13 @@ fn apply_writes_only_what_changed() {
     let r = lab.apply(st.clone());
     assert_eq!(r.vip_updates, 1, "{r:?}");
     assert_eq!(r.rings_switched, 0, "{r:?}");
-    assert_eq!(r.backends_written, 0, "{r:?}");
+    // The VIP's backends carry its flags for the fast path (`fast_flags`).
+    let g_backends = st
+        .vips
+        .iter()
+        .find(|v| v.spec == vip_g())
+        .map_or(0, |v| v.backends.len());
+    assert_eq!(r.backends_written, g_backends, "{r:?}");
     let pkt = client_packet(CLIENT, 40000, "10.0.0.103", 80, Protocol::Tcp, None, b"x");
     assert_eq!(lab.run(&pkt).0, verdict::TX);
     // removing a VIP makes its traffic pass
@@ -2509,4 +2515,92 @@ fn fast_path_decides_every_packet_as_the_general_path_does() {
             assert_eq!(fast, 0, "the fast path declines tagged backends");
         }
     }
+}
+
+/// A port-less VIP shares its address and protocol with a VIP of a port:
+/// the general path gives that port's packets to the VIP of the port (the
+/// exact match first), even those of a flow the connection table holds for
+/// the port-less VIP. `lb`'s fast path reads a flow's VIP flags from its
+/// backend and does not look the VIP up, so user space leaves such a
+/// port-less VIP's flows to the general path (`Backend::fast_flags`
+/// without ACTIVE). Each packet here runs through the general path alone
+/// and then with the fast path on; both must decide it the same, and the
+/// fast path takes the port-less VIP's flows only while it is alone.
+#[test]
+fn a_portless_vip_shadowed_by_a_vip_of_a_port_leaves_its_flows_to_the_general_path() {
+    let portless = vip("10.0.0.110", None, Protocol::Tcp);
+    let exact = vip("10.0.0.110", Some(443), Protocol::Tcp);
+    let alone = DesiredState {
+        node: node(),
+        vips: vec![vip_state(
+            portless,
+            Forwarding::Dr,
+            vec![backend("10.0.5.1", 21, 100)],
+        )],
+    };
+    let mut shadowed = alone.clone();
+    shadowed.vips.push(vip_state(
+        exact,
+        Forwarding::Ipip,
+        vec![backend("10.0.5.2", 22, 100)],
+    ));
+    let flow = |dport| {
+        client_packet(
+            CLIENT,
+            41000,
+            "10.0.0.110",
+            dport,
+            Protocol::Tcp,
+            None,
+            b"x",
+        )
+    };
+    // Runs `pkt` through the general path, then with the fast path: the
+    // outcome, and whether the fast path took it.
+    let both = |lab: &mut Lab, pkt: &[u8]| {
+        lab.dp
+            .set_general_path_only(true)
+            .expect("general path only");
+        let general = lab.run(pkt);
+        lab.dp.set_general_path_only(false).expect("fast path on");
+        let c0 = counters(lab);
+        let fast = lab.run(pkt);
+        let took = counters_delta(&c0, &counters(lab)).get("fast_path") == Some(&1);
+        assert_eq!(fast, general, "verdict and bytes");
+        took
+    };
+    let mut lab = Lab::new(alone);
+    for dport in [443, 8080] {
+        lab.run(&flow(dport)); // recorded in this CPU's table
+        assert!(
+            both(&mut lab, &flow(dport)),
+            "port {dport}: alone, the fast path takes it"
+        );
+    }
+    lab.apply(shadowed.clone());
+    let b = shadowed
+        .vips
+        .iter()
+        .find(|v| v.spec == portless)
+        .expect("port-less VIP");
+    assert_eq!(
+        shadowed.fast_flags(b) & lb_common::vip_flags::ACTIVE,
+        0,
+        "shadowed: not active on the fast path"
+    );
+    for dport in [443, 8080] {
+        assert!(
+            !both(&mut lab, &flow(dport)),
+            "port {dport}: shadowed, the general path decides"
+        );
+    }
+    // Port 443 is the exact VIP's now: its established flow still goes to
+    // the port-less VIP's backend (the table keeps it), by the general path.
+    let (v, out) = lab.run(&flow(443));
+    assert_eq!(v, verdict::TX);
+    assert_eq!(
+        out.len(),
+        flow(443).len() + 20,
+        "encapsulated, as the exact VIP forwards"
+    );
 }

@@ -45,7 +45,7 @@ use lb_common::{
     AddrKey, Backend, BackendCounter, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS,
     MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, ReasonCounts, STATS_CARRY_REASONS, StatsCarry,
     VIP_SLOTS, VIP_TABLE_ENTRIES, VipEntry, VipInfo, VipKey, backend_flags, config_flags,
-    slot_record,
+    slot_record, vip_flags,
 };
 use tracing::{debug, info, warn};
 
@@ -405,6 +405,8 @@ impl Drop for RingMemory {
 struct GlobalTable<T: aya::Pod, const N: usize> {
     names: GlobalTableNames,
     image: Box<[T; N]>,
+    /// The image holds staged entries the map does not yet.
+    dirty: bool,
 }
 
 impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
@@ -418,7 +420,11 @@ impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
         let image = image
             .try_into()
             .unwrap_or_else(|_| unreachable!("built with N entries"));
-        Self { names, image }
+        Self {
+            names,
+            image,
+            dirty: false,
+        }
     }
 
     /// The table a pinned map holds.
@@ -430,6 +436,7 @@ impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
         Ok(Self {
             names,
             image: value,
+            dirty: false,
         })
     }
 
@@ -438,27 +445,38 @@ impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
         &self.image[..]
     }
 
-    /// Entry `i` (default beyond the table).
+    /// Entry `i` as last set or staged (default beyond the table).
     fn get(&self, i: u32) -> T {
         self.image.get(i as usize).copied().unwrap_or_default()
     }
 
-    /// Sets entry `i` and writes the table (nothing when it already holds `value`).
-    fn set(&mut self, ebpf: &mut Ebpf, i: u32, value: T) -> Result<(), XdpError> {
+    /// Sets entry `i` in the image only; [`Self::flush`] writes it (with
+    /// every other staged entry, in one write).
+    fn stage(&mut self, i: u32, value: T) -> Result<(), XdpError> {
         let slot = self
             .image
             .get_mut(i as usize)
             .ok_or_else(|| XdpError::Capacity(format!("{} entry {i}", self.names.symbol)))?;
-        if *slot == value {
-            return Ok(());
-        }
-        let old = std::mem::replace(slot, value);
-        if let Err(e) = self.write(ebpf) {
-            // The map still holds the old entry: so must the image.
-            self.image[i as usize] = old;
-            return Err(e);
+        if *slot != value {
+            *slot = value;
+            self.dirty = true;
         }
         Ok(())
+    }
+
+    /// Writes the table if entries were staged since the last write.
+    fn flush(&mut self, ebpf: &mut Ebpf) -> Result<(), XdpError> {
+        if self.dirty {
+            self.write(ebpf)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Sets entry `i` and writes the table (with anything staged).
+    fn set(&mut self, ebpf: &mut Ebpf, i: u32, value: T) -> Result<(), XdpError> {
+        self.stage(i, value)?;
+        self.flush(ebpf)
     }
 
     #[expect(
@@ -1271,6 +1289,16 @@ impl XdpDataplane {
         self.backends.set(&mut self.ebpf, id, entry)
     }
 
+    /// Stages a backend entry for [`Self::flush_backends`], which writes
+    /// every staged one at once (the table is one value: see `GlobalTable`).
+    fn stage_backend(&mut self, id: u32, entry: Backend) -> Result<(), XdpError> {
+        self.backends.stage(id, entry)
+    }
+
+    fn flush_backends(&mut self) -> Result<(), XdpError> {
+        self.backends.flush(&mut self.ebpf)
+    }
+
     /// Frees a backend id. `vip`: the id of the VIP it leaves, which goes
     /// on (its total keeps the backend's fast-path packets); `None` when the
     /// VIP goes too. A packet that the fast path counts on the backend in
@@ -1390,10 +1418,14 @@ impl XdpDataplane {
         }
         let applied = self.apply_vips(desired);
         // Also after a failure: the VIPs published before it forward, and
-        // their fragments must be told from traffic for no VIP.
+        // their fragments must be told from traffic for no VIP; and the
+        // backend entries staged before it are written (the image of the
+        // table must be what the map holds).
         let synced = self.sync_vip_protos();
+        let flushed = self.flush_backends();
         let report = applied?;
         synced?;
+        flushed?;
         Ok(report)
     }
 
@@ -1467,6 +1499,8 @@ impl XdpDataplane {
             // VIP cannot be programmed (no id left, no table), so a refused
             // apply loses none and its retry can succeed.
             let mut fresh: Vec<u32> = Vec::new();
+            // In the u16 (every flag fits: asserted in lb-common).
+            let fast_flags = (desired.fast_flags(vip) & vip_flags::ALL) as u16;
             for b in &vip.backends {
                 let id = match old_ids.get(&b.addr) {
                     Some(&id) => id,
@@ -1487,7 +1521,7 @@ impl XdpDataplane {
                     addr,
                     family,
                     flags: if b.alive() { backend_flags::ALIVE } else { 0 },
-                    _pad: [0; 2],
+                    fast_flags,
                     generation: self.generations[id as usize],
                     mac: b.mac.unwrap_or_default(),
                     vlan: b.vlan,
@@ -1498,11 +1532,13 @@ impl XdpDataplane {
                     if was_alive && entry.flags & backend_flags::ALIVE == 0 {
                         dying.push((id, entry));
                     } else {
-                        self.write_backend(id, entry)?;
+                        self.stage_backend(id, entry)?;
                     }
                     report.backends_written += 1;
                 }
             }
+            // One write for the VIP's backends, before its table names them.
+            self.flush_backends()?;
 
             // The table, from the backends that take new flows.
             let members: Vec<MaglevBackend> = vip
@@ -1571,8 +1607,9 @@ impl XdpDataplane {
             // Now the live table no longer names them (a dead backend is
             // never in it): established flows on them are rehashed from here.
             for (id, entry) in dying {
-                self.write_backend(id, entry)?;
+                self.stage_backend(id, entry)?;
             }
+            self.flush_backends()?;
             // Backends that left this VIP: no longer alive, ids recycled.
             // Until each is released the slot names it beside the new
             // backends, so that an error part-way leaves the next apply
@@ -1629,6 +1666,21 @@ impl XdpDataplane {
     }
 
     fn remove_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
+        // The fast path first, in one write: it reads the VIP's flags from
+        // its backends (`Backend::fast_flags`), not from the VIP entry.
+        let ids: Vec<u32> = self
+            .vips
+            .get(&spec)
+            .map(|s| s.backends.values().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let entry = Backend {
+                fast_flags: 0,
+                ..self.backends.get(id)
+            };
+            self.stage_backend(id, entry)?;
+        }
+        self.flush_backends()?;
         self.unpublish_vip(spec)?;
         let Some(slot) = self.vips.remove(&spec) else {
             return Ok(());
