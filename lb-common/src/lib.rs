@@ -73,7 +73,13 @@ pub mod vip_flags {
     /// Log debug events for this VIP through aya-log (off on the fast path by default).
     pub const DEBUG: u32 = 1 << 6;
     /// Every flag: they fit [`super::Backend::fast_flags`].
-    pub const ALL: u32 = (1 << 7) - 1;
+    pub const ALL: u32 = ACTIVE
+        | FWD_IPIP
+        | HASH_NO_SRC_PORT
+        | HASH_NO_DST_PORT
+        | HASH_NO_SRC_ADDR
+        | NO_CONN_TABLE
+        | DEBUG;
     const _: () = assert!(ALL <= u16::MAX as u32);
 }
 

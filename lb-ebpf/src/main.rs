@@ -1446,7 +1446,7 @@ fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
 
 /// VIP lookup: the exact (address, port, protocol) first, then the port-less
 /// VIP. Through the entries that `rec` (the address's [`slot_record`], read
-/// once by the parser) names in [`VIP_TABLE`] (array lookups only), or the
+/// once by the parser) names in [`VIP_TABLE`] (global data, no lookup), or the
 /// hash map when the slot is in [`slot_record::FALLBACK`].
 ///
 /// The value is returned by reference, to a `VIP_TABLE` entry or this CPU's

@@ -2523,27 +2523,21 @@ fn fast_path_decides_every_packet_as_the_general_path_does() {
 /// the port-less VIP. `lb`'s fast path reads a flow's VIP flags from its
 /// backend and does not look the VIP up, so user space leaves such a
 /// port-less VIP's flows to the general path (`Backend::fast_flags`
-/// without ACTIVE). Each packet here runs through the general path alone
-/// and then with the fast path on; both must decide it the same, and the
-/// fast path takes the port-less VIP's flows only while it is alone.
+/// without ACTIVE), whichever of the two the config lists first. Each
+/// packet here runs through the general path alone and then with the fast
+/// path on; both must decide it the same, and the fast path takes the
+/// port-less VIP's flows only while it is alone (again once the other VIP
+/// goes).
 #[test]
 fn a_portless_vip_shadowed_by_a_vip_of_a_port_leaves_its_flows_to_the_general_path() {
     let portless = vip("10.0.0.110", None, Protocol::Tcp);
     let exact = vip("10.0.0.110", Some(443), Protocol::Tcp);
+    let p = vip_state(portless, Forwarding::Dr, vec![backend("10.0.5.1", 21, 100)]);
+    let e = vip_state(exact, Forwarding::Ipip, vec![backend("10.0.5.2", 22, 100)]);
     let alone = DesiredState {
         node: node(),
-        vips: vec![vip_state(
-            portless,
-            Forwarding::Dr,
-            vec![backend("10.0.5.1", 21, 100)],
-        )],
+        vips: vec![p.clone()],
     };
-    let mut shadowed = alone.clone();
-    shadowed.vips.push(vip_state(
-        exact,
-        Forwarding::Ipip,
-        vec![backend("10.0.5.2", 22, 100)],
-    ));
     let flow = |dport| {
         client_packet(
             CLIENT,
@@ -2556,7 +2550,7 @@ fn a_portless_vip_shadowed_by_a_vip_of_a_port_leaves_its_flows_to_the_general_pa
         )
     };
     // Runs `pkt` through the general path, then with the fast path: the
-    // outcome, and whether the fast path took it.
+    // outcomes must agree; whether the fast path took it.
     let both = |lab: &mut Lab, pkt: &[u8]| {
         lab.dp
             .set_general_path_only(true)
@@ -2565,42 +2559,70 @@ fn a_portless_vip_shadowed_by_a_vip_of_a_port_leaves_its_flows_to_the_general_pa
         lab.dp.set_general_path_only(false).expect("fast path on");
         let c0 = counters(lab);
         let fast = lab.run(pkt);
-        let took = counters_delta(&c0, &counters(lab)).get("fast_path") == Some(&1);
         assert_eq!(fast, general, "verdict and bytes");
-        took
+        counters_delta(&c0, &counters(lab)).get("fast_path") == Some(&1)
     };
-    let mut lab = Lab::new(alone);
-    for dport in [443, 8080] {
-        lab.run(&flow(dport)); // recorded in this CPU's table
-        assert!(
-            both(&mut lab, &flow(dport)),
-            "port {dport}: alone, the fast path takes it"
+    for (order, vips) in [
+        ("port-less first", vec![p.clone(), e.clone()]),
+        ("exact first", vec![e.clone(), p.clone()]),
+    ] {
+        let mut lab = Lab::new(alone.clone());
+        for dport in [443, 8080] {
+            lab.run(&flow(dport)); // recorded in this CPU's table
+            assert!(
+                both(&mut lab, &flow(dport)),
+                "{order}, port {dport}: alone, fast"
+            );
+        }
+        let shadowed = DesiredState { node: node(), vips };
+        assert_eq!(
+            shadowed.fast_flags(&p) & lb_common::vip_flags::ACTIVE as u16,
+            0,
+            "shadowed: not active on the fast path"
         );
+        lab.apply(shadowed);
+        for dport in [443, 8080] {
+            assert!(
+                !both(&mut lab, &flow(dport)),
+                "{order}, port {dport}: shadowed, general"
+            );
+        }
+        // Port 443 is the exact VIP's now: its established flow still goes
+        // to the port-less VIP's backend (the table keeps it), forwarded as
+        // the exact VIP forwards, by the general path.
+        let (v, out) = lab.run(&flow(443));
+        assert_eq!(v, verdict::TX);
+        assert_eq!(out.len(), flow(443).len() + 20, "{order}: encapsulated");
+        lab.apply(alone.clone());
+        for dport in [443, 8080] {
+            assert!(
+                both(&mut lab, &flow(dport)),
+                "{order}, port {dport}: alone again, fast"
+            );
+        }
     }
-    lab.apply(shadowed.clone());
-    let b = shadowed
-        .vips
-        .iter()
-        .find(|v| v.spec == portless)
-        .expect("port-less VIP");
-    assert_eq!(
-        shadowed.fast_flags(b) & lb_common::vip_flags::ACTIVE,
-        0,
-        "shadowed: not active on the fast path"
+    // An apply that publishes the VIP of the port and then fails on the
+    // port-less one (a table larger than the loaded stride): the port-less
+    // VIP's backends were taken out of the fast path before anything else
+    // was written, so both paths still decide its flows the same.
+    let mut lab = Lab::new(alone.clone());
+    for dport in [443, 8080] {
+        lab.run(&flow(dport));
+    }
+    let mut too_big = p.clone();
+    too_big.ring_size = u32::MAX;
+    let failing = DesiredState {
+        node: node(),
+        vips: vec![e.clone(), too_big],
+    };
+    assert!(
+        lab.dp.apply(&failing).is_err(),
+        "the port-less VIP's table does not fit"
     );
     for dport in [443, 8080] {
         assert!(
             !both(&mut lab, &flow(dport)),
-            "port {dport}: shadowed, the general path decides"
+            "failed apply, port {dport}: general"
         );
     }
-    // Port 443 is the exact VIP's now: its established flow still goes to
-    // the port-less VIP's backend (the table keeps it), by the general path.
-    let (v, out) = lab.run(&flow(443));
-    assert_eq!(v, verdict::TX);
-    assert_eq!(
-        out.len(),
-        flow(443).len() + 20,
-        "encapsulated, as the exact VIP forwards"
-    );
 }

@@ -203,18 +203,20 @@ impl DesiredState {
     /// first), and `lb`'s fast path, which reads a flow's VIP flags from
     /// its backend, does not look that up: it leaves such flows to the
     /// general path.
-    pub fn fast_flags(&self, vip: &VipState) -> u32 {
+    pub fn fast_flags(&self, vip: &VipState) -> u16 {
         let shadowed = vip.spec.port.is_none()
             && self.vips.iter().any(|o| {
                 o.spec.port.is_some()
                     && o.spec.addr == vip.spec.addr
                     && o.spec.protocol == vip.spec.protocol
             });
-        if shadowed {
+        let flags = if shadowed {
             vip.flags() & !vip_flags::ACTIVE
         } else {
             vip.flags()
-        }
+        };
+        // Every flag fits (asserted in lb-common; `flags` sets no other).
+        (flags & vip_flags::ALL) as u16
     }
 }
 
@@ -332,7 +334,7 @@ mod tests {
             node: NodeSettings::default(),
             vips: vec![portless.clone()],
         };
-        let all = vip_flags::ACTIVE | vip_flags::FWD_IPIP;
+        let all = (vip_flags::ACTIVE | vip_flags::FWD_IPIP) as u16;
         assert_eq!(st.fast_flags(&portless), all, "alone");
         // Another address, or another protocol: no VIP takes its packets.
         st.vips.push(vip("10.0.0.2", Some(80), Protocol::Tcp));
@@ -341,7 +343,22 @@ mod tests {
         // A port of its address and protocol: that port is the other VIP's.
         let exact = vip("10.0.0.1", Some(443), Protocol::Tcp);
         st.vips.push(exact.clone());
-        assert_eq!(st.fast_flags(&portless), vip_flags::FWD_IPIP, "shadowed");
+        assert_eq!(
+            st.fast_flags(&portless),
+            vip_flags::FWD_IPIP as u16,
+            "shadowed"
+        );
+        // Every flag a VIP can have is carried.
+        let mut every = exact.clone();
+        every.debug = true;
+        every.hash = HashFields {
+            src_addr: false,
+            src_port: false,
+            dst_port: false,
+        };
+        every.spec.port = Some(444);
+        assert_eq!(every.flags() & !vip_flags::ALL, 0);
+        assert_eq!(u32::from(st.fast_flags(&every)), every.flags());
         assert_eq!(
             st.fast_flags(&exact),
             all,

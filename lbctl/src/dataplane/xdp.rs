@@ -11,7 +11,8 @@
 //!
 //! A packet finds its `VipInfo` without a hash lookup: the address slot array
 //! `VIP_ADDR_SLOTS` (mmapped here) holds per slot a record naming up to four
-//! entries of the `VIP_TABLE` array (key + `VipInfo`; two copies per VIP id).
+//! entries of the VIP table (key + `VipInfo`; two copies per VIP id), which
+//! like the backend table is the programs' global data ([`GLOBAL_TABLES`]).
 //! A `VipInfo` change is the same double-buffered flip: the idle copy is
 //! written (not rewritten until [`SLOT_REUSE_GRACE`] after it stopped being
 //! named), then the slot's record is replaced by one aligned 8-byte store. The
@@ -19,6 +20,11 @@
 //! longer named; packets use it only for slots with more than four VIPs
 //! (`slot_record::FALLBACK`). Either way a packet reads one `VipInfo` that
 //! changed in one step.
+//!
+//! `lb`'s fast path reads a flow's VIP flags from its backend instead
+//! (`Backend::fast_flags`). An apply first takes out of the fast path the
+//! backends whose flags change (their flows take the general path), and
+//! writes their new flags with their VIP's switch.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -396,7 +402,7 @@ impl Drop for RingMemory {
 /// [`GLOBAL_TABLES`]): `N` entries in one map value.
 ///
 /// Every change writes the whole value from the image (128 KiB for the
-/// backends, 20 KiB for the VIP table: tens of microseconds), as the
+/// backends, 18 KiB for the VIP table: tens of microseconds), as the
 /// programs' global data is one map value. The kernel copies it over the
 /// old one, so an entry that did not change is overwritten with its own
 /// bytes: a packet reading it meanwhile cannot tell. Only user space writes
@@ -1299,6 +1305,43 @@ impl XdpDataplane {
         self.backends.flush(&mut self.ebpf)
     }
 
+    /// Before an apply changes anything: takes out of the fast path, in one
+    /// write, the backends of every programmed VIP whose fast-path flags
+    /// change. The fast path reads a flow's VIP flags from its backend
+    /// (`Backend::fast_flags`), so it must not act on new ones before the
+    /// general path does (the VIP's switch), nor on old ones after it, nor
+    /// on a port-less VIP's while a VIP of one of its ports is published
+    /// before it (VIPs are applied in config order). Until its VIP's switch
+    /// writes the new flags, such a backend's flows take the general path;
+    /// after a failed apply, until the next one.
+    /// Returns how many entries it changed.
+    fn quiesce_fast_flags(&mut self, desired: &DesiredState) -> Result<usize, XdpError> {
+        let mut changing = Vec::new();
+        for vip in &desired.vips {
+            let Some(slot) = self.vips.get(&vip.spec) else {
+                continue;
+            };
+            let new = desired.fast_flags(vip);
+            changing.extend(
+                slot.backends
+                    .values()
+                    .copied()
+                    .filter(|&id| self.backends.get(id).fast_flags != new),
+            );
+        }
+        let mut changed = 0;
+        for id in changing {
+            let current = self.backends.get(id);
+            let entry = fast_path_off(current);
+            if entry != current {
+                self.stage_backend(id, entry)?;
+                changed += 1;
+            }
+        }
+        self.flush_backends()?;
+        Ok(changed)
+    }
+
     /// Frees a backend id. `vip`: the id of the VIP it leaves, which goes
     /// on (its total keeps the backend's fast-path packets); `None` when the
     /// VIP goes too. A packet that the fast path counts on the backend in
@@ -1435,6 +1478,7 @@ impl XdpDataplane {
             node_written: self.write_node(&desired.node)?,
             ..Default::default()
         };
+        report.backends_written += self.quiesce_fast_flags(desired)?;
         let wanted: HashMap<VipSpec, usize> = desired
             .vips
             .iter()
@@ -1490,6 +1534,8 @@ impl XdpDataplane {
             // sends new flows to it, and they would be dropped meanwhile.
             let mut ids = BTreeMap::new();
             let mut dying = Vec::new();
+            // Entries whose fast-path flags change: written with the switch.
+            let mut after_switch = Vec::new();
             let old_ids = self
                 .vips
                 .get(&vip.spec)
@@ -1499,8 +1545,7 @@ impl XdpDataplane {
             // VIP cannot be programmed (no id left, no table), so a refused
             // apply loses none and its retry can succeed.
             let mut fresh: Vec<u32> = Vec::new();
-            // In the u16 (every flag fits: asserted in lb-common).
-            let fast_flags = (desired.fast_flags(vip) & vip_flags::ALL) as u16;
+            let fast_flags = desired.fast_flags(vip);
             for b in &vip.backends {
                 let id = match old_ids.get(&b.addr) {
                     Some(&id) => id,
@@ -1531,6 +1576,12 @@ impl XdpDataplane {
                     let was_alive = current.flags & backend_flags::ALIVE != 0;
                     if was_alive && entry.flags & backend_flags::ALIVE == 0 {
                         dying.push((id, entry));
+                    } else if entry.fast_flags != current.fast_flags {
+                        // The fast path takes the new flags with the VIP's
+                        // switch below, not before: until then it leaves
+                        // the backend's flows to the general path.
+                        self.stage_backend(id, fast_path_off(entry))?;
+                        after_switch.push((id, entry));
                     } else {
                         self.stage_backend(id, entry)?;
                     }
@@ -1606,7 +1657,9 @@ impl XdpDataplane {
             }
             // Now the live table no longer names them (a dead backend is
             // never in it): established flows on them are rehashed from here.
-            for (id, entry) in dying {
+            // And the fast path takes the VIP's new flags, as the general
+            // path now does.
+            for (id, entry) in dying.into_iter().chain(after_switch) {
                 self.stage_backend(id, entry)?;
             }
             self.flush_backends()?;
@@ -1624,6 +1677,12 @@ impl XdpDataplane {
                 slot.backends = ids.clone();
                 slot.backends.extend(left.iter().copied());
             }
+            // Their free entries in one write (each release below then
+            // finds its entry written).
+            for &(_, id) in &left {
+                self.stage_backend(id, self.free_entry(id))?;
+            }
+            self.flush_backends()?;
             for (addr, id) in left {
                 self.release_backend(id, Some(info.vip_id))?;
                 if let Some(slot) = self.vips.get_mut(&vip.spec) {
@@ -1674,10 +1733,7 @@ impl XdpDataplane {
             .map(|s| s.backends.values().copied().collect())
             .unwrap_or_default();
         for id in ids {
-            let entry = Backend {
-                fast_flags: 0,
-                ..self.backends.get(id)
-            };
+            let entry = fast_path_off(self.backends.get(id));
             self.stage_backend(id, entry)?;
         }
         self.flush_backends()?;
@@ -1688,6 +1744,12 @@ impl XdpDataplane {
         self.hash::<VipKey, VipInfo>("VIPS")?
             .remove(&spec.key())
             .or_else(ignore_missing)?;
+        // Their free entries in one write (each release then finds its
+        // entry written).
+        for &id in slot.backends.values() {
+            self.stage_backend(id, self.free_entry(id))?;
+        }
+        self.flush_backends()?;
         for (_, id) in slot.backends {
             self.release_backend(id, None)?;
         }
@@ -1833,6 +1895,15 @@ fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
         tails.set(*slot, fd, 0)?;
     }
     Ok(())
+}
+
+/// `entry` as the fast path declines it: its VIP flags without ACTIVE (the
+/// general path then decides the backend's flows).
+fn fast_path_off(entry: Backend) -> Backend {
+    Backend {
+        fast_flags: entry.fast_flags & !(vip_flags::ACTIVE as u16),
+        ..entry
+    }
 }
 
 /// The node settings held by a pinned [`NODE_MAP`].
