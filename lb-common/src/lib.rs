@@ -72,6 +72,15 @@ pub mod vip_flags {
     pub const NO_CONN_TABLE: u32 = 1 << 5;
     /// Log debug events for this VIP through aya-log (off on the fast path by default).
     pub const DEBUG: u32 = 1 << 6;
+    /// Every flag: they fit [`super::Backend::fast_flags`].
+    pub const ALL: u32 = ACTIVE
+        | FWD_IPIP
+        | HASH_NO_SRC_PORT
+        | HASH_NO_DST_PORT
+        | HASH_NO_SRC_ADDR
+        | NO_CONN_TABLE
+        | DEBUG;
+    const _: () = assert!(ALL <= u16::MAX as u32);
 }
 
 /// Value of the VIP map.
@@ -92,8 +101,9 @@ pub struct VipInfo {
     pub slot: u32,
 }
 
-/// Value of the VIP table array, at index `2 * vip_id + copy`: the VIP's key
-/// and its [`VipInfo`], found by a packet through its address slot's
+/// Entry of the VIP table (the programs' global `VIP_TABLE`, an array of
+/// [`VIP_TABLE_ENTRIES`]), at index `2 * vip_id + copy`: the VIP's key and
+/// its [`VipInfo`], found by a packet through its address slot's
 /// [`slot_record`] without a hash lookup.
 ///
 /// Each VIP has two copies. User space writes the copy that no slot record
@@ -107,6 +117,24 @@ pub struct VipEntry {
     pub key: VipKey,
     /// The VIP's value, exactly as in the VIP hash map.
     pub info: VipInfo,
+}
+
+impl VipEntry {
+    /// Every field zero: an unused entry (a `const` for the programs' global).
+    pub const ZERO: Self = Self {
+        key: VipKey {
+            addr: [0; 16],
+            port: 0,
+            proto: 0,
+            family: 0,
+        },
+        info: VipInfo {
+            vip_id: 0,
+            flags: 0,
+            ring_size: 0,
+            slot: 0,
+        },
+    };
 }
 
 /// Values of the VIP address slot array (a `u64` per [`vip_slot`]).
@@ -145,7 +173,9 @@ pub mod slot_record {
     }
 }
 
-/// Value of the backend map, indexed by backend id (`1..MAX_BACKENDS`; 0 is [`NO_BACKEND`]).
+/// Entry of the backend table (the programs' global `BACKENDS`, an array of
+/// [`MAX_BACKENDS`]), indexed by backend id (`1..MAX_BACKENDS`; 0 is
+/// [`NO_BACKEND`]).
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Backend {
@@ -155,8 +185,13 @@ pub struct Backend {
     pub family: u8,
     /// [`backend_flags`] bits.
     pub flags: u8,
-    /// Padding, zero.
-    pub _pad: [u8; 2],
+    /// The [`vip_flags`] of the backend's VIP as `lb`'s fast path acts on
+    /// them: a connection-table hit reads them here instead of looking the
+    /// VIP up. The VIP's own flags, except that [`vip_flags::ACTIVE`] is
+    /// left out for a port-less VIP that shares its address and protocol
+    /// with a VIP of a port: the general path, which gives that port's
+    /// packets to the other VIP, decides for its flows.
+    pub fast_flags: u16,
     /// Generation of this slot: connection-table entries of an older generation are stale.
     pub generation: u32,
     /// Destination MAC for frames to this backend (the backend's own for DR, the next hop for IPIP).
@@ -165,6 +200,19 @@ pub struct Backend {
     /// them with, or [`VLAN_UNTAGGED`]. Whatever tag a frame came with is
     /// replaced (its priority bits kept), added or removed to match.
     pub vlan: u16,
+}
+
+impl Backend {
+    /// Every field zero: an unused id (a `const` for the programs' global).
+    pub const ZERO: Self = Self {
+        addr: [0; 16],
+        family: 0,
+        flags: 0,
+        fast_flags: 0,
+        generation: 0,
+        mac: [0; 6],
+        vlan: 0,
+    };
 }
 
 /// [`Backend::vlan`] of a backend reached without a VLAN tag.
@@ -470,21 +518,23 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Per-CPU counter of a backend (the `BACKEND_STATS` value): its packets
-/// and bytes, and which of them `lb`'s fast path forwarded.
+/// Per-CPU counter of a backend (the `BACKEND_STATS` value): the packets
+/// and bytes the general path forwarded to it, and those `lb`'s fast path
+/// forwarded. The backend's totals are `packets + fast_dr + fast_ipip` and
+/// `bytes + fast_bytes`.
 ///
-/// The fast path counts only here, with one map lookup: not in the VIP's
-/// counter (`VIP_STATS`, which counts the general path's packets) nor in
-/// the `REASONS` map. User space adds its fast-path packets (`fast_dr +
-/// fast_ipip`) and `fast_bytes` to the VIP's (a backend id belongs to one
-/// VIP), and those packets to the reasons they are: `ConnHit`, and `FwdDr`
-/// or `FwdIpip`.
+/// The fast path counts only in its own fields, with one map lookup: not
+/// in the VIP's counter (`VIP_STATS`, which counts the general path's
+/// packets) nor in the `REASONS` map. User space adds its packets
+/// (`fast_dr + fast_ipip`) and `fast_bytes` to the backend's and the VIP's
+/// (a backend id belongs to one VIP), and those packets to the reasons
+/// they are: `ConnHit`, and `FwdDr` or `FwdIpip`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct BackendCounter {
-    /// Packets.
+    /// Packets the general path forwarded.
     pub packets: u64,
-    /// Bytes, as [`Counter::bytes`].
+    /// Their bytes, as [`Counter::bytes`].
     pub bytes: u64,
     /// Bytes of the packets the fast path forwarded.
     pub fast_bytes: u64,
@@ -979,6 +1029,15 @@ mod tests {
         assert_eq!(slot_record::pack(&[1, 2, 3, 4, 5]), slot_record::FALLBACK);
         assert_eq!(slot_record::lanes(slot_record::FALLBACK).count(), 0);
         assert!(VIP_TABLE_ENTRIES - 1 <= u32::from(slot_record::LANE_INDEX));
+    }
+
+    #[test]
+    fn zero_constants_are_the_defaults() {
+        // The programs' global tables start as these; user space's images
+        // of them start as the defaults.
+        assert_eq!(Backend::ZERO, Backend::default());
+        assert_eq!(VipEntry::ZERO, VipEntry::default());
+        assert_eq!(LbConfig::ZERO, LbConfig::default());
     }
 
     #[test]

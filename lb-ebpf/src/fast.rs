@@ -2,25 +2,29 @@
 //! straight-line code before the general path ([`crate::balance`]) runs.
 //!
 //! It takes an untagged IPv4 TCP or UDP packet without options or
-//! fragmentation, to an active VIP that hashes the whole 5-tuple and keeps
-//! a connection table (found through its address slot's record, not the
-//! hash map that a slot shared by more than four VIPs falls back to), of a
-//! flow this CPU's connection table already holds, whose backend is alive,
-//! untagged and, for IPIP, IPv4 with the encapsulated packet within the
-//! MTU. Anything else, and any packet that
+//! fragmentation, to an address whose slot record names VIPs (not the hash
+//! map that a slot shared by more than four VIPs falls back to), of a flow
+//! this CPU's connection table already holds, whose backend is alive and
+//! untagged, of an active VIP that hashes the whole 5-tuple and keeps a
+//! connection table, and, for IPIP, IPv4 with the encapsulated packet
+//! within the MTU. The VIP is not looked up: a table hit names the backend,
+//! which carries its VIP's flags ([`lb_common::Backend::fast_flags`]; see
+//! [`forward`] for why that is the VIP the general path finds). Anything
+//! else, and any packet that
 //! fails a check, goes to the general path untouched: [`forward`] returns
 //! `None` before it writes anything. So the outcome (verdict, bytes out,
 //! counters) is the general path's, which the fixture tests check packet by
 //! packet with [`config_flags::GENERAL_PATH_ONLY`]; only the work differs.
-//! It counts only in the backend's [`lb_common::BackendCounter`], with one
-//! map lookup; user space adds those counts to the VIP's and to the reasons.
+//! It counts only in the backend's [`lb_common::BackendCounter`], in its own
+//! fields, with one map lookup; user space adds those counts to the
+//! backend's, the VIP's and the reasons.
 //!
 //! It also passes an untagged IPv4 packet whose destination's address slot
 //! is empty (no VIP there) as the general parser does, without reading
 //! further: such a packet would otherwise pay for both paths' first steps.
 //!
-//! A packet of a new flow pays for the attempt (parse, hash, VIP and table
-//! lookups) before the general path parses it again: about 20 ns here.
+//! A packet of a new flow pays for the attempt (parse, hash, table lookup)
+//! before the general path parses it again: about 20 ns here.
 //!
 //! What it saves is mostly what the general path's generality costs in
 //! BPF's few registers: the state of VLANs, IPv6, fragments, ICMP errors,
@@ -39,8 +43,8 @@ use lb_common::{
 };
 
 use crate::{
-    IPPROTO_IPIP, add_backend, count, find_way4, frame_limit, line4, link_mtu, live_backend,
-    lookup_vip, node,
+    IPPROTO_IPIP, backend_counter, count, find_way4, frame_limit, line4, link_mtu, live_backend,
+    node,
     parse::{ETH_P_IPV4, header_checksum_ok, ports},
     pkt::{ld_be16, ld16, ld32, st_mac},
     slot_record_of, write_l2, write_outer_v4,
@@ -70,7 +74,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     }
     let ip = data + 14;
     // SAFETY: MIN_LEN bytes checked, which every read here stays within.
-    let (w0, tot, proto, src, dst, rec) = unsafe {
+    let (w0, tot, proto, src, dst) = unsafe {
         if ld16(data + 12) != ETH_P_IPV4.to_be() {
             return None;
         }
@@ -96,7 +100,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
         {
             return None;
         }
-        (w0, ld_be16(ip + 2) as usize, proto, ld32(ip + 12), dst, rec)
+        (w0, ld_be16(ip + 2) as usize, proto, ld32(ip + 12), dst)
     };
     // SAFETY: MIN_LEN bytes checked, 20 of them at `ip`, which is even.
     if tot < 20 || ip + tot > end || !unsafe { header_checksum_ok(ip, 20, end) } {
@@ -112,12 +116,7 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
         family: FAMILY_V4,
         _pad: [0; 2],
     };
-    // Before the VIP lookup, so its multiplies overlap the lookup's loads.
     let hash = flow_hash(&key);
-    let vip = lookup_vip(rec, &key.dst, FAMILY_V4, dport, proto)?;
-    if vip.flags & (GENERAL_VIP_FLAGS | vip_flags::ACTIVE) != vip_flags::ACTIVE {
-        return None;
-    }
     let cfg = node();
     let frame_len = 14 + tot as u64;
     if cfg.flags & (config_flags::DEBUG | config_flags::GENERAL_PATH_ONLY) != 0
@@ -135,10 +134,19 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     }
     let id = l.backend[way] as u32;
     let be = live_backend(id)?;
-    if be.generation as u16 != l.generation[way] || be.vlan & 0x0fff != VLAN_UNTAGGED {
+    // The VIP's flags, from the backend (`Backend::fast_flags`): no VIP
+    // lookup. The flow was recorded for the backend's VIP, whose key it
+    // matched; a VIP keeps its key while it has backends (their ids are
+    // released, and their generations move on, before its id is freed); and
+    // user space leaves ACTIVE out where another VIP could take the flow.
+    let flags = be.fast_flags as u32;
+    if be.generation as u16 != l.generation[way]
+        || be.vlan & 0x0fff != VLAN_UNTAGGED
+        || flags & (GENERAL_VIP_FLAGS | vip_flags::ACTIVE) != vip_flags::ACTIVE
+    {
         return None;
     }
-    let ipip = vip.flags & vip_flags::FWD_IPIP != 0;
+    let ipip = flags & vip_flags::FWD_IPIP != 0;
     if ipip {
         if be.family != FAMILY_V4 || tot as u32 + 20 > link_mtu(cfg) {
             return None;
@@ -180,9 +188,10 @@ pub(crate) fn forward(ctx: &XdpContext) -> Option<u32> {
     let clock = l.clock.wrapping_add(1);
     l.clock = clock;
     l.used[way] = clock;
-    // The VIP's packets and the reasons (`ConnHit`, `FwdDr` or `FwdIpip`)
-    // in the backend's counter: see `BackendCounter`.
-    if let Some(c) = add_backend(id, frame_len) {
+    // The backend's and the VIP's packets and bytes, and the reasons
+    // (`ConnHit`, `FwdDr` or `FwdIpip`), in the backend's fast-path fields:
+    // see `BackendCounter`.
+    if let Some(c) = backend_counter(id) {
         // SAFETY: per-CPU value owned by this CPU for the program's run.
         unsafe {
             (*c).fast_bytes += frame_len;

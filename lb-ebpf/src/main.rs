@@ -44,9 +44,9 @@ use aya_log_ebpf::debug;
 use lb_common::{
     AddrKey, Backend, BackendCounter, CONN_WAYS, CONN4_WAYS, ConnBucket, ConnKey, ConnLine4,
     Counter, FAMILY_V4, FAMILY_V6, LbConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, Reason,
-    ReasonCounts, SharedConn, VLAN_UNTAGGED, VipEntry, VipInfo, VipKey, backend_flags,
-    config_flags, conn_tag, conn4_ports, flow_hash, flow_hash64, ring_index, shared_conn_check,
-    slot_record, tag_conn_key, tail, vip_flags,
+    ReasonCounts, SharedConn, VIP_TABLE_ENTRIES, VLAN_UNTAGGED, VipEntry, VipInfo, VipKey,
+    backend_flags, config_flags, conn_tag, conn4_ports, flow_hash, flow_hash64, ring_index,
+    shared_conn_check, slot_record, tag_conn_key, tail, vip_flags,
 };
 use parse::{ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, Parsed};
 use pkt::{copy_mac, fold, ld16, ld32, st_mac, st16, st32, sum16, word4, words16};
@@ -63,7 +63,9 @@ const _: () = {
     assert!(align_of::<VipKey>() >= 4 && offset_of!(VipKey, addr) % 4 == 0);
     assert!(offset_of!(VipKey, port) == 16 && core::mem::size_of::<VipKey>() == 20);
     // ConnLine4 keeps backend ids in 16 bits.
-    assert!(MAX_BACKENDS <= 1 << 16);
+    assert!(MAX_BACKENDS <= 1 << 16 && MAX_BACKENDS.is_power_of_two());
+    // A lane's index always names a `VIP_TABLE` entry.
+    assert!(slot_record::LANE_INDEX as u32 + 1 == VIP_TABLE_ENTRIES);
 };
 
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -94,16 +96,25 @@ static VIP_ADDR_SLOTS: Array<u64> = Array::with_max_entries(lb_common::VIP_SLOTS
 /// (the stack is full, and a hash value may be recycled while it is read).
 #[map]
 static VIP_SCRATCH: PerCpuArray<VipEntry> = PerCpuArray::with_max_entries(1, 0);
-/// VIP keys and values by entry index (`2 * vip_id + copy`), see [`VipEntry`].
-#[map]
-static VIP_TABLE: Array<VipEntry> = Array::with_max_entries(lb_common::VIP_TABLE_ENTRIES, 0);
+/// VIP keys and values by entry index (`2 * vip_id + copy`), see
+/// [`VipEntry`]: global data (`.bss.vip_table`), read as [`BACKENDS`] is.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".bss.vip_table")]
+static mut VIP_TABLE: [VipEntry; VIP_TABLE_ENTRIES as usize] =
+    [VipEntry::ZERO; VIP_TABLE_ENTRIES as usize];
 /// Maglev rings: VIP `v`, slot `s` occupies `[(2v+s)*stride, (2v+s)*stride + ring_size)`.
 /// Sized by user space at load time; mmapable so a table is written with memcpy.
 #[map]
 static RINGS: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-/// Backends by id.
-#[map]
-static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+/// Backends by id: global data (one map value, `.bss.backends`, which user
+/// space writes whole), so reading an entry is a load at the table's
+/// constant address plus the index. A map lookup would be a call to the
+/// compiler, which then keeps the packet's state in r6-r9 or spills it to
+/// the stack. The symbol is global: the loader finds it by this name when a
+/// restart keeps the table (`override_global`).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".bss.backends")]
+static mut BACKENDS: [Backend; MAX_BACKENDS as usize] = [Backend::ZERO; MAX_BACKENDS as usize];
 /// IPv6 connection table: per CPU, `LbConfig::conn_mask + 1` set-associative
 /// buckets (see [`ConnBucket`]); sized by user space at load time.
 #[map]
@@ -218,7 +229,14 @@ fn add(map: &PerCpuArray<Counter>, idx: u32, bytes: u64) {
     }
 }
 
-/// Counts a packet of `bytes` to backend `id`; this CPU's counter of it.
+/// This CPU's counter of backend `id`, for the fast path's own fields.
+#[inline(always)]
+fn backend_counter(id: u32) -> Option<*mut BackendCounter> {
+    BACKEND_STATS.get_ptr_mut(id)
+}
+
+/// Counts a packet of `bytes` to backend `id` (the general path); this
+/// CPU's counter of it.
 #[inline(always)]
 fn add_backend(id: u32, bytes: u64) -> Option<*mut BackendCounter> {
     let c = BACKEND_STATS.get_ptr_mut(id)?;
@@ -442,7 +460,14 @@ fn mask_key(k: &mut ConnKey, flags: u32) {
 
 #[inline(always)]
 fn live_backend(id: u32) -> Option<&'static Backend> {
-    let b = BACKENDS.get(id)?;
+    // Ids in the rings and connection tables are below MAX_BACKENDS (a
+    // power of two, asserted above): the mask changes none of them, and is
+    // the bound the verifier can follow (LLVM rewrites an `id < MAX` test
+    // into arithmetic on a copy, which leaves the index unbounded).
+    let i = (id & (MAX_BACKENDS - 1)) as usize;
+    // SAFETY: `i` is within the table; the programs never write it, and
+    // user space's whole-table writes store each unchanged entry's own bytes.
+    let b = unsafe { &*core::ptr::addr_of!(BACKENDS).cast::<Backend>().add(i) };
     if b.flags & backend_flags::ALIVE == 0 {
         return None;
     }
@@ -1421,7 +1446,7 @@ fn key_tail(port: u16, proto: u8, family: u8) -> u32 {
 
 /// VIP lookup: the exact (address, port, protocol) first, then the port-less
 /// VIP. Through the entries that `rec` (the address's [`slot_record`], read
-/// once by the parser) names in [`VIP_TABLE`] (array lookups only), or the
+/// once by the parser) names in [`VIP_TABLE`] (global data, no lookup), or the
 /// hash map when the slot is in [`slot_record::FALLBACK`].
 ///
 /// The value is returned by reference, to a `VIP_TABLE` entry or this CPU's
@@ -1454,8 +1479,12 @@ pub(crate) fn lookup_vip(
             break;
         }
         i += 1;
-        let Some(e) = VIP_TABLE.get((lane & slot_record::LANE_INDEX) as u32) else {
-            continue;
+        // SAFETY: a masked index, within the table (asserted above); the
+        // programs never write it (see `BACKENDS` for user space's writes).
+        let e = unsafe {
+            &*core::ptr::addr_of!(VIP_TABLE)
+                .cast::<VipEntry>()
+                .add((lane & slot_record::LANE_INDEX) as usize)
         };
         let k = &e.key;
         // SAFETY: a 4-aligned field (asserted above).

@@ -8,7 +8,10 @@ use etherparse::{
     Icmpv4Type, Icmpv6Type, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
     SlicedPacket, icmpv4::DestUnreachableHeader,
 };
-use lbctl::dataplane::{DesiredState, Forwarding, HashFields, Protocol, xdp::programs};
+use lbctl::dataplane::{
+    DesiredState, Forwarding, HashFields, Protocol,
+    xdp::{BACKENDS_TABLE, programs},
+};
 use tests::fixtures::*;
 
 const CLIENT: &str = "192.0.2.10";
@@ -1559,8 +1562,9 @@ fn torn_shared_entry_is_not_trusted() {
     let placed = backend_of(&lab.run(&flow_to_i(20000)).1);
     let mut shared: Array<_, lb_common::SharedConn> =
         Array::try_from(Map::Array(lab.lb_map("CONN_SHARED"))).expect("CONN_SHARED");
-    let backends: Array<_, lb_common::Backend> =
-        Array::try_from(Map::Array(lab.lb_map("BACKENDS"))).expect("BACKENDS");
+    // The programs' backend table: one value, all the entries.
+    let backends: Array<_, [lb_common::Backend; lb_common::MAX_BACKENDS as usize]> =
+        Array::try_from(Map::Array(lab.lb_map(BACKENDS_TABLE.map))).expect("backend table");
     let entry = shared.get(&slot, 0).expect("entry");
     let id_of = |n: u8| {
         lab.dp
@@ -1575,7 +1579,8 @@ fn torn_shared_entry_is_not_trusted() {
     // Another live backend with its own generation: only the check can
     // tell that this entry is torn.
     let other = if placed == 1 { 2 } else { 1 };
-    let other_gen = backends.get(&id_of(other), 0).expect("backend").generation;
+    let table = backends.get(&0, 0).expect("backend table");
+    let other_gen = table[id_of(other) as usize].generation;
     let torn = lb_common::SharedConn {
         check: entry.check,
         backend_id: id_of(other),
@@ -1601,7 +1606,7 @@ fn torn_shared_entry_is_not_trusted() {
     let other = (1..=4u8)
         .find(|n| ip(&format!("10.0.3.{n}")) != ring)
         .expect("another backend");
-    let generation = backends.get(&id_of(other), 0).expect("backend").generation;
+    let generation = table[id_of(other) as usize].generation;
     let entry = lb_common::SharedConn {
         check: lb_common::shared_conn_check(fp, id_of(other), generation),
         backend_id: id_of(other),
@@ -1884,7 +1889,13 @@ fn apply_writes_only_what_changed() {
     let r = lab.apply(st.clone());
     assert_eq!(r.vip_updates, 1, "{r:?}");
     assert_eq!(r.rings_switched, 0, "{r:?}");
-    assert_eq!(r.backends_written, 0, "{r:?}");
+    // The VIP's backends carry its flags for the fast path (`fast_flags`).
+    let g_backends = st
+        .vips
+        .iter()
+        .find(|v| v.spec == vip_g())
+        .map_or(0, |v| v.backends.len());
+    assert_eq!(r.backends_written, g_backends, "{r:?}");
     let pkt = client_packet(CLIENT, 40000, "10.0.0.103", 80, Protocol::Tcp, None, b"x");
     assert_eq!(lab.run(&pkt).0, verdict::TX);
     // removing a VIP makes its traffic pass
@@ -2503,5 +2514,115 @@ fn fast_path_decides_every_packet_as_the_general_path_does() {
         } else {
             assert_eq!(fast, 0, "the fast path declines tagged backends");
         }
+    }
+}
+
+/// A port-less VIP shares its address and protocol with a VIP of a port:
+/// the general path gives that port's packets to the VIP of the port (the
+/// exact match first), even those of a flow the connection table holds for
+/// the port-less VIP. `lb`'s fast path reads a flow's VIP flags from its
+/// backend and does not look the VIP up, so user space leaves such a
+/// port-less VIP's flows to the general path (`Backend::fast_flags`
+/// without ACTIVE), whichever of the two the config lists first. Each
+/// packet here runs through the general path alone and then with the fast
+/// path on; both must decide it the same, and the fast path takes the
+/// port-less VIP's flows only while it is alone (again once the other VIP
+/// goes).
+#[test]
+fn a_portless_vip_shadowed_by_a_vip_of_a_port_leaves_its_flows_to_the_general_path() {
+    let portless = vip("10.0.0.110", None, Protocol::Tcp);
+    let exact = vip("10.0.0.110", Some(443), Protocol::Tcp);
+    let p = vip_state(portless, Forwarding::Dr, vec![backend("10.0.5.1", 21, 100)]);
+    let e = vip_state(exact, Forwarding::Ipip, vec![backend("10.0.5.2", 22, 100)]);
+    let alone = DesiredState {
+        node: node(),
+        vips: vec![p.clone()],
+    };
+    let flow = |dport| {
+        client_packet(
+            CLIENT,
+            41000,
+            "10.0.0.110",
+            dport,
+            Protocol::Tcp,
+            None,
+            b"x",
+        )
+    };
+    // Runs `pkt` through the general path, then with the fast path: the
+    // outcomes must agree; whether the fast path took it.
+    let both = |lab: &mut Lab, pkt: &[u8]| {
+        lab.dp
+            .set_general_path_only(true)
+            .expect("general path only");
+        let general = lab.run(pkt);
+        lab.dp.set_general_path_only(false).expect("fast path on");
+        let c0 = counters(lab);
+        let fast = lab.run(pkt);
+        assert_eq!(fast, general, "verdict and bytes");
+        counters_delta(&c0, &counters(lab)).get("fast_path") == Some(&1)
+    };
+    for (order, vips) in [
+        ("port-less first", vec![p.clone(), e.clone()]),
+        ("exact first", vec![e.clone(), p.clone()]),
+    ] {
+        let mut lab = Lab::new(alone.clone());
+        for dport in [443, 8080] {
+            lab.run(&flow(dport)); // recorded in this CPU's table
+            assert!(
+                both(&mut lab, &flow(dport)),
+                "{order}, port {dport}: alone, fast"
+            );
+        }
+        let shadowed = DesiredState { node: node(), vips };
+        assert_eq!(
+            shadowed.fast_flags(&p) & lb_common::vip_flags::ACTIVE as u16,
+            0,
+            "shadowed: not active on the fast path"
+        );
+        lab.apply(shadowed);
+        for dport in [443, 8080] {
+            assert!(
+                !both(&mut lab, &flow(dport)),
+                "{order}, port {dport}: shadowed, general"
+            );
+        }
+        // Port 443 is the exact VIP's now: its established flow still goes
+        // to the port-less VIP's backend (the table keeps it), forwarded as
+        // the exact VIP forwards, by the general path.
+        let (v, out) = lab.run(&flow(443));
+        assert_eq!(v, verdict::TX);
+        assert_eq!(out.len(), flow(443).len() + 20, "{order}: encapsulated");
+        lab.apply(alone.clone());
+        for dport in [443, 8080] {
+            assert!(
+                both(&mut lab, &flow(dport)),
+                "{order}, port {dport}: alone again, fast"
+            );
+        }
+    }
+    // An apply that publishes the VIP of the port and then fails on the
+    // port-less one (a table larger than the loaded stride): the port-less
+    // VIP's backends were taken out of the fast path before anything else
+    // was written, so both paths still decide its flows the same.
+    let mut lab = Lab::new(alone.clone());
+    for dport in [443, 8080] {
+        lab.run(&flow(dport));
+    }
+    let mut too_big = p.clone();
+    too_big.ring_size = u32::MAX;
+    let failing = DesiredState {
+        node: node(),
+        vips: vec![e.clone(), too_big],
+    };
+    assert!(
+        lab.dp.apply(&failing).is_err(),
+        "the port-less VIP's table does not fit"
+    );
+    for dport in [443, 8080] {
+        assert!(
+            !both(&mut lab, &flow(dport)),
+            "failed apply, port {dport}: general"
+        );
     }
 }

@@ -152,32 +152,37 @@ fn pinned_tail_slot_outlives_its_loader_and_takes_the_next_program() {
     );
 }
 
-/// The node settings live in the programs' global data, whose map the
-/// loader fills with the object's initial value (all zero) even when it
-/// reuses a pinned one. An adopting load must leave the kept settings in
-/// place, and a program still attached must never read another value
-/// meanwhile: a reader polls the pinned map from before the second load
-/// starts until it ends.
+/// The node settings and the backend and VIP tables live in the programs'
+/// global data, whose maps the loader fills with the object's initial value
+/// (all zero) even when it reuses pinned ones. An adopting load must leave
+/// the kept values in place, and a program still attached must never read
+/// others meanwhile: a reader polls the pinned maps from before the second
+/// load starts until it ends.
 #[test]
-fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
+fn an_adopting_load_keeps_the_global_data_the_running_program_reads() {
     use aya::maps::{Array, Map, MapData};
-    use lb_common::LbConfig;
-    use lbctl::dataplane::xdp::NODE_PIN;
-    use lbctl::dataplane::{DesiredState, NodeSettings};
+    use lb_common::{Backend, LbConfig, MAX_BACKENDS, VIP_TABLE_ENTRIES, VipEntry, backend_flags};
+    use lbctl::dataplane::xdp::{BACKENDS_TABLE, NODE_PIN, VIP_TABLE};
+    use lbctl::dataplane::{DesiredState, Forwarding, NodeSettings, Protocol};
     use std::net::Ipv4Addr;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
+    use tests::fixtures::{RING, backend, vip, vip_state};
 
-    let dir = PinDir::new("node");
+    type Backends = [Backend; MAX_BACKENDS as usize];
+    type VipTable = [VipEntry; VIP_TABLE_ENTRIES as usize];
+    /// The value of a pinned one-value array.
+    fn value<V: aya::Pod>(pin: &std::path::Path) -> Box<V> {
+        let map = MapData::from_pin(pin).expect("pinned map");
+        let a: Array<MapData, V> = Array::try_from(Map::Array(map)).expect("array");
+        Box::new(a.get(&0, 0).expect("value"))
+    }
+
+    let dir = PinDir::new("global");
     let opts = LoadOptions {
-        ring_stride: 251,
+        ring_stride: RING,
         max_vips: 4,
         conn_table_size: 1024,
-    };
-    let read_pinned = |pin: &std::path::Path| -> LbConfig {
-        let map = MapData::from_pin(pin).expect("pinned node map");
-        let node: Array<MapData, LbConfig> = Array::try_from(Map::Array(map)).expect("array");
-        node.get(&0, 0).expect("node settings")
     };
     let mut first = XdpDataplane::load_pinned(opts, &dir.0).expect("first load");
     first
@@ -189,26 +194,55 @@ fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
                 ipip_src_flow_bits_v4: 4,
                 ..NodeSettings::default()
             },
-            vips: Vec::new(),
+            vips: vec![vip_state(
+                vip("10.0.0.104", Some(80), Protocol::Tcp),
+                Forwarding::Dr,
+                vec![backend("10.0.3.1", 1, 100), backend("10.0.3.2", 2, 100)],
+            )],
         })
         .expect("apply");
-    let pin = dir.0.join(NODE_PIN);
-    let kept = read_pinned(&pin);
-    assert_eq!(kept.iface_mac, [2, 0, 0, 0, 0, 7]);
-    assert_eq!(kept.mtu, 1480);
-    assert_ne!(kept.conn4_mask, 0, "the table mask is part of the settings");
+    let node_pin = dir.0.join(NODE_PIN);
+    let backends_pin = dir.0.join(BACKENDS_TABLE.pin);
+    let vips_pin = dir.0.join(VIP_TABLE.pin);
+    let kept_node = *value::<LbConfig>(&node_pin);
+    let kept_backends = value::<Backends>(&backends_pin);
+    let kept_vips = value::<VipTable>(&vips_pin);
+    assert_eq!(kept_node.iface_mac, [2, 0, 0, 0, 0, 7]);
+    assert_eq!(kept_node.mtu, 1480);
+    assert_ne!(
+        kept_node.conn4_mask, 0,
+        "the table mask is part of the settings"
+    );
+    let alive = kept_backends
+        .iter()
+        .filter(|b| b.flags & backend_flags::ALIVE != 0)
+        .count();
+    assert_eq!(alive, 2, "the backends are in the table");
+    assert!(
+        kept_vips.iter().any(|e| e.key.port == 80u16.to_be()),
+        "the VIP is in the table"
+    );
     drop(first);
 
     let loading = AtomicBool::new(true);
     let reading = AtomicBool::new(false);
     let (second, reads) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
-            let map = MapData::from_pin(&pin).expect("pinned node map");
-            let node: Array<MapData, LbConfig> = Array::try_from(Map::Array(map)).expect("array");
+            let open = |pin: &std::path::Path| MapData::from_pin(pin).expect("pinned map");
+            let node: Array<MapData, LbConfig> =
+                Array::try_from(Map::Array(open(&node_pin))).expect("array");
+            let backends: Array<MapData, Backends> =
+                Array::try_from(Map::Array(open(&backends_pin))).expect("array");
+            let vips: Array<MapData, VipTable> =
+                Array::try_from(Map::Array(open(&vips_pin))).expect("array");
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut reads = 0u64;
             while loading.load(Ordering::Relaxed) && Instant::now() < deadline {
-                assert_eq!(node.get(&0, 0).expect("read"), kept, "read {reads}");
+                assert_eq!(node.get(&0, 0).expect("read"), kept_node, "read {reads}");
+                let b = backends.get(&0, 0).expect("read");
+                assert!(b[..] == kept_backends[..], "backends, read {reads}");
+                let v = vips.get(&0, 0).expect("read");
+                assert!(v[..] == kept_vips[..], "VIP table, read {reads}");
                 reads += 1;
                 reading.store(true, Ordering::Relaxed);
             }
@@ -223,14 +257,14 @@ fn an_adopting_load_keeps_the_node_settings_the_running_program_reads() {
         loading.store(false, Ordering::Relaxed);
         (
             second,
-            reader
-                .join()
-                .expect("the reader saw only the kept settings"),
+            reader.join().expect("the reader saw only the kept values"),
         )
     });
     let second = second.expect("second load");
     assert!(reads > 0);
-    assert_eq!(read_pinned(&pin), kept);
+    assert_eq!(*value::<LbConfig>(&node_pin), kept_node);
+    assert!(value::<Backends>(&backends_pin)[..] == kept_backends[..]);
+    assert!(value::<VipTable>(&vips_pin)[..] == kept_vips[..]);
     drop(second);
 }
 

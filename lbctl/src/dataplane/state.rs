@@ -195,6 +195,31 @@ impl VipState {
     }
 }
 
+impl DesiredState {
+    /// `Backend::fast_flags` for the backends of `vip`: its
+    /// [`VipState::flags`], without `ACTIVE` when it is port-less and
+    /// another VIP has its address and protocol and a port. The general
+    /// path gives that port's packets to the other VIP (an exact match
+    /// first), and `lb`'s fast path, which reads a flow's VIP flags from
+    /// its backend, does not look that up: it leaves such flows to the
+    /// general path.
+    pub fn fast_flags(&self, vip: &VipState) -> u16 {
+        let shadowed = vip.spec.port.is_none()
+            && self.vips.iter().any(|o| {
+                o.spec.port.is_some()
+                    && o.spec.addr == vip.spec.addr
+                    && o.spec.protocol == vip.spec.protocol
+            });
+        let flags = if shadowed {
+            vip.flags() & !vip_flags::ACTIVE
+        } else {
+            vip.flags()
+        };
+        // Every flag fits (asserted in lb-common; `flags` sets no other).
+        (flags & vip_flags::ALL) as u16
+    }
+}
+
 /// Node-wide data-plane settings.
 #[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
 pub struct NodeSettings {
@@ -287,6 +312,58 @@ mod tests {
         };
         assert!(!dead.alive());
         assert!(!dead.in_ring());
+    }
+
+    #[test]
+    fn fast_flags_leave_a_shadowed_portless_vip_to_the_general_path() {
+        let vip = |addr: &str, port, protocol| VipState {
+            spec: VipSpec {
+                addr: addr.parse().unwrap(),
+                port,
+                protocol,
+            },
+            forwarding: Forwarding::Ipip,
+            hash: HashFields::default(),
+            ring_size: 251,
+            active: true,
+            debug: false,
+            backends: Vec::new(),
+        };
+        let portless = vip("10.0.0.1", None, Protocol::Tcp);
+        let mut st = DesiredState {
+            node: NodeSettings::default(),
+            vips: vec![portless.clone()],
+        };
+        let all = (vip_flags::ACTIVE | vip_flags::FWD_IPIP) as u16;
+        assert_eq!(st.fast_flags(&portless), all, "alone");
+        // Another address, or another protocol: no VIP takes its packets.
+        st.vips.push(vip("10.0.0.2", Some(80), Protocol::Tcp));
+        st.vips.push(vip("10.0.0.1", Some(53), Protocol::Udp));
+        assert_eq!(st.fast_flags(&portless), all);
+        // A port of its address and protocol: that port is the other VIP's.
+        let exact = vip("10.0.0.1", Some(443), Protocol::Tcp);
+        st.vips.push(exact.clone());
+        assert_eq!(
+            st.fast_flags(&portless),
+            vip_flags::FWD_IPIP as u16,
+            "shadowed"
+        );
+        // Every flag a VIP can have is carried.
+        let mut every = exact.clone();
+        every.debug = true;
+        every.hash = HashFields {
+            src_addr: false,
+            src_port: false,
+            dst_port: false,
+        };
+        every.spec.port = Some(444);
+        assert_eq!(every.flags() & !vip_flags::ALL, 0);
+        assert_eq!(u32::from(st.fast_flags(&every)), every.flags());
+        assert_eq!(
+            st.fast_flags(&exact),
+            all,
+            "a VIP of a port is never shadowed"
+        );
     }
 
     #[test]

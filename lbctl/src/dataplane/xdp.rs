@@ -11,7 +11,8 @@
 //!
 //! A packet finds its `VipInfo` without a hash lookup: the address slot array
 //! `VIP_ADDR_SLOTS` (mmapped here) holds per slot a record naming up to four
-//! entries of the `VIP_TABLE` array (key + `VipInfo`; two copies per VIP id).
+//! entries of the VIP table (key + `VipInfo`; two copies per VIP id), which
+//! like the backend table is the programs' global data ([`GLOBAL_TABLES`]).
 //! A `VipInfo` change is the same double-buffered flip: the idle copy is
 //! written (not rewritten until [`SLOT_REUSE_GRACE`] after it stopped being
 //! named), then the slot's record is replaced by one aligned 8-byte store. The
@@ -19,6 +20,11 @@
 //! longer named; packets use it only for slots with more than four VIPs
 //! (`slot_record::FALLBACK`). Either way a packet reads one `VipInfo` that
 //! changed in one step.
+//!
+//! `lb`'s fast path reads a flow's VIP flags from its backend instead
+//! (`Backend::fast_flags`). An apply first takes out of the fast path the
+//! backends whose flags change (their flows take the general path), and
+//! writes their new flags with their VIP's switch.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -44,7 +50,8 @@ use aya::{
 use lb_common::{
     AddrKey, Backend, BackendCounter, ConnBucket, ConnLine4, Counter, LbConfig, MAX_BACKENDS,
     MAX_VIPS, NO_BACKEND, NUM_REASONS, Reason, ReasonCounts, STATS_CARRY_REASONS, StatsCarry,
-    VIP_SLOTS, VipEntry, VipInfo, VipKey, backend_flags, config_flags, slot_record,
+    VIP_SLOTS, VIP_TABLE_ENTRIES, VipEntry, VipInfo, VipKey, backend_flags, config_flags,
+    slot_record, vip_flags,
 };
 use tracing::{debug, info, warn};
 
@@ -85,15 +92,14 @@ pub mod programs {
 }
 
 /// Every map the object declares (the names of their pins under a pin
-/// directory); the node settings' global data is [`NODE_MAP`].
-pub const MAP_NAMES: [&str; 18] = [
+/// directory); the programs' global data is [`NODE_MAP`] and the tables of
+/// [`GLOBAL_TABLES`].
+pub const MAP_NAMES: [&str; 16] = [
     "VIPS",
     "VIP_PROTOS",
     "VIP_ADDR_SLOTS",
-    "VIP_TABLE",
     "VIP_SCRATCH",
     "RINGS",
-    "BACKENDS",
     "CONNS",
     "CONNS4",
     "CONN_SHARED",
@@ -123,7 +129,10 @@ pub const MAP_NAMES: [&str; 18] = [
 /// [`NODE_PIN`]) instead of the `CONFIG` map; the fast path counts in
 /// `BACKEND_STATS` only ([`BackendCounter`]), no longer reason `fast_path`;
 /// `STATS_CARRY`.
-pub const MAP_LAYOUT: u32 = 10;
+/// 11: the backend and VIP tables in the programs' global data
+/// ([`GLOBAL_TABLES`]) instead of the `BACKENDS` and `VIP_TABLE` maps;
+/// [`BackendCounter`]'s `packets` and `bytes` count the general path only.
+pub const MAP_LAYOUT: u32 = 11;
 
 /// The entry of [`Stats::reasons`] that is not a [`Reason`]: packets that
 /// `lb`'s fast path forwarded (each also counted by its reasons).
@@ -136,6 +145,36 @@ pub const NODE_MAP: &str = ".data.node";
 pub const NODE_PIN: &str = "NODE";
 /// The symbol of the node settings in the object.
 const NODE_SYMBOL: &str = "NODE";
+
+/// A table the programs read as global data: its map (named after its ELF
+/// section), the name of its pin, and its symbol in the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalTableNames {
+    /// The map: aya names a global-data map after its ELF section.
+    pub map: &'static str,
+    /// The name of its pin under a pin directory.
+    pub pin: &'static str,
+    /// The symbol (the loader overrides it to keep a pinned table's contents).
+    pub symbol: &'static str,
+}
+
+/// The backend table (`[Backend; MAX_BACKENDS]`).
+pub const BACKENDS_TABLE: GlobalTableNames = GlobalTableNames {
+    map: ".bss.backends",
+    pin: "BACKENDS",
+    symbol: "BACKENDS",
+};
+/// The VIP table (`[VipEntry; VIP_TABLE_ENTRIES]`).
+pub const VIP_TABLE: GlobalTableNames = GlobalTableNames {
+    map: ".bss.vip_table",
+    pin: "VIP_TABLE",
+    symbol: "VIP_TABLE",
+};
+/// The tables the programs read as global data rather than through map
+/// lookups (a lookup is a call to the compiler, which then spills the
+/// packet's state around it). Each is one map value that user space writes
+/// whole from its image of it ([`GlobalTable`]).
+pub const GLOBAL_TABLES: [GlobalTableNames; 2] = [BACKENDS_TABLE, VIP_TABLE];
 
 /// User-space bookkeeping that cannot be read back from the maps alone
 /// (which backend id belongs to which VIP), saved when the data plane is
@@ -359,6 +398,107 @@ impl Drop for RingMemory {
     }
 }
 
+/// User space's image of a table the programs read as global data (see
+/// [`GLOBAL_TABLES`]): `N` entries in one map value.
+///
+/// Every change writes the whole value from the image (128 KiB for the
+/// backends, 18 KiB for the VIP table: tens of microseconds), as the
+/// programs' global data is one map value. The kernel copies it over the
+/// old one, so an entry that did not change is overwritten with its own
+/// bytes: a packet reading it meanwhile cannot tell. Only user space writes
+/// these tables, so the image is the truth; it is read back from the map
+/// when a kept data plane is adopted.
+struct GlobalTable<T: aya::Pod, const N: usize> {
+    names: GlobalTableNames,
+    image: Box<[T; N]>,
+    /// The image holds staged entries the map does not yet.
+    dirty: bool,
+}
+
+impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
+    /// A table of default (zero) entries, as the loader creates it.
+    fn zeroed(names: GlobalTableNames) -> Self {
+        Self::with_image(names, vec![T::default(); N])
+    }
+
+    fn with_image(names: GlobalTableNames, entries: Vec<T>) -> Self {
+        let image: Box<[T]> = entries.into_boxed_slice();
+        let image = image
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("built with N entries"));
+        Self {
+            names,
+            image,
+            dirty: false,
+        }
+    }
+
+    /// The table a pinned map holds.
+    fn read_pinned(names: GlobalTableNames, pin: &Path) -> Result<Self, XdpError> {
+        let map =
+            MapData::from_pin(pin).map_err(|e| XdpError::Pin(format!("{}: {e}", pin.display())))?;
+        let table: Array<MapData, [T; N]> = Array::try_from(Map::Array(map))?;
+        let value = Box::new(table.get(&0, 0)?);
+        Ok(Self {
+            names,
+            image: value,
+            dirty: false,
+        })
+    }
+
+    /// The table's bytes, for the loader's `override_global`.
+    fn as_slice(&self) -> &[T] {
+        &self.image[..]
+    }
+
+    /// Entry `i` as last set or staged (default beyond the table).
+    fn get(&self, i: u32) -> T {
+        self.image.get(i as usize).copied().unwrap_or_default()
+    }
+
+    /// Sets entry `i` in the image only; [`Self::flush`] writes it (with
+    /// every other staged entry, in one write).
+    fn stage(&mut self, i: u32, value: T) -> Result<(), XdpError> {
+        let slot = self
+            .image
+            .get_mut(i as usize)
+            .ok_or_else(|| XdpError::Capacity(format!("{} entry {i}", self.names.symbol)))?;
+        if *slot != value {
+            *slot = value;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the table if entries were staged since the last write.
+    fn flush(&mut self, ebpf: &mut Ebpf) -> Result<(), XdpError> {
+        if self.dirty {
+            self.write(ebpf)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Sets entry `i` and writes the table (with anything staged).
+    fn set(&mut self, ebpf: &mut Ebpf, i: u32, value: T) -> Result<(), XdpError> {
+        self.stage(i, value)?;
+        self.flush(ebpf)
+    }
+
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the whole table would be copied onto the stack"
+    )]
+    fn write(&self, ebpf: &mut Ebpf) -> Result<(), XdpError> {
+        let map = ebpf
+            .map_mut(self.names.map)
+            .ok_or_else(|| XdpError::Missing(format!("map {}", self.names.map)))?;
+        let mut table: Array<&mut MapData, [T; N]> = Array::try_from(map)?;
+        table.set(0, &*self.image, 0)?;
+        Ok(())
+    }
+}
+
 trait AsFdRaw {
     fn as_fd_raw(&self) -> i32;
 }
@@ -500,6 +640,10 @@ pub struct XdpDataplane {
     addr_slots: Option<RingMemory>,
     /// `VIP_TABLE` copies by VIP id.
     entries: Vec<EntryCopies>,
+    /// The backend table (see [`GLOBAL_TABLES`]).
+    backends: GlobalTable<Backend, { MAX_BACKENDS as usize }>,
+    /// The VIP table.
+    vip_table: GlobalTable<VipEntry, { VIP_TABLE_ENTRIES as usize }>,
     node: Option<LbConfig>,
     /// `CONNS` buckets per CPU minus one.
     conn_mask: u32,
@@ -559,8 +703,10 @@ impl XdpDataplane {
                 "CONN_SHARED",
                 lb_common::shared_conn_entries(opts.conn_table_size),
             );
-        // The kept node settings, when the maps are adopted.
+        // The kept node settings and tables, when the maps are adopted.
         let mut kept_node = None;
+        let mut backends = GlobalTable::zeroed(BACKENDS_TABLE);
+        let mut vip_table = GlobalTable::zeroed(VIP_TABLE);
         if let Some(dir) = pin_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| XdpError::Pin(format!("{}: {e}", dir.display())))?;
@@ -570,20 +716,29 @@ impl XdpDataplane {
             let node_pin = dir.join(NODE_PIN);
             if node_pin.exists() {
                 kept_node = Some(read_pinned_node(&node_pin)?);
+                backends = GlobalTable::read_pinned(BACKENDS_TABLE, &dir.join(BACKENDS_TABLE.pin))?;
+                vip_table = GlobalTable::read_pinned(VIP_TABLE, &dir.join(VIP_TABLE.pin))?;
             }
             loader.map_pin_path(NODE_MAP, node_pin);
+            for t in GLOBAL_TABLES {
+                loader.map_pin_path(t.map, dir.join(t.pin));
+            }
         }
         // The loader writes a global-data map's initial value even into a
         // pinned map it reuses: make that the value it already holds, so the
         // program still attached (the one being adopted) never sees another.
         if let Some(node) = &kept_node {
             loader.override_global(NODE_SYMBOL, node, true);
+            loader.override_global(BACKENDS_TABLE.symbol, backends.as_slice(), true);
+            loader.override_global(VIP_TABLE.symbol, vip_table.as_slice(), true);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         // Every map is pinned by name: a name missing here would go unpinned.
         if let Some(name) = MAP_NAMES
             .iter()
-            .chain([&NODE_MAP])
+            .copied()
+            .chain([NODE_MAP])
+            .chain(GLOBAL_TABLES.iter().map(|t| t.map))
             .find(|n| ebpf.map(n).is_none())
         {
             return Err(XdpError::Missing(format!("map {name}")));
@@ -641,6 +796,8 @@ impl XdpDataplane {
             generations: vec![0; MAX_BACKENDS as usize],
             addr_slots: Some(addr_slots),
             entries: vec![EntryCopies::default(); MAX_VIPS as usize],
+            backends,
+            vip_table,
             node: None,
             conn_mask,
             conn4_mask,
@@ -870,7 +1027,7 @@ impl XdpDataplane {
                 if id == 0 || id >= MAX_BACKENDS {
                     return Err(XdpError::Pin(format!("backend id {id} out of range")));
                 }
-                let b = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
+                let b = self.backends.get(id);
                 if b.addr != addr_bytes(addr).0 {
                     return Err(XdpError::Pin(format!("backend {id} is not {addr}")));
                 }
@@ -997,14 +1154,11 @@ impl XdpDataplane {
     fn adopt_backend_ids(&mut self) -> Result<(), XdpError> {
         let mut generations = vec![0; MAX_BACKENDS as usize];
         let mut counted = BTreeSet::new();
-        {
-            let entries = self.array_ref::<Backend>("BACKENDS")?;
-            for id in 1..MAX_BACKENDS {
-                generations[id as usize] = entries.get(&id, 0)?.generation;
-                let c = self.backend_counter(id)?;
-                if c.fast_dr != 0 || c.fast_ipip != 0 {
-                    counted.insert(id);
-                }
+        for id in 1..MAX_BACKENDS {
+            generations[id as usize] = self.backends.get(id).generation;
+            let c = self.backend_counter(id)?;
+            if c.fast_dr != 0 || c.fast_ipip != 0 {
+                counted.insert(id);
             }
         }
         self.generations = generations;
@@ -1138,8 +1292,54 @@ impl XdpDataplane {
     }
 
     fn write_backend(&mut self, id: u32, entry: Backend) -> Result<(), XdpError> {
-        self.array::<Backend>("BACKENDS")?.set(id, entry, 0)?;
-        Ok(())
+        self.backends.set(&mut self.ebpf, id, entry)
+    }
+
+    /// Stages a backend entry for [`Self::flush_backends`], which writes
+    /// every staged one at once (the table is one value: see `GlobalTable`).
+    fn stage_backend(&mut self, id: u32, entry: Backend) -> Result<(), XdpError> {
+        self.backends.stage(id, entry)
+    }
+
+    fn flush_backends(&mut self) -> Result<(), XdpError> {
+        self.backends.flush(&mut self.ebpf)
+    }
+
+    /// Before an apply changes anything: takes out of the fast path, in one
+    /// write, the backends of every programmed VIP whose fast-path flags
+    /// change. The fast path reads a flow's VIP flags from its backend
+    /// (`Backend::fast_flags`), so it must not act on new ones before the
+    /// general path does (the VIP's switch), nor on old ones after it, nor
+    /// on a port-less VIP's while a VIP of one of its ports is published
+    /// before it (VIPs are applied in config order). Until its VIP's switch
+    /// writes the new flags, such a backend's flows take the general path;
+    /// after a failed apply, until the next one.
+    /// Returns how many entries it changed.
+    fn quiesce_fast_flags(&mut self, desired: &DesiredState) -> Result<usize, XdpError> {
+        let mut changing = Vec::new();
+        for vip in &desired.vips {
+            let Some(slot) = self.vips.get(&vip.spec) else {
+                continue;
+            };
+            let new = desired.fast_flags(vip);
+            changing.extend(
+                slot.backends
+                    .values()
+                    .copied()
+                    .filter(|&id| self.backends.get(id).fast_flags != new),
+            );
+        }
+        let mut changed = 0;
+        for id in changing {
+            let current = self.backends.get(id);
+            let entry = fast_path_off(current);
+            if entry != current {
+                self.stage_backend(id, entry)?;
+                changed += 1;
+            }
+        }
+        self.flush_backends()?;
+        Ok(changed)
     }
 
     /// Frees a backend id. `vip`: the id of the VIP it leaves, which goes
@@ -1220,8 +1420,7 @@ impl XdpDataplane {
             key: spec.key(),
             info,
         };
-        self.array::<VipEntry>("VIP_TABLE")?
-            .set(id * 2 + copy, entry, 0)?;
+        self.vip_table.set(&mut self.ebpf, id * 2 + copy, entry)?;
         self.entries[id as usize] = EntryCopies {
             live: Some(copy),
             since: Some(Instant::now()),
@@ -1262,10 +1461,14 @@ impl XdpDataplane {
         }
         let applied = self.apply_vips(desired);
         // Also after a failure: the VIPs published before it forward, and
-        // their fragments must be told from traffic for no VIP.
+        // their fragments must be told from traffic for no VIP; and the
+        // backend entries staged before it are written (the image of the
+        // table must be what the map holds).
         let synced = self.sync_vip_protos();
+        let flushed = self.flush_backends();
         let report = applied?;
         synced?;
+        flushed?;
         Ok(report)
     }
 
@@ -1275,6 +1478,7 @@ impl XdpDataplane {
             node_written: self.write_node(&desired.node)?,
             ..Default::default()
         };
+        report.backends_written += self.quiesce_fast_flags(desired)?;
         let wanted: HashMap<VipSpec, usize> = desired
             .vips
             .iter()
@@ -1330,6 +1534,8 @@ impl XdpDataplane {
             // sends new flows to it, and they would be dropped meanwhile.
             let mut ids = BTreeMap::new();
             let mut dying = Vec::new();
+            // Entries whose fast-path flags change: written with the switch.
+            let mut after_switch = Vec::new();
             let old_ids = self
                 .vips
                 .get(&vip.spec)
@@ -1339,6 +1545,7 @@ impl XdpDataplane {
             // VIP cannot be programmed (no id left, no table), so a refused
             // apply loses none and its retry can succeed.
             let mut fresh: Vec<u32> = Vec::new();
+            let fast_flags = desired.fast_flags(vip);
             for b in &vip.backends {
                 let id = match old_ids.get(&b.addr) {
                     Some(&id) => id,
@@ -1359,22 +1566,30 @@ impl XdpDataplane {
                     addr,
                     family,
                     flags: if b.alive() { backend_flags::ALIVE } else { 0 },
-                    _pad: [0; 2],
+                    fast_flags,
                     generation: self.generations[id as usize],
                     mac: b.mac.unwrap_or_default(),
                     vlan: b.vlan,
                 };
-                let current = self.array::<Backend>("BACKENDS")?.get(&id, 0)?;
+                let current = self.backends.get(id);
                 if current != entry {
                     let was_alive = current.flags & backend_flags::ALIVE != 0;
                     if was_alive && entry.flags & backend_flags::ALIVE == 0 {
                         dying.push((id, entry));
+                    } else if entry.fast_flags != current.fast_flags {
+                        // The fast path takes the new flags with the VIP's
+                        // switch below, not before: until then it leaves
+                        // the backend's flows to the general path.
+                        self.stage_backend(id, fast_path_off(entry))?;
+                        after_switch.push((id, entry));
                     } else {
-                        self.write_backend(id, entry)?;
+                        self.stage_backend(id, entry)?;
                     }
                     report.backends_written += 1;
                 }
             }
+            // One write for the VIP's backends, before its table names them.
+            self.flush_backends()?;
 
             // The table, from the backends that take new flows.
             let members: Vec<MaglevBackend> = vip
@@ -1442,9 +1657,12 @@ impl XdpDataplane {
             }
             // Now the live table no longer names them (a dead backend is
             // never in it): established flows on them are rehashed from here.
-            for (id, entry) in dying {
-                self.write_backend(id, entry)?;
+            // And the fast path takes the VIP's new flags, as the general
+            // path now does.
+            for (id, entry) in dying.into_iter().chain(after_switch) {
+                self.stage_backend(id, entry)?;
             }
+            self.flush_backends()?;
             // Backends that left this VIP: no longer alive, ids recycled.
             // Until each is released the slot names it beside the new
             // backends, so that an error part-way leaves the next apply
@@ -1459,6 +1677,12 @@ impl XdpDataplane {
                 slot.backends = ids.clone();
                 slot.backends.extend(left.iter().copied());
             }
+            // Their free entries in one write (each release below then
+            // finds its entry written).
+            for &(_, id) in &left {
+                self.stage_backend(id, self.free_entry(id))?;
+            }
+            self.flush_backends()?;
             for (addr, id) in left {
                 self.release_backend(id, Some(info.vip_id))?;
                 if let Some(slot) = self.vips.get_mut(&vip.spec) {
@@ -1501,6 +1725,18 @@ impl XdpDataplane {
     }
 
     fn remove_vip(&mut self, spec: VipSpec) -> Result<(), XdpError> {
+        // The fast path first, in one write: it reads the VIP's flags from
+        // its backends (`Backend::fast_flags`), not from the VIP entry.
+        let ids: Vec<u32> = self
+            .vips
+            .get(&spec)
+            .map(|s| s.backends.values().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let entry = fast_path_off(self.backends.get(id));
+            self.stage_backend(id, entry)?;
+        }
+        self.flush_backends()?;
         self.unpublish_vip(spec)?;
         let Some(slot) = self.vips.remove(&spec) else {
             return Ok(());
@@ -1508,6 +1744,12 @@ impl XdpDataplane {
         self.hash::<VipKey, VipInfo>("VIPS")?
             .remove(&spec.key())
             .or_else(ignore_missing)?;
+        // Their free entries in one write (each release then finds its
+        // entry written).
+        for &id in slot.backends.values() {
+            self.stage_backend(id, self.free_entry(id))?;
+        }
+        self.flush_backends()?;
         for (_, id) in slot.backends {
             self.release_backend(id, None)?;
         }
@@ -1545,8 +1787,8 @@ impl XdpDataplane {
                 per.insert(
                     *addr,
                     CounterSum {
-                        packets: c.packets,
-                        bytes: c.bytes,
+                        packets: c.packets + c.fast_dr + c.fast_ipip,
+                        bytes: c.bytes + c.fast_bytes,
                     },
                 );
                 vip.packets += c.fast_dr + c.fast_ipip;
@@ -1653,6 +1895,15 @@ fn fill_tail_slots(ebpf: &mut Ebpf) -> Result<(), XdpError> {
         tails.set(*slot, fd, 0)?;
     }
     Ok(())
+}
+
+/// `entry` as the fast path declines it: its VIP flags without ACTIVE (the
+/// general path then decides the backend's flows).
+fn fast_path_off(entry: Backend) -> Backend {
+    Backend {
+        fast_flags: entry.fast_flags & !(vip_flags::ACTIVE as u16),
+        ..entry
+    }
 }
 
 /// The node settings held by a pinned [`NODE_MAP`].
