@@ -239,7 +239,7 @@ fn backend_counter(id: u32) -> Option<*mut BackendCounter> {
 /// CPU's counter of it.
 #[inline(always)]
 fn add_backend(id: u32, bytes: u64) -> Option<*mut BackendCounter> {
-    let c = BACKEND_STATS.get_ptr_mut(id)?;
+    let c = backend_counter(id)?;
     // SAFETY: per-CPU value owned by this CPU for the program's run.
     unsafe {
         (*c).packets += 1;

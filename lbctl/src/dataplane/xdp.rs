@@ -418,11 +418,7 @@ struct GlobalTable<T: aya::Pod, const N: usize> {
 impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
     /// A table of default (zero) entries, as the loader creates it.
     fn zeroed(names: GlobalTableNames) -> Self {
-        Self::with_image(names, vec![T::default(); N])
-    }
-
-    fn with_image(names: GlobalTableNames, entries: Vec<T>) -> Self {
-        let image: Box<[T]> = entries.into_boxed_slice();
+        let image: Box<[T]> = vec![T::default(); N].into_boxed_slice();
         let image = image
             .try_into()
             .unwrap_or_else(|_| unreachable!("built with N entries"));
@@ -457,17 +453,18 @@ impl<T: aya::Pod + Default + PartialEq, const N: usize> GlobalTable<T, N> {
     }
 
     /// Sets entry `i` in the image only; [`Self::flush`] writes it (with
-    /// every other staged entry, in one write).
-    fn stage(&mut self, i: u32, value: T) -> Result<(), XdpError> {
+    /// every other staged entry, in one write). Whether the entry changed.
+    fn stage(&mut self, i: u32, value: T) -> Result<bool, XdpError> {
         let slot = self
             .image
             .get_mut(i as usize)
             .ok_or_else(|| XdpError::Capacity(format!("{} entry {i}", self.names.symbol)))?;
-        if *slot != value {
-            *slot = value;
-            self.dirty = true;
+        if *slot == value {
+            return Ok(false);
         }
-        Ok(())
+        *slot = value;
+        self.dirty = true;
+        Ok(true)
     }
 
     /// Writes the table if entries were staged since the last write.
@@ -1298,11 +1295,29 @@ impl XdpDataplane {
     /// Stages a backend entry for [`Self::flush_backends`], which writes
     /// every staged one at once (the table is one value: see `GlobalTable`).
     fn stage_backend(&mut self, id: u32, entry: Backend) -> Result<(), XdpError> {
-        self.backends.stage(id, entry)
+        self.backends.stage(id, entry).map(|_| ())
     }
 
     fn flush_backends(&mut self) -> Result<(), XdpError> {
         self.backends.flush(&mut self.ebpf)
+    }
+
+    /// Rewrites backends `ids` as `f` makes each from its entry, in one
+    /// write; how many changed.
+    fn rewrite_backends(
+        &mut self,
+        ids: impl IntoIterator<Item = u32>,
+        f: impl Fn(&Self, u32, Backend) -> Backend,
+    ) -> Result<usize, XdpError> {
+        let mut changed = 0;
+        for id in ids {
+            let entry = f(self, id, self.backends.get(id));
+            if self.backends.stage(id, entry)? {
+                changed += 1;
+            }
+        }
+        self.flush_backends()?;
+        Ok(changed)
     }
 
     /// Before an apply changes anything: takes out of the fast path, in one
@@ -1329,17 +1344,7 @@ impl XdpDataplane {
                     .filter(|&id| self.backends.get(id).fast_flags != new),
             );
         }
-        let mut changed = 0;
-        for id in changing {
-            let current = self.backends.get(id);
-            let entry = fast_path_off(current);
-            if entry != current {
-                self.stage_backend(id, entry)?;
-                changed += 1;
-            }
-        }
-        self.flush_backends()?;
-        Ok(changed)
+        self.rewrite_backends(changing, |_, _, b| fast_path_off(b))
     }
 
     /// Frees a backend id. `vip`: the id of the VIP it leaves, which goes
@@ -1679,10 +1684,9 @@ impl XdpDataplane {
             }
             // Their free entries in one write (each release below then
             // finds its entry written).
-            for &(_, id) in &left {
-                self.stage_backend(id, self.free_entry(id))?;
-            }
-            self.flush_backends()?;
+            self.rewrite_backends(left.iter().map(|&(_, id)| id), |dp, id, _| {
+                dp.free_entry(id)
+            })?;
             for (addr, id) in left {
                 self.release_backend(id, Some(info.vip_id))?;
                 if let Some(slot) = self.vips.get_mut(&vip.spec) {
@@ -1732,11 +1736,7 @@ impl XdpDataplane {
             .get(&spec)
             .map(|s| s.backends.values().copied().collect())
             .unwrap_or_default();
-        for id in ids {
-            let entry = fast_path_off(self.backends.get(id));
-            self.stage_backend(id, entry)?;
-        }
-        self.flush_backends()?;
+        self.rewrite_backends(ids, |_, _, b| fast_path_off(b))?;
         self.unpublish_vip(spec)?;
         let Some(slot) = self.vips.remove(&spec) else {
             return Ok(());
@@ -1746,10 +1746,9 @@ impl XdpDataplane {
             .or_else(ignore_missing)?;
         // Their free entries in one write (each release then finds its
         // entry written).
-        for &id in slot.backends.values() {
-            self.stage_backend(id, self.free_entry(id))?;
-        }
-        self.flush_backends()?;
+        self.rewrite_backends(slot.backends.values().copied(), |dp, id, _| {
+            dp.free_entry(id)
+        })?;
         for (_, id) in slot.backends {
             self.release_backend(id, None)?;
         }
